@@ -1,0 +1,88 @@
+"""The contract every sink implements, and the settings every sink shares.
+
+A sink is deliberately small: it is constructed with its validated settings, started once,
+handed batches, asked for its health and closed. Everything else (queueing, batching, retries
+with backoff, routing, drop policies, counting) belongs to the sink worker that drives it, so
+a plugin author writes only the part that talks to the destination.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from telemetryd.record import Record
+
+WhenFull = Literal["block", "drop_newest", "drop_oldest"]
+
+
+class SinkSettings(BaseModel):
+    """Settings every sink accepts; a sink's own model subclasses this and adds its keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Unique name, used in logs and metrics.")
+    type: str = Field(description="The sink plugin, by its entry-point name.")
+    when_full: WhenFull = Field(
+        "block",
+        description="What to do when the queue is full: push back on ingestion (block), "
+        "drop the incoming event (drop_newest) or evict the oldest queued one (drop_oldest).",
+    )
+    buffer: Literal["memory"] = Field("memory", description="Where queued events are kept.")
+    queue_max_events: int = Field(100_000, gt=0, description="Queue limit, in events.")
+    queue_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Queue limit, in bytes.")
+    batch_max_events: int = Field(1_000, gt=0, description="Most events handed over at once.")
+    batch_max_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Most bytes in one batch.")
+    batch_max_delay_secs: float = Field(
+        0.05, ge=0, description="How long a partial batch waits for more events."
+    )
+    retry_initial_secs: float = Field(0.1, gt=0, description="First retry delay after a failure.")
+    retry_max_secs: float = Field(30.0, gt=0, description="Cap of the exponential retry delay.")
+    include: list[str] = Field(
+        default_factory=list,
+        description="Schema id glob patterns this sink receives; empty means every schema.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Schema id glob patterns this sink never receives."
+    )
+
+
+@dataclass(frozen=True)
+class SinkHealth:
+    healthy: bool
+    detail: str = ""
+
+
+class Sink(ABC):
+    """One destination for records. Subclasses set `settings_model` to their settings class."""
+
+    settings_model: ClassVar[type[SinkSettings]] = SinkSettings
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.settings = settings
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    async def start(self) -> None:  # noqa: B027 - a sink with nothing to open needs no start
+        """Open files or connections. An exception here stops the daemon from starting."""
+
+    @abstractmethod
+    async def write_batch(self, batch: Sequence[Record]) -> None:
+        """Deliver every record of `batch`, or raise; the worker then retries the whole batch.
+
+        Returning means the batch is delivered (durably, as far as the sink's settings say):
+        the worker then forgets it. At-least-once: a batch may be handed over again after a
+        failure that happened after part of it was written.
+        """
+
+    def health(self) -> SinkHealth:
+        return SinkHealth(True)
+
+    async def close(self) -> None:  # noqa: B027 - a sink with nothing to close needs no close
+        """Flush and release resources; called once, after the last write_batch."""

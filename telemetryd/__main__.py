@@ -1,0 +1,3 @@
+from telemetryd.cli import main
+
+raise SystemExit(main())

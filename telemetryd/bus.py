@@ -1,0 +1,40 @@
+"""Fan-out: every accepted record goes to the queue of every sink whose routing wants it.
+
+Sinks are served in a fixed order and a blocking queue makes `publish` wait, which is how a
+`block` sink pushes back on the sources. Records of one publish keep their order in every queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from telemetryd.record import Record
+from telemetryd.routing import RouteFilter
+from telemetryd.sink_queue import SinkQueue
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    queue: SinkQueue
+    filter: RouteFilter
+
+
+class Bus:
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Returns once every record is in every wanting queue (or dropped by its policy)."""
+        for route in self.routes:
+            selected = route.filter.select(records)
+            if selected:
+                await route.queue.put_many(selected)
+
+    def wanted_by(self, schema_id: str) -> list[str]:
+        return [route.name for route in self.routes if route.filter.wants(schema_id)]
+
+    def close(self) -> None:
+        for route in self.routes:
+            route.queue.close()

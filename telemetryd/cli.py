@@ -1,0 +1,141 @@
+"""The `telemetryd` command: run the daemon, check its configuration, inspect schemas, send."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import msgspec
+
+from telemetryd import __version__
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from telemetryd import daemon, logs
+    from telemetryd.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"telemetryd: bad configuration\n{e}", file=sys.stderr)
+        return 2
+    logs.setup(args.log_level or config.log.level, config.log.format)
+    return daemon.run(config)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from telemetryd.config import ConfigError, default_config_path, load_config
+    from telemetryd.daemon import load_registry
+    from telemetryd.registry import SchemaLoadError
+
+    path = args.file or default_config_path()
+    try:
+        config = load_config(path)
+        registry = load_registry(config)
+    except (ConfigError, SchemaLoadError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(f"{path}: OK ({len(config.sinks)} sinks, {len(registry)} schemas)")
+    return 0
+
+
+def _event_lines(args: argparse.Namespace) -> list[bytes]:
+    if args.schema_id is None:
+        return [line for line in sys.stdin.buffer.read().split(b"\n") if line.strip()]
+    if args.version is None or args.data is None:
+        raise SystemExit("telemetryd send: give SCHEMA_ID VERSION DATA, or NDJSON on stdin")
+    try:
+        data = msgspec.json.decode(args.data)
+    except msgspec.DecodeError as e:
+        raise SystemExit(f"telemetryd send: DATA is not JSON: {e}") from None
+    event: dict[str, object] = {"schema_id": args.schema_id, "version": args.version, "data": data}
+    if args.timestamp:
+        event["timestamp"] = args.timestamp
+    return [msgspec.json.encode(event)]
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from telemetryd.send import SendError, send_events
+
+    socket_path = args.socket
+    if socket_path is None:
+        from telemetryd.config import ConfigError, load_config
+
+        try:
+            server = load_config(args.config).server
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return 2
+        if server.unix_socket is None:
+            print(
+                "telemetryd send: no unix_socket in the configuration; use --socket",
+                file=sys.stderr,
+            )
+            return 2
+        socket_path = server.unix_socket
+    try:
+        verdicts = send_events(Path(socket_path), _event_lines(args))
+    except SendError as e:
+        print(f"telemetryd send: {e}", file=sys.stderr)
+        return 3
+    rejected = 0
+    for verdict in verdicts:
+        if verdict.accepted:
+            print(f"{verdict.line}: accepted")
+        else:
+            rejected += 1
+            print(f"{verdict.line}: rejected: {verdict.reason}: {verdict.message}")
+    return 1 if rejected else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from telemetryd import schema_commands
+
+    parser = argparse.ArgumentParser(
+        prog="telemetryd", description="The event bus for Jupyter deployments."
+    )
+    parser.add_argument("--version", action="version", version=f"telemetryd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="configuration file (default: ./telemetryd.toml, "
+        "then /etc/telemetryd/telemetryd.toml, or $TELEMETRYD_CONFIG)",
+    )
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and its schemas")
+    check.add_argument("file", nargs="?", type=Path)
+    check.set_defaults(func=_cmd_check_config)
+
+    schema_commands.add_parser(sub)
+
+    send = sub.add_parser(
+        "send",
+        help="send events and print the daemon's verdict for each",
+        description="Send one event (SCHEMA_ID VERSION DATA) or NDJSON events "
+        "from stdin; exit status 1 if any was rejected.",
+    )
+    send.add_argument("schema_id", nargs="?", metavar="SCHEMA_ID")
+    send.add_argument("version", nargs="?", metavar="VERSION")
+    send.add_argument("data", nargs="?", metavar="DATA", help="the event's data, as JSON")
+    send.add_argument("--timestamp", help="RFC 3339 time of the event (default: now)")
+    send.add_argument("-s", "--socket", type=Path, help="daemon socket (default: from the config)")
+    send.add_argument("-c", "--config", type=Path)
+    send.set_defaults(func=_cmd_send)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""telemetryd.toml: parsed with tomllib, validated by pydantic models, unknown keys rejected.
+
+Relative paths in the file are resolved against the working directory, as a systemd unit's
+WorkingDirectory or StateDirectory sets it, so the repository's telemetryd.toml keeps its socket
+and files under the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from telemetryd.plugins import UnknownSinkType, load_sink_class
+from telemetryd.sinks.base import SinkSettings
+
+DEFAULT_CONFIG_PATHS = (Path("telemetryd.toml"), Path("/etc/telemetryd/telemetryd.toml"))
+MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    unix_socket: Path | None = Field(
+        Path("run/telemetryd.sock"), description="Path of the NDJSON ingest socket."
+    )
+    unix_socket_mode: int = Field(
+        0o660, ge=0, le=0o777, description="File mode of the socket (TOML 0o660 or '0660')."
+    )
+    max_line_bytes: int = Field(1 * MiB, gt=0, description="Longest accepted event line.")
+    read_chunk_bytes: int = Field(256 * 1024, ge=4096, description="Bytes read per receive.")
+    max_connections: int = Field(1024, gt=0, description="Concurrent socket clients.")
+    shutdown_timeout_secs: float = Field(
+        30.0, ge=0, description="How long SIGTERM waits for the sinks to drain their queues."
+    )
+
+    @field_validator("unix_socket_mode", mode="before")
+    @classmethod
+    def _octal_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return int(value, 8)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an octal file mode such as '0660'") from None
+        return value
+
+
+class SchemaSettings(_Section):
+    builtin: bool = Field(True, description="Load the schemas shipped with telemetryd.")
+    paths: list[Path] = Field(
+        default_factory=list, description="More folders (or files) of YAML/JSON schemas."
+    )
+    allowed: list[str] = Field(
+        default_factory=list,
+        description="Schema id glob patterns accepted for ingest; empty accepts all registered.",
+    )
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    stats_interval_secs: float = Field(
+        60.0, ge=0, description="Log every component's counters this often; 0 turns it off."
+    )
+
+
+def _default_dead_letter() -> dict[str, Any]:
+    return {
+        "name": "dead-letter",
+        "type": "file",
+        "path": "var/events/rejected.jsonl",
+        "when_full": "drop_newest",
+    }
+
+
+class _RawConfig(_Section):
+    """The file as written; sink tables are validated in a second step by their plugin's model."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    schemas: SchemaSettings = Field(default_factory=SchemaSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    sinks: list[dict[str, Any]] = Field(default_factory=list)
+    dead_letter: dict[str, Any] = Field(default_factory=_default_dead_letter)
+
+
+class Config(_Section):
+    source: Path | None = None
+    server: ServerSettings
+    schemas: SchemaSettings
+    log: LogSettings
+    sinks: list[SinkSettings]
+    dead_letter: SinkSettings
+
+
+class ConfigError(Exception):
+    """Bad configuration: one line per problem, each naming the file and the key."""
+
+    def __init__(self, source: Path | str, problems: list[tuple[str, str]]) -> None:
+        self.source = str(source)
+        self.problems = problems
+        super().__init__(
+            "\n".join(
+                f"{self.source}: {key}: {problem}" if key else f"{self.source}: {problem}"
+                for key, problem in problems
+            )
+        )
+
+
+def _key_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        key = _key_path(tuple(e["loc"]), prefix)
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] not in ("extra_forbidden", "missing"):
+            msg += f" (got {e['input']!r})"
+        problems.append((key, msg))
+    return problems
+
+
+def _sink_settings(
+    table: dict[str, Any], key: str
+) -> tuple[SinkSettings | None, list[tuple[str, str]]]:
+    sink_type = table.get("type")
+    if not isinstance(sink_type, str):
+        return None, [(f"{key}.type", 'missing: every sink needs a type, such as "file"')]
+    try:
+        cls = load_sink_class(sink_type)
+    except UnknownSinkType as e:
+        return None, [(f"{key}.type", str(e))]
+    try:
+        return cls.settings_model.model_validate(table), []
+    except ValidationError as e:
+        return None, _problems(e, key)
+
+
+def parse_config(text: str, source: Path | str = "<string>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, [("", f"not valid TOML: {e}")]) from None
+    try:
+        raw = _RawConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, _problems(e)) from None
+
+    problems: list[tuple[str, str]] = []
+    sinks: list[SinkSettings] = []
+    names: dict[str, int] = {}
+    for i, table in enumerate(raw.sinks):
+        settings, errs = _sink_settings(table, f"sinks[{i}]")
+        problems += errs
+        if settings is None:
+            continue
+        if settings.name in names:
+            problems.append(
+                (
+                    f"sinks[{i}].name",
+                    f"duplicate sink name {settings.name!r} (also sinks[{names[settings.name]}])",
+                )
+            )
+        names[settings.name] = i
+        sinks.append(settings)
+    dead_letter, errs = _sink_settings(raw.dead_letter, "dead_letter")
+    problems += errs
+    if problems or dead_letter is None:
+        raise ConfigError(source, problems)
+    return Config(
+        source=Path(source) if source != "<string>" else None,
+        server=raw.server,
+        schemas=raw.schemas,
+        log=raw.log,
+        sinks=sinks,
+        dead_letter=dead_letter,
+    )
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("TELEMETRYD_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    return DEFAULT_CONFIG_PATHS[0]
+
+
+def load_config(path: Path | None = None) -> Config:
+    path = path or default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(path, [("", f"cannot read the file: {e.strerror}")]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [("", f"not UTF-8 text: {e}")]) from None
+    return parse_config(text, path)

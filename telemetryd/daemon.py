@@ -1,0 +1,294 @@
+"""The daemon's lifecycle: start sinks, serve, and on SIGTERM drain and stop (DESIGN.md §7).
+
+start   every sink's start(); a failure stops the daemon before it listens
+serve   sink workers, the sources and the signal watcher run in one task group
+stop    SIGTERM/SIGINT: stop accepting and reading, let the sources finish the lines they
+        hold, close the queues, let every worker drain its queue, close the sinks, exit 0;
+        the whole stop is bounded by shutdown_timeout_secs, and whatever a sink could not
+        take by then is counted as dropped with the reason "shutdown_timeout"
+reload  SIGHUP: re-read the schemas; a bad schema set is refused and the old one kept
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from telemetryd import __version__
+from telemetryd.bus import Bus, Route
+from telemetryd.config import Config, ConfigError, load_config
+from telemetryd.ingest import Ingestor
+from telemetryd.plugins import load_sink_class
+from telemetryd.record import Record
+from telemetryd.registry import SchemaLoadError, SchemaRegistry
+from telemetryd.rejections import Rejection, dead_letter_record
+from telemetryd.routing import RouteFilter
+from telemetryd.sink_queue import QueueClosed, SinkQueue
+from telemetryd.sink_worker import SinkWorker
+from telemetryd.sinks.base import Sink, SinkSettings
+from telemetryd.sources.unix import UnixSource
+from telemetryd.stats import ComponentStats
+
+log = logging.getLogger("telemetryd")
+
+
+class StartupError(Exception):
+    pass
+
+
+def load_registry(config: Config) -> SchemaRegistry:
+    return SchemaRegistry.load(
+        config.schemas.paths, builtin=config.schemas.builtin, allowed=config.schemas.allowed
+    )
+
+
+def _worker(settings: SinkSettings) -> SinkWorker:
+    sink: Sink = load_sink_class(settings.type)(settings)
+    stats = ComponentStats("sink", settings.name)
+    queue = SinkQueue(
+        settings.queue_max_events, settings.queue_max_bytes, settings.when_full, stats
+    )
+    return SinkWorker(sink, queue, stats)
+
+
+class Daemon:
+    def __init__(self, config: Config, registry: SchemaRegistry) -> None:
+        self.config = config
+        self.workers = [_worker(settings) for settings in config.sinks]
+        self.dead_letter = _worker(config.dead_letter)
+        self.bus = Bus(
+            [
+                Route(
+                    w.name, w.queue, RouteFilter(w.sink.settings.include, w.sink.settings.exclude)
+                )
+                for w in self.workers
+            ]
+        )
+        self.ingestor = Ingestor(registry)
+        self.source_stats = ComponentStats("source", "unix")
+        self.unix: UnixSource | None = None
+        if config.server.unix_socket is not None:
+            self.unix = UnixSource(
+                config.server, self.ingestor, self.bus, self.reject, self.source_stats
+            )
+        self._stop = anyio.Event()
+        self.started_at = time.monotonic()
+
+    @property
+    def all_workers(self) -> list[SinkWorker]:
+        return [*self.workers, self.dead_letter]
+
+    async def reject(
+        self, rejected: list[Rejection], origin: bytes, timestamp: str, received: float
+    ) -> None:
+        """Rejected inputs go to the dead-letter sink, under its own when_full policy."""
+        records: list[Record] = [
+            dead_letter_record(r, origin, timestamp, received) for r in rejected
+        ]
+        try:
+            await self.dead_letter.queue.put_many(records)
+        except QueueClosed:
+            self.dead_letter.stats.dropped["shutdown"] += len(records)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: swap in a freshly loaded schema set, or keep the current one if it is bad."""
+        try:
+            config = load_config(self.config.source) if self.config.source else self.config
+            registry = load_registry(config)
+        except (ConfigError, SchemaLoadError) as e:
+            log.error(
+                "reload refused; keeping the current schemas",
+                extra={"fields": {"problems": str(e).splitlines()}},
+            )
+            return
+        self.ingestor.registry = registry
+        log.info("schemas reloaded", extra={"fields": {"schemas": len(registry)}})
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._start_sinks()
+        deadline = float("inf")
+        try:
+            async with anyio.create_task_group() as tg:
+                for worker in self.all_workers:
+                    tg.start_soon(worker.run)
+                tg.start_soon(self._watch_signals)
+                if self.config.log.stats_interval_secs > 0:
+                    tg.start_soon(self._log_stats_periodically)
+                source_done = anyio.Event()
+                async with anyio.create_task_group() as sources:
+                    if self.unix is not None:
+                        await sources.start(self._serve_source, self.unix, source_done)
+                    else:
+                        source_done.set()
+                    log.info(
+                        "ready",
+                        extra={
+                            "fields": {
+                                "version": __version__,
+                                "pid": os.getpid(),
+                                "sinks": [w.name for w in self.workers],
+                                "schemas": len(self.ingestor.registry),
+                            }
+                        },
+                    )
+                    _sd_notify(b"READY=1")
+                    task_status.started()
+                    await self._stop.wait()
+                    _sd_notify(b"STOPPING=1")
+                    deadline = time.monotonic() + self.config.server.shutdown_timeout_secs
+                    log.info(
+                        "stopping: no longer accepting; draining queues",
+                        extra={
+                            "fields": {"queued": {w.name: len(w.queue) for w in self.all_workers}}
+                        },
+                    )
+                    if self.unix is not None:
+                        self.unix.stop()
+                    with anyio.move_on_after(deadline - time.monotonic()):
+                        await source_done.wait()
+                    sources.cancel_scope.cancel()
+                self.bus.close()
+                self.dead_letter.queue.close()
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    for worker in self.all_workers:
+                        await worker.done.wait()
+                for worker in self.all_workers:
+                    lost = worker.queue.abandon()
+                    if lost:
+                        log.error(
+                            "shutdown timeout: events not delivered",
+                            extra={"fields": {"sink": worker.name, "events": lost}},
+                        )
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close_sinks()
+            log.info("stopped", extra={"fields": self.snapshot()})
+
+    async def _serve_source(
+        self,
+        source: UnixSource,
+        done: anyio.Event,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await source.serve(task_status=task_status)
+        finally:
+            done.set()
+
+    async def _start_sinks(self) -> None:
+        started: list[SinkWorker] = []
+        for worker in self.all_workers:
+            try:
+                await worker.sink.start()
+            except Exception as e:
+                for done in started:
+                    await done.sink.close()
+                raise StartupError(
+                    f"sink {worker.name!r} ({worker.sink.settings.type}) failed to start: {e}"
+                ) from e
+            started.append(worker)
+
+    async def _close_sinks(self) -> None:
+        for worker in self.all_workers:
+            try:
+                await worker.sink.close()
+            except Exception:
+                log.exception("sink failed to close", extra={"fields": {"sink": worker.name}})
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                else:
+                    log.info(
+                        "signal received", extra={"fields": {"signal": signal.Signals(signum).name}}
+                    )
+                    self.request_stop()
+
+    async def _log_stats_periodically(self) -> None:
+        while True:
+            await anyio.sleep(self.config.log.stats_interval_secs)
+            log.info("stats", extra={"fields": self.snapshot()})
+
+    def snapshot(self) -> dict[str, Any]:
+        sinks = []
+        for worker in self.all_workers:
+            entry = worker.stats.snapshot()
+            queue = worker.queue.statistics()
+            entry |= {
+                "healthy": worker.health().healthy,
+                "queued": queue.queued_events + queue.inflight_events,
+                "batches": worker.batches,
+                "retries": worker.retries,
+                "latency_p50_secs": worker.latency.quantile(0.5),
+                "latency_p99_secs": worker.latency.quantile(0.99),
+            }
+            sinks.append(entry)
+        sources = [self.source_stats.snapshot()]
+        if self.unix is not None:
+            sources[0]["connections"] = len(self.unix.connections)
+            sources[0]["replies_dropped"] = self.unix.replies_dropped
+        return {
+            "uptime_secs": round(time.monotonic() - self.started_at, 3),
+            "sources": sources,
+            "sinks": sinks,
+        }
+
+
+def _sd_notify(state: bytes) -> None:
+    """Tell systemd (Type=notify) about readiness; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(state, address)
+        except OSError:
+            log.warning("sd_notify failed", extra={"fields": {"socket": address}})
+
+
+def run(config: Config) -> int:
+    """Runs the daemon on uvloop until SIGTERM; returns the exit code."""
+    try:
+        registry = load_registry(config)
+    except SchemaLoadError as e:
+        log.error(
+            "refusing to start: bad schemas", extra={"fields": {"problems": str(e).splitlines()}}
+        )
+        return 2
+    daemon = Daemon(config, registry)
+    try:
+        anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
+    except (StartupError, OSError) as e:
+        log.error("refusing to start", extra={"fields": {"error": str(e)}})
+        return 1
+    except BaseExceptionGroup as group:
+        matched, rest = group.split((StartupError, OSError))
+        if rest is not None or matched is None:
+            raise
+        errors = [str(e) for e in _leaves(matched)]
+        log.error("refusing to start", extra={"fields": {"error": "; ".join(errors)}})
+        return 1
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out

@@ -1,0 +1,57 @@
+"""Accept-to-sink latency, as a histogram with fixed buckets (cheap to update, mergeable)."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+
+from telemetryd.record import Record
+
+#: Upper bounds in seconds: 50 µs to 60 s, roughly three buckets a decade.
+BUCKETS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"),
+)  # fmt: skip
+
+
+class LatencyHistogram:
+    def __init__(self, buckets: Sequence[float] = BUCKETS) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * len(self.buckets)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe_batch(self, batch: Sequence[Record], now: float) -> None:
+        """Records read in one chunk share `received`, so runs of them cost one bisect."""
+        buckets = self.buckets
+        counts = self.counts
+        last: float | None = None
+        index = 0
+        latency = 0.0
+        total = 0.0
+        for record in batch:
+            if record.received != last:
+                last = record.received
+                latency = now - last
+                index = bisect_left(buckets, latency)
+            counts[index] += 1
+            total += latency
+        self.count += len(batch)
+        self.sum += total
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile, interpolated inside its bucket as Prometheus' histogram_quantile does;
+        0.0 with no observations."""
+        if not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        lower = 0.0
+        for upper, n in zip(self.buckets, self.counts, strict=True):
+            if n and seen + n >= rank:
+                if upper == float("inf"):
+                    return lower
+                return lower + (upper - lower) * (rank - seen) / n
+            seen += n
+            lower = upper
+        return lower

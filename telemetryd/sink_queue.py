@@ -1,0 +1,227 @@
+"""A sink's bounded queue, with the sink's `when_full` policy.
+
+Bounded by events and by bytes. The batch a worker has taken stays counted against the limits
+until the worker commits it, so a sink that cannot deliver holds at most its limits in memory.
+`block` makes `put_many` wait for room (backpressure reaches the source, which stops reading);
+`drop_newest` refuses what does not fit; `drop_oldest` evicts queued events to make room. Every
+drop is counted with its reason.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from telemetryd.record import Record
+from telemetryd.sinks.base import WhenFull
+from telemetryd.stats import ComponentStats
+
+DROP_QUEUE_FULL = "queue_full"
+DROP_EVICTED = "evicted_oldest"
+DROP_SHUTDOWN = "shutdown_timeout"
+
+
+class QueueClosed(Exception):
+    """put_many after close: the daemon is shutting down."""
+
+
+@dataclass(frozen=True)
+class QueueStatistics:
+    queued_events: int
+    queued_bytes: int
+    inflight_events: int
+    max_events: int
+    max_bytes: int
+    waiting_putters: int
+
+
+class SinkQueue:
+    def __init__(
+        self, max_events: int, max_bytes: int, when_full: WhenFull, stats: ComponentStats
+    ) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.when_full = when_full
+        self.stats = stats
+        self._items: deque[Record] = deque()
+        self._bytes = 0  # queued and in flight
+        self._inflight_events = 0
+        self._inflight_bytes = 0
+        self._closed = False
+        self._room: anyio.Event | None = None
+        self._ready: anyio.Event | None = None
+        self._waiting_putters = 0
+
+    # -- producers ---------------------------------------------------------------------------
+
+    async def put_many(self, records: Sequence[Record]) -> None:
+        """Enqueue in order; per the policy, waits for room or drops what does not fit."""
+        if self._closed:
+            raise QueueClosed
+        self.stats.received += len(records)
+        if self.when_full == "block":
+            await self._put_blocking(records)
+        elif self.when_full == "drop_newest":
+            self._put_dropping_newest(records)
+        else:
+            self._put_evicting_oldest(records)
+        self._wake(ready=True)
+
+    async def _put_blocking(self, records: Sequence[Record]) -> None:
+        items = self._items
+        start = 0
+        while start < len(records):
+            end = self._fits(records, start)
+            if end == start:
+                self._wake(ready=True)  # a putter must not wait while the worker sleeps
+                self._waiting_putters += 1
+                try:
+                    await self._wait("_room")
+                finally:
+                    self._waiting_putters -= 1
+                if self._closed:
+                    raise QueueClosed
+                continue
+            items.extend(records[start:end])
+            start = end
+
+    def _put_dropping_newest(self, records: Sequence[Record]) -> None:
+        end = self._fits(records, 0)
+        self._items.extend(records[:end])
+        if end < len(records):
+            self.stats.dropped[DROP_QUEUE_FULL] += len(records) - end
+
+    def _put_evicting_oldest(self, records: Sequence[Record]) -> None:
+        items = self._items
+        evicted = refused = 0
+        for record in records:
+            size = len(record.payload)
+            while items and (
+                len(items) + self._inflight_events >= self.max_events
+                or self._bytes + size > self.max_bytes
+            ):
+                self._bytes -= len(items.popleft().payload)
+                evicted += 1
+            if self._has_room_for(size):
+                items.append(record)
+                self._bytes += size
+            else:  # everything left is in flight: the newest one cannot be kept
+                refused += 1
+        if evicted:
+            self.stats.dropped[DROP_EVICTED] += evicted
+        if refused:
+            self.stats.dropped[DROP_QUEUE_FULL] += refused
+
+    def _has_room_for(self, size: int) -> bool:
+        total = len(self._items) + self._inflight_events
+        if total == 0:
+            return True  # one record over max_bytes still passes alone, or it would block forever
+        return total < self.max_events and self._bytes + size <= self.max_bytes
+
+    def _fits(self, records: Sequence[Record], start: int) -> int:
+        """Index after the last record from `start` that fits; adds their bytes to the count."""
+        room = self.max_events - len(self._items) - self._inflight_events
+        end = start
+        stop = min(len(records), start + max(room, 0))
+        total = self._bytes
+        limit = self.max_bytes
+        while end < stop:
+            size = len(records[end].payload)
+            if total + size > limit and not (total == 0 and end == start):
+                break
+            total += size
+            end += 1
+        self._bytes = total
+        return end
+
+    # -- the worker --------------------------------------------------------------------------
+
+    async def take(self, max_events: int, max_bytes: int, max_delay_secs: float) -> list[Record]:
+        """The next batch, in order; [] once the queue is closed and empty.
+
+        Waits for a first event, then up to `max_delay_secs` for the batch to fill.
+        """
+        if self._inflight_events:
+            raise RuntimeError("commit() the batch taken before taking another")
+        while not self._items:
+            if self._closed:
+                return []
+            await self._wait("_ready")
+        if len(self._items) < max_events and max_delay_secs > 0 and not self._closed:
+            with anyio.move_on_after(max_delay_secs):
+                # A putter waiting for room means the queue is full: filling more is impossible.
+                while (
+                    len(self._items) < max_events and not self._closed and not self._waiting_putters
+                ):
+                    await self._wait("_ready")
+        batch: list[Record] = []
+        size = 0
+        items = self._items
+        while items and len(batch) < max_events:
+            record_size = len(items[0].payload)
+            if batch and size + record_size > max_bytes:
+                break
+            batch.append(items.popleft())
+            size += record_size
+        self._inflight_events = len(batch)
+        self._inflight_bytes = size
+        return batch
+
+    def commit(self) -> None:
+        """The batch taken last is delivered: free its room."""
+        self.stats.sent += self._inflight_events
+        self._bytes -= self._inflight_bytes
+        self._inflight_events = self._inflight_bytes = 0
+        self._wake(room=True)
+
+    def close(self) -> None:
+        """No more puts; take() returns [] once the queue is drained."""
+        self._closed = True
+        self._wake(ready=True, room=True)
+
+    def abandon(self, reason: str = DROP_SHUTDOWN) -> int:
+        """Drop everything still held (shutdown timeout); returns how many events, counted."""
+        lost = len(self._items) + self._inflight_events
+        self._items.clear()
+        self._bytes = self._inflight_events = self._inflight_bytes = 0
+        if lost:
+            self.stats.dropped[reason] += lost
+        self._wake(room=True)
+        return lost
+
+    # -- state -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._items) + self._inflight_events
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(
+            queued_events=len(self._items),
+            queued_bytes=self._bytes - self._inflight_bytes,
+            inflight_events=self._inflight_events,
+            max_events=self.max_events,
+            max_bytes=self.max_bytes,
+            waiting_putters=self._waiting_putters,
+        )
+
+    async def _wait(self, name: str) -> None:
+        event: anyio.Event | None = getattr(self, name)
+        if event is None:
+            event = anyio.Event()
+            setattr(self, name, event)
+        await event.wait()
+
+    def _wake(self, *, ready: bool = False, room: bool = False) -> None:
+        if ready and self._ready is not None:
+            self._ready.set()
+            self._ready = None
+        if room and self._room is not None:
+            self._room.set()
+            self._room = None

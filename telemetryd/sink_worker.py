@@ -1,0 +1,102 @@
+"""Drives one sink: takes batches from its queue, delivers them, retries until they land.
+
+One worker per sink, each in its own task, so a slow or dead sink never slows the others. A
+failed batch is retried with exponential backoff and full jitter, without limit: the queue
+keeps the batch (and counts it against its limits) until the sink takes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import anyio
+
+from telemetryd.latency import LatencyHistogram
+from telemetryd.record import Record
+from telemetryd.sink_queue import SinkQueue
+from telemetryd.sinks.base import Sink, SinkHealth
+from telemetryd.stats import ComponentStats
+
+log = logging.getLogger("telemetryd.sink")
+
+
+class SinkWorker:
+    def __init__(self, sink: Sink, queue: SinkQueue, stats: ComponentStats) -> None:
+        self.sink = sink
+        self.queue = queue
+        self.stats = stats
+        self.latency = LatencyHistogram()
+        self.batches = 0
+        self.retries = 0
+        self.consecutive_failures = 0
+        self.last_error = ""
+        self.done = anyio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+    def health(self) -> SinkHealth:
+        if self.consecutive_failures:
+            return SinkHealth(
+                False, f"{self.consecutive_failures} failed attempts: {self.last_error}"
+            )
+        return self.sink.health()
+
+    async def run(self) -> None:
+        """Delivers until the queue is closed and drained."""
+        settings = self.sink.settings
+        try:
+            while True:
+                batch = await self.queue.take(
+                    settings.batch_max_events,
+                    settings.batch_max_bytes,
+                    settings.batch_max_delay_secs,
+                )
+                if not batch:
+                    return
+                await self._deliver(batch)
+                self.latency.observe_batch(batch, time.monotonic())
+                self.batches += 1
+                self.queue.commit()
+        finally:
+            self.done.set()
+
+    async def _deliver(self, batch: list[Record]) -> None:
+        settings = self.sink.settings
+        delay = settings.retry_initial_secs
+        while True:
+            try:
+                await self.sink.write_batch(batch)
+            except Exception as e:
+                self.consecutive_failures += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                self.stats.errors[type(e).__name__] += 1
+                self.retries += 1
+                pause = random.uniform(0, delay)  # full jitter: spreads retries of many daemons
+                log.warning(
+                    "sink write failed; retrying",
+                    extra={
+                        "fields": {
+                            "sink": self.name,
+                            "error": self.last_error,
+                            "attempt": self.consecutive_failures,
+                            "retry_in_secs": round(pause, 3),
+                            "batch": len(batch),
+                        }
+                    },
+                )
+                await anyio.sleep(pause)
+                delay = min(delay * 2, settings.retry_max_secs)
+                continue
+            if self.consecutive_failures:
+                log.info(
+                    "sink recovered",
+                    extra={
+                        "fields": {"sink": self.name, "after_attempts": self.consecutive_failures}
+                    },
+                )
+            self.consecutive_failures = 0
+            return

@@ -1,0 +1,1 @@
+"""Where events come in: one module per transport."""

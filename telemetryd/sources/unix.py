@@ -1,0 +1,314 @@
+"""The Unix socket source: NDJSON over a stream socket, plain or acknowledged (DESIGN.md §5).
+
+Each connection reads large chunks, frames them (telemetryd.framing), runs the hot path once
+per chunk and publishes the chunk's records in one call. While the bus is full, the connection
+does not read: the kernel's socket buffer fills and the client's writes block. That is the
+backpressure, and nothing is buffered without bound on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import pwd
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import anyio
+import msgspec
+from anyio.abc import SocketStream, TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+
+from telemetryd import __version__, protocol
+from telemetryd.bus import Bus
+from telemetryd.config import ServerSettings
+from telemetryd.framing import Frame, LineFramer
+from telemetryd.ingest import Ingestor
+from telemetryd.rejections import Rejection
+from telemetryd.stats import ComponentStats
+from telemetryd.timestamps import now_utc
+
+log = logging.getLogger("telemetryd.unix")
+
+#: Outgoing control lines waiting for a slow reader, per connection.
+REPLY_QUEUE_LINES = 1024
+
+RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
+
+
+class SocketInUse(OSError):
+    pass
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+    user: str | None
+
+    def origin(self) -> bytes:
+        """`__origin__`, encoded once per connection; identity comes from the kernel only."""
+        origin: dict[str, object] = {"transport": "unix"}
+        if self.user is not None:
+            origin["user"] = self.user
+        origin |= {"uid": self.uid, "gid": self.gid, "pid": self.pid}
+        return msgspec.json.encode(origin)
+
+
+@lru_cache(maxsize=1024)
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    fmt = "3i"
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt))
+    pid, uid, gid = struct.unpack(fmt, raw)
+    return Peer(pid, uid, gid, _user_name(uid))
+
+
+@dataclass(eq=False)
+class _Connection:
+    peer: Peer
+    origin: bytes
+    framer: LineFramer
+    acked: bool = False
+    lines: int = 0  # event lines seen (after the hello, in acknowledged mode)
+    read_scope: anyio.CancelScope | None = field(default=None, repr=False)
+
+
+class UnixSource:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        ingestor: Ingestor,
+        bus: Bus,
+        on_rejected: RejectHandler,
+        stats: ComponentStats,
+    ) -> None:
+        if settings.unix_socket is None:
+            raise ValueError("no unix_socket configured")
+        self.settings = settings
+        self.path = Path(settings.unix_socket)
+        self.ingestor = ingestor
+        self.bus = bus
+        self.on_rejected = on_rejected
+        self.stats = stats
+        self.connections: set[_Connection] = set()
+        self.replies_dropped = 0
+        self._stopping = False
+        self._serve_scope: anyio.CancelScope | None = None
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listens until stop(); returns when every connection has finished."""
+        _refuse_if_in_use(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        listener = await anyio.create_unix_listener(self.path, mode=self.settings.unix_socket_mode)
+        limiter = anyio.CapacityLimiter(self.settings.max_connections)
+        log.info(
+            "listening",
+            extra={
+                "fields": {
+                    "unix_socket": str(self.path),
+                    "mode": oct(self.settings.unix_socket_mode),
+                }
+            },
+        )
+        try:
+            async with anyio.create_task_group() as connections:
+                with anyio.CancelScope() as self._serve_scope:
+                    task_status.started()
+                    async with listener:
+                        while not self._stopping:
+                            stream = await listener.accept()
+                            connections.start_soon(self._handle, stream, limiter)
+        finally:
+            try:
+                if self.path.is_socket():
+                    self.path.unlink()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        """Stop accepting and reading; lines already read are still processed and answered."""
+        self._stopping = True
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+        for connection in self.connections:
+            if connection.read_scope is not None:
+                connection.read_scope.cancel()
+
+    async def _handle(self, stream: SocketStream, limiter: anyio.CapacityLimiter) -> None:
+        """One client. A bug met here ends this connection, never the daemon."""
+        try:
+            await self._serve_connection(stream, limiter)
+        except Exception:
+            self.stats.errors["internal"] += 1
+            log.exception("connection failed")
+
+    async def _serve_connection(self, stream: SocketStream, limiter: anyio.CapacityLimiter) -> None:
+        async with stream:
+            peer = peer_of(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+            try:
+                limiter.acquire_nowait()
+            except anyio.WouldBlock:
+                self.stats.errors["too_many_connections"] += 1
+                await _send_quietly(
+                    stream,
+                    protocol.encode_line(
+                        protocol.Error(
+                            "too_many_connections",
+                            f"at most {self.settings.max_connections} connections are served",
+                        )
+                    ),
+                )
+                return
+            connection = _Connection(peer, peer.origin(), LineFramer(self.settings.max_line_bytes))
+            self.connections.add(connection)
+            try:
+                send, receive = anyio.create_memory_object_stream[bytes](REPLY_QUEUE_LINES)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_write_replies, stream, receive)
+                    with send:
+                        await self._read(stream, connection, send)
+            finally:
+                self.connections.discard(connection)
+                limiter.release()
+
+    async def _read(
+        self, stream: SocketStream, connection: _Connection, replies: MemoryObjectSendStream[bytes]
+    ) -> None:
+        chunk_bytes = self.settings.read_chunk_bytes
+        framer = connection.framer
+        while not self._stopping:
+            chunk = await _receive(stream, connection, chunk_bytes)
+            if chunk is None:
+                return  # stop(): an unfinished line is the client's to resend, not a bad event
+            if not chunk:
+                last = framer.close()  # the client is done: its unfinished line is its last
+                if last is not None:
+                    await self._process(connection, [last], replies)
+                return
+            frames = framer.feed(chunk)
+            if frames:
+                await self._process(connection, frames, replies)
+
+    async def _process(
+        self, connection: _Connection, frames: list[Frame], replies: MemoryObjectSendStream[bytes]
+    ) -> None:
+        if (
+            connection.lines == 0
+            and not connection.acked
+            and type(frames[0]) is bytes
+            and protocol.is_hello(frames[0])
+        ):
+            connection.acked = True
+            frames = frames[1:]
+            await replies.send(
+                protocol.encode_line(
+                    protocol.Hello(
+                        protocol.HELLO_VALUE,
+                        server=f"telemetryd/{__version__}",
+                        max_line_bytes=self.settings.max_line_bytes,
+                    )
+                )
+            )
+            if not frames:
+                return
+        received = time.monotonic()
+        timestamp = now_utc()
+        first = connection.lines + 1
+        connection.lines += len(frames)
+        self.stats.received += len(frames)
+        records, rejected = self.ingestor.process(
+            frames, connection.origin, timestamp, received, first
+        )
+        if records:
+            await self.bus.publish(records)
+            self.stats.sent += len(records)
+        if rejected:
+            for rejection in rejected:
+                self.stats.dropped[rejection.reason] += 1
+            await self.on_rejected(rejected, connection.origin, timestamp, received)
+            await self._reply_rejections(connection, rejected, replies)
+        if connection.acked:
+            await replies.send(protocol.encode_line(protocol.Ack(connection.lines)))
+
+    async def _reply_rejections(
+        self,
+        connection: _Connection,
+        rejected: list[Rejection],
+        replies: MemoryObjectSendStream[bytes],
+    ) -> None:
+        lines = b"".join(
+            protocol.encode_line(protocol.Rejected(r.line, r.reason, r.message)) for r in rejected
+        )
+        if connection.acked:
+            await replies.send(lines)  # an acknowledged client reads its replies: wait for it
+            return
+        try:
+            replies.send_nowait(lines)
+        except anyio.WouldBlock:
+            self.replies_dropped += len(rejected)  # a plain client that never reads
+
+
+async def _receive(stream: SocketStream, connection: _Connection, max_bytes: int) -> bytes | None:
+    """A chunk; b"" at the end of the stream; None when stop() cancelled the read."""
+    with anyio.CancelScope() as scope:
+        connection.read_scope = scope
+        try:
+            return await stream.receive(max_bytes)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return b""
+        finally:
+            connection.read_scope = None
+    return None
+
+
+async def _write_replies(
+    stream: SocketStream, replies: anyio.abc.ObjectReceiveStream[bytes]
+) -> None:
+    """Writes control lines; after the peer goes away, keeps draining so senders never block."""
+    broken = False
+    async with replies:
+        async for line in replies:
+            if broken:
+                continue
+            try:
+                await stream.send(line)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                broken = True
+
+
+async def _send_quietly(stream: SocketStream, data: bytes) -> None:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await stream.send(data)
+
+
+def _refuse_if_in_use(path: Path) -> None:
+    """anyio replaces an existing socket file; refuse instead if a daemon still answers on it."""
+    if not path.exists():
+        return
+    if not path.is_socket():
+        raise SocketInUse(
+            errno.EEXIST, f"{path} exists and is not a socket; refusing to replace it"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(path))
+    except OSError:
+        return  # stale file from a daemon that died: safe to replace
+    finally:
+        probe.close()
+    raise SocketInUse(errno.EADDRINUSE, f"another process is listening on {path}")

@@ -1,0 +1,49 @@
+"""RFC 3339 timestamps as records carry them: UTC, microseconds, a `Z` suffix."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_CANONICAL_LENGTH = len("2026-11-22T01:30:21.131970Z")
+
+
+class InvalidTimestamp(ValueError):
+    pass
+
+
+def format_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(_FORMAT)
+
+
+def now_utc() -> str:
+    return datetime.fromtimestamp(time.time(), UTC).strftime(_FORMAT)
+
+
+def normalise(value: str) -> str:
+    """A client's timestamp as `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC.
+
+    Accepts RFC 3339 with `Z` or an offset, and jupyter_events' own `+00:00Z` form (an offset
+    followed by a stray `Z`), which Jupyter Server's POST /api/events expects and which the
+    records jupyter_events writes carry. A time without an offset is ambiguous and refused.
+    """
+    if len(value) == _CANONICAL_LENGTH and value[-1] == "Z" and value[10] == "T":
+        # Already canonical: parsing checks the calendar (no 30 February); no reformat needed.
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidTimestamp(f"timestamp {value!r} is not a valid RFC 3339 time") from None
+        return value
+    text = value
+    if len(text) > 6 and text[-1] == "Z" and text[-7] in "+-" and text[-4] == ":":
+        text = text[:-1]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidTimestamp(
+            f"timestamp {value!r} is not an RFC 3339 time such as 2026-11-22T01:30:21.131970Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidTimestamp(f"timestamp {value!r} has no UTC offset; add Z or +HH:MM")
+    return format_utc(moment)
