@@ -1,0 +1,318 @@
+"""Orchestration: run the chosen scenarios, print the table, write the JSON report."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from benchmarks.events import REPO_ROOT
+from benchmarks.scenarios import (
+    ProgressFn,
+    ScenarioResult,
+    failed,
+    run_jupyter_events,
+    run_socket_file,
+    run_socket_floor,
+)
+
+SCENARIOS = ("socket_file", "socket_file_4clients", "jupyter_events", "socket_floor")
+DEFAULT_EVENTS = 1_000_000
+QUICK_EVENTS = 20_000
+JUPYTER_EVENTS_CAP = 200_000
+DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results"
+PACKAGES = ("telemetryd", "msgspec", "fastjsonschema", "jupyter_events", "anyio", "uvloop")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark telemetryd against jupyter_events and the machine's floor.",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        metavar="N",
+        help=f"events per scenario (default {DEFAULT_EVENTS:,}; {QUICK_EVENTS:,} with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: few events; checks that every event arrives, never speed",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=SCENARIOS,
+        metavar="NAME",
+        help=f"run only this scenario (repeatable; default all): {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        metavar="DIR",
+        help="folder for the JSON reports (default: benchmarks/results/)",
+    )
+    parser.add_argument(
+        "--jupyter-events-max",
+        type=int,
+        default=JUPYTER_EVENTS_CAP,
+        metavar="N",
+        help=f"cap of the jupyter_events scenario, which is slow (default {JUPYTER_EVENTS_CAP:,})",
+    )
+    parser.add_argument(
+        "--keep-files",
+        action="store_true",
+        help="keep the scenarios' temporary folders (outputs, daemon logs) and print where",
+    )
+    return parser
+
+
+class Progress:
+    """A `\\r` status line on stderr while a scenario runs (only on a terminal)."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self._name = ""
+        self._started = 0.0
+        self._last = 0.0
+
+    def scenario(self, name: str) -> ProgressFn:
+        self._name = name
+        self._started = time.monotonic()
+        self._last = 0.0
+        self.stream.write(f"{name}: starting\n" if not self.live else f"\r{name}: starting")
+        self.stream.flush()
+        return self.update
+
+    def update(self, done: int, expected: int) -> None:
+        if not self.live:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2 and done < expected:
+            return
+        self._last = now
+        elapsed = now - self._started
+        self.stream.write(f"\r\x1b[K{self._name}: {done:,}/{expected:,} records ({elapsed:.1f}s)")
+        self.stream.flush()
+
+    def end(self, result: ScenarioResult) -> None:
+        rate = f"{result.events_per_sec:,.0f} events/s" if result.events_per_sec else "-"
+        prefix = "\r\x1b[K" if self.live else ""
+        self.stream.write(f"{prefix}{result.name}: {result.status} ({rate})\n")
+        for problem in result.problems:
+            self.stream.write(f"  {problem.splitlines()[0]}\n")
+        self.stream.flush()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # read-only
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def machine_info() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": _cpu_model(),
+        "mem_total_bytes": _mem_total_bytes(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "packages": versions,
+        "git_commit": _git_commit(),
+        "temp_dir": tempfile.gettempdir(),
+    }
+
+
+def run_scenarios(
+    names: list[str],
+    events: int,
+    jupyter_events_max: int,
+    workdir: Path,
+    progress: Progress,
+) -> list[ScenarioResult]:
+    runners: dict[str, Callable[[Path, ProgressFn], ScenarioResult]] = {
+        "socket_file": lambda d, p: run_socket_file("socket_file", events, 1, d, p),
+        "socket_file_4clients": lambda d, p: run_socket_file(
+            "socket_file_4clients", events, 4, d, p
+        ),
+        "jupyter_events": lambda d, p: run_jupyter_events(
+            min(events, jupyter_events_max), events, d, p
+        ),
+        "socket_floor": lambda d, p: run_socket_floor(events, d, p),
+    }
+    results = []
+    for name in names:
+        update = progress.scenario(name)
+        try:
+            result = runners[name](workdir / name, update)
+        except Exception as e:
+            result = failed(name, events, e)
+        progress.end(result)
+        results.append(result)
+    baseline = next((r for r in results if r.name == "jupyter_events" and r.ok), None)
+    if baseline is not None and baseline.events_per_sec:
+        for r in results:
+            if r.events_per_sec:
+                r.ratio_to_jupyter_events = r.events_per_sec / baseline.events_per_sec
+    return results
+
+
+def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
+
+
+def format_table(results: list[ScenarioResult]) -> str:
+    headers = (
+        "scenario",
+        "events",
+        "events/s",
+        "x jupyter_events",
+        "CPU s daemon/load",
+        "peak RSS MB",
+        "p50/p99 ms",
+        "status",
+    )
+    rows = []
+    for r in results:
+        cpu = f"{_fmt(r.cpu_secs_server, '.2f')}/{_fmt(r.cpu_secs_load, '.2f')}"
+        rss = _fmt(r.peak_rss_bytes, ".0f", 1 / (1024 * 1024))
+        if r.latency_p50_secs is None and r.latency_p99_secs is None:
+            latency = "-"
+        else:
+            latency = (
+                f"{_fmt(r.latency_p50_secs, '.3f', 1e3)}/{_fmt(r.latency_p99_secs, '.3f', 1e3)}"
+            )
+        rows.append(
+            (
+                r.name,
+                f"{r.events:,}",
+                _fmt(r.events_per_sec, ",.0f"),
+                _fmt(r.ratio_to_jupyter_events, ".1f"),
+                cpu,
+                rss,
+                latency,
+                r.status,
+            )
+        )
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    left = {0, 7}
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    out = [line(headers), line(tuple("-" * w for w in widths)), *(line(row) for row in rows)]
+    for r in results:
+        out.extend(f"  {r.name}: {note}" for note in r.notes)
+        out.extend(f"  {r.name}: FAILED: {problem.splitlines()[0]}" for problem in r.problems)
+    out.extend(
+        [
+            "  events/s: events / (first byte sent .. last record in the output file)",
+            "  CPU s: the daemon (the emitting process for jupyter_events, the copying server"
+            " for socket_floor) from the first byte until every record was written / the loads",
+            "  p50/p99: accept-to-write latency from the daemon's histogram for telemetryd (at"
+            " saturation, so mostly time spent queued); per emit call for jupyter_events",
+        ]
+    )
+    return "\n".join(out)
+
+
+def write_report(output: Path, report: dict[str, Any], stamp: str) -> Path:
+    output.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2, sort_keys=False, default=str) + "\n"
+    path = output / f"bench-{stamp}.json"
+    path.write_text(text, encoding="utf-8")
+    (output / "latest.json").write_text(text, encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    events: int = args.events or (QUICK_EVENTS if args.quick else DEFAULT_EVENTS)
+    if events <= 0:
+        raise SystemExit("--events must be positive")
+    names = [n for n in SCENARIOS if not args.scenario or n in args.scenario]
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    progress = Progress()
+    workdir = Path(tempfile.mkdtemp(prefix="telemetryd-bench-"))
+    t0 = time.perf_counter()
+    try:
+        results = run_scenarios(names, events, args.jupyter_events_max, workdir, progress)
+    finally:
+        if args.keep_files:
+            print(f"scenario files kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "started_at": started.isoformat().replace("+00:00", "Z"),
+        "duration_secs": round(time.perf_counter() - t0, 3),
+        "command": [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            *(argv if argv is not None else sys.argv[1:]),
+        ],
+        "quick": args.quick,
+        "events": events,
+        "machine": machine_info(),
+        "ok": all(r.ok for r in results),
+        "scenarios": [r.as_dict() for r in results],
+    }
+    path = write_report(args.output, report, stamp)
+    print(format_table(results))
+    print(f"report: {path}")
+    return 0 if report["ok"] else 1

@@ -1,0 +1,273 @@
+"""The scenarios: each runs in its own temporary folder and returns a ScenarioResult.
+
+A scenario's rate is events / (time from the load's first byte until every record is in the
+output file). The output is then decoded record by record: a run that lost, duplicated or
+mangled an event is FAILED, however fast it was.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.baselines import (
+    FloorReport,
+    JupyterEventsReport,
+    start_floor_server,
+    start_jupyter_events,
+)
+from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
+from benchmarks.load import LoadError, LoadGroup, LoadReport, split
+from benchmarks.verify import LineCounter, verify_delivery
+
+#: No new record for this long ends the wait: the run is then checked (and fails) as it is.
+STALL_SECS = 30.0
+#: The same, once every load process has seen the daemon close its connection (so the daemon
+#: has read and processed every line; only the sink's batching is left).
+STALL_AFTER_LOAD_SECS = 5.0
+POLL_SECS = 0.005
+
+ProgressFn = Callable[[int, int], None]  # (records so far, records expected)
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    description: str
+    events: int  # events this scenario sent (and must find in its output)
+    status: str = "FAILED"
+    problems: list[str] = field(default_factory=list)
+    elapsed_secs: float | None = None
+    events_per_sec: float | None = None
+    ratio_to_jupyter_events: float | None = None
+    cpu_secs_server: float | None = None  # the daemon (or the emitting process, or floor server)
+    cpu_secs_load: float | None = None  # every load process together
+    peak_rss_bytes: int | None = None  # of the server process
+    latency_p50_secs: float | None = None
+    latency_p99_secs: float | None = None
+    latency_kind: str | None = None
+    notes: list[str] = field(default_factory=list)
+    delivery: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _wait_for_lines(
+    counter: LineCounter, expected: int, progress: ProgressFn, loads_done: Callable[[], bool]
+) -> float | None:
+    """perf_counter() when the file holds `expected` lines; None if it stops growing first."""
+    last_count = -1
+    last_change = time.monotonic()
+    while True:
+        count = counter.poll()
+        if count >= expected:
+            now = time.perf_counter()
+            progress(count, expected)
+            return now
+        if count != last_count:
+            last_count = count
+            last_change = time.monotonic()
+            progress(count, expected)
+        else:
+            stalled = time.monotonic() - last_change
+            if stalled > STALL_SECS or (stalled > STALL_AFTER_LOAD_SECS and loads_done()):
+                return None
+        time.sleep(POLL_SECS)
+
+
+def _load_summary(reports: list[LoadReport]) -> dict[str, Any]:
+    return {
+        "processes": len(reports),
+        "bytes_sent": sum(r.bytes_sent for r in reports),
+        "send_secs": max(r.last_byte for r in reports) - min(r.first_byte for r in reports),
+        "reply_bytes": sum(r.reply_bytes for r in reports),
+        "max_rss_bytes": max(r.max_rss_bytes for r in reports),
+        "per_process": [asdict(r) for r in reports],
+    }
+
+
+def _check_daemon(result: ScenarioResult, daemon: DaemonResult, events: int) -> None:
+    problems = result.problems
+    if daemon.exit_code != 0:
+        problems.append(f"telemetryd exited with {daemon.exit_code}")
+    if daemon.stopped is None:
+        problems.append('no "stopped" log line from telemetryd')
+        return
+    archive = daemon.sink("archive")
+    dead = daemon.sink("dead-letter")
+    sources = daemon.stopped.get("sources") or [{}]
+    if archive is None:
+        problems.append('no "archive" sink in the "stopped" log line')
+    else:
+        if archive.get("sent") != events:
+            problems.append(f"archive sink sent {archive.get('sent')} of {events}")
+        if archive.get("dropped"):
+            problems.append(f"archive sink dropped {archive.get('dropped')}")
+        result.latency_p50_secs = archive.get("latency_p50_secs")
+        result.latency_p99_secs = archive.get("latency_p99_secs")
+        result.latency_kind = "accept to write (daemon histogram)"
+    if dead is not None and dead.get("received"):
+        problems.append(f"{dead.get('received')} events went to the dead-letter sink")
+    if sources[0].get("received") != events:
+        problems.append(f"the unix source received {sources[0].get('received')} of {events}")
+
+
+def run_socket_file(
+    name: str, events: int, clients: int, folder: Path, progress: ProgressFn
+) -> ScenarioResult:
+    config = DaemonConfig()
+    result = ScenarioResult(
+        name,
+        f"{events:,} events over the Unix socket (plain mode) from {clients} load "
+        f"process{'es' if clients > 1 else ''} into the file sink (fsync={config.sink_fsync})",
+        events,
+        latency_kind="accept to write (daemon histogram)",
+    )
+    result.details["daemon_config"] = asdict(config)
+    folder.mkdir(parents=True)
+    reports: list[LoadReport] = []
+    stopped: DaemonResult | None = None
+    with DaemonProcess(folder, config) as daemon:
+        daemon.start()
+        with LoadGroup(daemon.socket_path, split(events, clients)) as loads:
+            loads.start()
+            cpu_before = daemon.cpu_seconds()
+            with LineCounter(daemon.output_path) as counter:
+                loads.go()
+                written_at = _wait_for_lines(counter, events, progress, loads.done)
+            result.peak_rss_bytes = daemon.peak_rss_bytes()
+            cpu_at_written = daemon.cpu_seconds()
+            if written_at is None:
+                result.problems.append(
+                    f"the output stopped growing at {counter.lines:,} of {events:,} records"
+                )
+                stopped = daemon.stop()
+            try:
+                reports = loads.reports(timeout_secs=60 if written_at is not None else 10)
+            except LoadError as e:
+                result.problems.append(str(e))
+            if stopped is None:
+                stopped = daemon.stop()
+    # From "go" until every record was written (or the wait gave up); the whole life of the
+    # process (start-up and shutdown included) is in the details.
+    result.cpu_secs_server = cpu_at_written - cpu_before
+    result.details["daemon_stopped"] = stopped.stopped
+    result.details["daemon_ready_secs"] = daemon.ready_secs
+    result.details["daemon_cpu_secs_before_go"] = cpu_before
+    result.details["daemon_cpu_secs_total"] = stopped.cpu_secs_total
+    result.details["daemon_max_rss_bytes"] = stopped.max_rss_bytes
+    result.details["daemon_log_problems"] = stopped.error_lines[:20]
+    _check_daemon(result, stopped, events)
+    if reports:
+        result.cpu_secs_load = sum(r.cpu_secs for r in reports)
+        result.details["load"] = _load_summary(reports)
+        if written_at is not None:
+            result.elapsed_secs = written_at - min(r.first_byte for r in reports)
+    delivery = verify_delivery([daemon.output_path], events)
+    result.delivery = delivery.as_dict()
+    if not delivery.complete:
+        result.problems.append(_delivery_problem(delivery.as_dict()))
+    return _finish(result)
+
+
+def run_jupyter_events(
+    events: int, requested: int, folder: Path, progress: ProgressFn
+) -> ScenarioResult:
+    result = ScenarioResult(
+        "jupyter_events",
+        f"{events:,} EventLogger.emit calls into a logging.FileHandler, in one process",
+        events,
+        latency_kind="per emit call",
+    )
+    if events < requested:
+        result.notes.append(
+            f"capped at {events:,} of the {requested:,} events (it runs at ~10k events/s)"
+        )
+    folder.mkdir(parents=True)
+    out = folder / "events.jsonl"
+    with start_jupyter_events(events, out) as proc, LineCounter(out) as counter:
+        proc.receive("ready", timeout_secs=120)
+        proc.go()
+        while not proc.poll():
+            progress(counter.poll(), events)
+            time.sleep(0.1)
+        report = proc.receive("done", timeout_secs=0)
+    assert isinstance(report, JupyterEventsReport)
+    result.elapsed_secs = report.elapsed_secs
+    result.cpu_secs_server = report.cpu_secs
+    result.peak_rss_bytes = report.max_rss_bytes
+    result.latency_p50_secs = report.emit_p50_secs
+    result.latency_p99_secs = report.emit_p99_secs
+    result.details["jupyter_events"] = asdict(report)
+    delivery = verify_delivery([out], events)
+    result.delivery = delivery.as_dict()
+    if not delivery.complete:
+        result.problems.append(_delivery_problem(delivery.as_dict()))
+    return _finish(result)
+
+
+def run_socket_floor(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
+    result = ScenarioResult(
+        "socket_floor",
+        f"the same {events:,} lines copied from a Unix socket into a file by a minimal "
+        "Python server (recv_into + write, no parsing): the ceiling",
+        events,
+    )
+    folder.mkdir(parents=True)
+    sock = folder / "floor.sock"
+    out = folder / "copy.jsonl"
+    with start_floor_server(sock, out) as server:
+        server.receive("ready", timeout_secs=60)
+        with LoadGroup(sock, split(events, 1)) as loads, LineCounter(out) as counter:
+            loads.start()
+            loads.go()
+            while not server.poll():
+                progress(counter.poll(), events)
+                time.sleep(0.05)
+            report = server.receive("done", timeout_secs=0)
+            reports = loads.reports(timeout_secs=60)
+    assert isinstance(report, FloorReport)
+    result.elapsed_secs = report.last_write - min(r.first_byte for r in reports)
+    result.cpu_secs_server = report.cpu_secs
+    result.cpu_secs_load = sum(r.cpu_secs for r in reports)
+    result.peak_rss_bytes = report.max_rss_bytes
+    result.details["server"] = asdict(report)
+    result.details["load"] = _load_summary(reports)
+    delivery = verify_delivery([out], events, nested=True)
+    result.delivery = delivery.as_dict()
+    if not delivery.complete:
+        result.problems.append(_delivery_problem(delivery.as_dict()))
+    return _finish(result)
+
+
+def _delivery_problem(d: dict[str, Any]) -> str:
+    return (
+        f"output holds {d['unique']:,} of {d['expected']:,} events "
+        f"({d['missing']:,} missing, {d['duplicates']:,} duplicated, {d['foreign']:,} foreign "
+        f"lines{', torn last line' if d['torn_tail'] else ''})"
+    )
+
+
+def _finish(result: ScenarioResult) -> ScenarioResult:
+    if result.elapsed_secs and result.elapsed_secs > 0:
+        result.events_per_sec = result.events / result.elapsed_secs
+    result.status = "FAILED" if result.problems else "OK"
+    return result
+
+
+def failed(name: str, events: int, error: BaseException) -> ScenarioResult:
+    """The result of a scenario that raised instead of finishing."""
+    result = ScenarioResult(name, "the scenario crashed", events)
+    result.problems.append(f"{type(error).__name__}: {error}")
+    result.details["traceback"] = traceback.format_exception(error)
+    return result
