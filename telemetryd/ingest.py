@@ -18,7 +18,7 @@ from telemetryd import rejections as R
 from telemetryd.envelope import envelope_decoder
 from telemetryd.framing import Frame, LineTooLong
 from telemetryd.record import RECORD_START, Record
-from telemetryd.registry import SchemaRegistry
+from telemetryd.registry import CompiledSchema, SchemaRegistry
 from telemetryd.rejections import Rejection
 from telemetryd.stats import ComponentStats
 from telemetryd.timestamps import InvalidTimestamp, normalise
@@ -58,7 +58,8 @@ class Ingestor:
         records: list[Record] = []
         rejected: list[Rejection] = []
         accept = records.append
-        get_schema = self.registry.get
+        schemas_by_id = self.registry.by_id()
+        no_versions: dict[str, CompiledSchema] = {}
         decode_envelope = envelope_decoder.decode
         decode_data = self._decode_data
         received_at = timestamp.encode()
@@ -78,11 +79,11 @@ class Ingestor:
             version = envelope.version
             if type(version) is not str:
                 version = str(version)
-            schema = get_schema(schema_id, version)
+            schema = schemas_by_id.get(schema_id, no_versions).get(version)
             if schema is None or not schema.allowed:
                 rejected.append(self._unknown(line, number, schema_id, version))
                 continue
-            data_raw = bytes(envelope.data)
+            data_raw = envelope.data
             try:
                 data = decode_data(data_raw)
                 if type(data) is not dict:
@@ -109,7 +110,7 @@ class Ingestor:
                     )
                 )
                 continue
-            if b'"__' in data_raw:
+            if b'"__' in line:  # rare: only then look at the keys themselves
                 reserved = [key for key in data if key.startswith("__")]
                 if reserved:
                     rejected.append(
@@ -138,8 +139,16 @@ class Ingestor:
                     continue
             if data:
                 payload = b"".join(
-                    (RECORD_START, stamp, schema.record_head, origin, b",", data_raw[1:])
+                    (
+                        RECORD_START,
+                        stamp,
+                        schema.record_head,
+                        origin,
+                        b",",
+                        memoryview(data_raw)[1:],
+                    )
                 )
+
             else:
                 payload = b"".join((RECORD_START, stamp, schema.record_head, origin, b"}"))
             accept(Record(schema_id, version, payload, received))

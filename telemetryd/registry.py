@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 import importlib.resources
 import json
 import os
@@ -21,9 +22,8 @@ from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import fastjsonschema
+import jsonschema_specifications
 import yaml
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import best_match
 
 from telemetryd.record import record_head
 
@@ -45,7 +45,23 @@ _DRAFT7_URIS = frozenset(
 )
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _VERSION_CHUNKS = re.compile(r"([0-9]+)")
-_META_VALIDATOR = Draft7Validator(Draft7Validator.META_SCHEMA)
+_DRAFT7 = "http://json-schema.org/draft-07/schema#"
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
+
+@functools.cache
+def _metaschema_check() -> Callable[[Any], Any]:
+    """Draft 7's metaschema compiled by fastjsonschema: the quick yes for a good schema.
+
+    jsonschema reports every problem with its path, but importing it costs over a second where
+    its format checkers pull in rfc3987_syntax; it is imported only to explain a bad schema.
+    """
+    meta = jsonschema_specifications.REGISTRY.contents(_DRAFT7)
+    # use_default=False: the metaschema's defaults must not be written into the checked schema.
+    check: Callable[[Any], Any] = fastjsonschema.compile(
+        meta, handlers=_NO_FETCH, use_formats=False, use_default=False
+    )
+    return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +244,7 @@ def _parse_file(file: Path) -> Any:
                 f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
             ) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_YAML_LOADER)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -291,8 +307,17 @@ def _non_json_values(doc: dict[str, Any], file: str) -> list[SchemaProblem]:
 
 
 def _metaschema_problems(doc: dict[str, Any], file: str) -> list[SchemaProblem]:
+    try:
+        _metaschema_check()(doc)
+    except fastjsonschema.JsonSchemaValueException:
+        pass
+    else:
+        return []
+    from jsonschema import Draft7Validator
+    from jsonschema.exceptions import best_match
+
     problems = []
-    for error in _META_VALIDATOR.iter_errors(doc):
+    for error in Draft7Validator(Draft7Validator.META_SCHEMA).iter_errors(doc):
         # "not valid under any of the given schemas" hides which alternative came closest.
         detail = best_match(error.context) if error.context else error
         problems.append(
@@ -629,6 +654,10 @@ class SchemaRegistry:
 
     def get(self, schema_id: str, version: str) -> CompiledSchema | None:
         return self._by_id.get(schema_id, _NO_VERSIONS).get(version)
+
+    def by_id(self) -> Mapping[str, Mapping[str, CompiledSchema]]:
+        """id → version → schema, read-only; the hot path looks up in it without a call."""
+        return self._by_id
 
     def versions(self, schema_id: str) -> list[str]:
         # from_schemas inserts versions in version_key order, so the dict order is already sorted.

@@ -38,14 +38,26 @@ def test_an_empty_file_means_the_defaults() -> None:
     [
         ("[server]\nbogus = 1\n", "telemetryd.toml: server.bogus: unknown key"),
         ("[nonsense]\n", "nonsense: unknown key"),
-        ("[server]\nmax_line_bytes = -1\n", "server.max_line_bytes: Input should be greater than 0"),
+        (
+            "[server]\nmax_line_bytes = -1\n",
+            "server.max_line_bytes: Input should be greater than 0",
+        ),
         ("[server]\nunix_socket_mode = '999'\n", "server.unix_socket_mode"),
         ("[server\n", "not valid TOML"),
         ("[[sinks]]\nname = 'a'\n", "sinks[0].type: missing"),
-        ("[[sinks]]\nname = 'a'\ntype = 'carrier-pigeon'\n", "sinks[0].type: unknown sink type 'carrier-pigeon'"),
+        (
+            "[[sinks]]\nname = 'a'\ntype = 'carrier-pigeon'\n",
+            "sinks[0].type: unknown sink type 'carrier-pigeon'",
+        ),
         ("[[sinks]]\nname = 'a'\ntype = 'file'\n", "sinks[0].path: Field required"),
-        ("[[sinks]]\nname = 'a'\ntype = 'file'\npath = 'x'\nrotate_byts = 5\n", "sinks[0].rotate_byts: unknown key"),
-        ("[[sinks]]\nname = 'a'\ntype = 'file'\npath = 'x'\nwhen_full = 'panic'\n", "sinks[0].when_full"),
+        (
+            "[[sinks]]\nname = 'a'\ntype = 'file'\npath = 'x'\nrotate_byts = 5\n",
+            "sinks[0].rotate_byts: unknown key",
+        ),
+        (
+            "[[sinks]]\nname = 'a'\ntype = 'file'\npath = 'x'\nwhen_full = 'panic'\n",
+            "sinks[0].when_full",
+        ),
         (
             "[[sinks]]\nname = 'a'\ntype = 'stdout'\n[[sinks]]\nname = 'a'\ntype = 'stdout'\n",
             "sinks[1].name: duplicate sink name 'a'",
@@ -80,7 +92,9 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "cannot read the file" in capsys.readouterr().err
 
 
-def test_check_config_reports_bad_schemas(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_reports_bad_schemas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     schemas = tmp_path / "schemas"
     schemas.mkdir()
     (schemas / "bad.yaml").write_text(

@@ -263,6 +263,13 @@ def test_line_over_the_limit_is_rejected_and_the_connection_goes_on(
     huge_line = sized("long-huge", 600_000)  # spans several of the daemon's reads
     at_limit = sized("long-at-limit", MAX_LINE_BYTES)
     over_limit = sized("long-over-limit", MAX_LINE_BYTES + 1)
+    euros = json.dumps(  # 3-byte characters
+        {"schema_id": CONTENTS, "version": "1", "data": {"action": "save", "path": "€" * 3000}},
+        ensure_ascii=False,
+    ).encode()
+    with pytest.raises(UnicodeDecodeError):  # the kept head ends inside a character
+        euros[:KEPT_HEAD_BYTES].decode()
+    too_long = [long_line, huge_line, over_limit, euros]
     lines = [
         event_line("long-e1"),
         long_line,
@@ -272,6 +279,8 @@ def test_line_over_the_limit_is_rejected_and_the_connection_goes_on(
         at_limit,
         over_limit,
         event_line("long-e8"),
+        euros,
+        event_line("long-e10"),
     ]
     sock, reader, _ = acked_connection(daemon)
     with sock:
@@ -285,31 +294,32 @@ def test_line_over_the_limit_is_rejected_and_the_connection_goes_on(
         (2, "line_too_long"),
         (4, "line_too_long"),
         (7, "line_too_long"),
+        (9, "line_too_long"),
     ]
-    for reply, line in zip(rejections, [long_line, huge_line, over_limit], strict=True):
+    for reply, line in zip(rejections, too_long, strict=True):
         assert str(MAX_LINE_BYTES) in reply["message"]
         assert "max_line_bytes" in reply["message"]
         assert str(len(line)) in reply["message"]
-    records = wait_for_records(events_file(daemon), with_path("long-"), 5)
+    records = wait_for_records(events_file(daemon), with_path("long-"), 6)
     assert [r["path"][:13] for r in records] == [
         "long-e1",
         "long-e3",
         "long-e5",
         "long-at-limit",
         "long-e8",
+        "long-e10",
     ]
 
     dead = wait_for_records(
         rejected_file(daemon),
         lambda r: r["reason"] == "line_too_long" and r["raw"].startswith('{"schema_id"'),
-        3,
+        4,
     )
-    for record, number, line in zip(
-        dead, [2, 4, 7], [long_line, huge_line, over_limit], strict=True
-    ):
+    for record, number, line in zip(dead, [2, 4, 7, 9], too_long, strict=True):
         data = assert_record_shape(record, REJECTED, os.getpid())
         assert data["line"] == number
-        assert data["raw"] == line[:KEPT_HEAD_BYTES].decode()
+        assert data["raw_encoding"] == "utf-8"  # a character cut by the limit is left out
+        assert data["raw"] == line[:KEPT_HEAD_BYTES].decode("utf-8", errors="ignore")
         assert data["raw_truncated"] is True
         assert data["raw_bytes"] == len(line)
 

@@ -33,7 +33,9 @@ def line(data: Any, schema_id: str = CONTENTS, version: Any = "1", **extra: Any)
 
 
 def test_a_valid_event_becomes_the_documented_record(ingestor: Ingestor) -> None:
-    records, rejected = ingestor.process([line({"action": "save", "path": "a.ipynb"})], ORIGIN, NOW, 1.0)
+    records, rejected = ingestor.process(
+        [line({"action": "save", "path": "a.ipynb"})], ORIGIN, NOW, 1.0
+    )
     assert rejected == []
     assert json.loads(records[0].payload) == {
         "__timestamp__": NOW,
@@ -49,7 +51,9 @@ def test_a_valid_event_becomes_the_documented_record(ingestor: Ingestor) -> None
 
 
 def test_data_is_copied_through_byte_for_byte(ingestor: Ingestor) -> None:
-    raw = b'{"schema_id":"%s","version":"1","data":{ "path" : "caf\\u00e9.ipynb", "action":"save" }}'
+    raw = (
+        b'{"schema_id":"%s","version":"1","data":{ "path" : "caf\\u00e9.ipynb", "action":"save" }}'
+    )
     records, _ = ingestor.process([raw % CONTENTS.encode()], ORIGIN, NOW, 1.0)
     assert records[0].payload.endswith(b', "path" : "caf\\u00e9.ipynb", "action":"save" }')
     assert json.loads(records[0].payload)["path"] == "café.ipynb"
@@ -73,19 +77,32 @@ def test_integer_version_is_normalised_and_timestamp_kept(ingestor: Ingestor) ->
         (b'{"schema_id":"x\xc3","version":"1","data":{}}', R.INVALID_UTF8, "UTF-8"),
         (b'{"version":"1","data":{}}', R.INVALID_ENVELOPE, "schema_id"),
         (b'{"schema_id":"%s","version":"1"}' % CONTENTS.encode(), R.INVALID_ENVELOPE, "data"),
-        (b'{"schema_id":"%s","version":1.5,"data":{}}' % CONTENTS.encode(), R.INVALID_ENVELOPE, "version"),
+        (
+            b'{"schema_id":"%s","version":1.5,"data":{}}' % CONTENTS.encode(),
+            R.INVALID_ENVELOPE,
+            "version",
+        ),
         (b"[1,2]", R.INVALID_ENVELOPE, "object"),
         (line([1], CONTENTS), R.INVALID_ENVELOPE, "must be a JSON object, got an array"),
         (line({}, "https://example.org/nope"), R.UNKNOWN_SCHEMA, "not registered"),
         (line({}, CONTENTS, "7"), R.UNKNOWN_VERSION, "registered versions: 1"),
         (line({"action": "explode", "path": "a"}), R.INVALID_DATA, "action"),
         (line({"path": "a"}), R.INVALID_DATA, "action"),
-        (line({"action": "save", "path": "a", "__origin__": {"user": "root"}}), R.RESERVED_FIELD,
-         "__origin__"),
-        (line({"action": "save", "path": "a"}, timestamp="yesterday"), R.INVALID_TIMESTAMP,
-         "yesterday"),
-        (line({"action": "save", "path": "a"}, timestamp="2026-01-02T03:04:05"), R.INVALID_TIMESTAMP,
-         "no UTC offset"),
+        (
+            line({"action": "save", "path": "a", "__origin__": {"user": "root"}}),
+            R.RESERVED_FIELD,
+            "__origin__",
+        ),
+        (
+            line({"action": "save", "path": "a"}, timestamp="yesterday"),
+            R.INVALID_TIMESTAMP,
+            "yesterday",
+        ),
+        (
+            line({"action": "save", "path": "a"}, timestamp="2026-01-02T03:04:05"),
+            R.INVALID_TIMESTAMP,
+            "no UTC offset",
+        ),
     ],
 )
 def test_bad_input_is_rejected_with_a_reason_that_names_the_problem(
@@ -146,7 +163,9 @@ def test_dead_letter_records_validate_against_their_own_schema(ingestor: Ingesto
 
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"")), max_size=10))
-def test_fuzz_arbitrary_bytes_never_raise_and_every_line_is_accounted_for(lines: list[bytes]) -> None:
+def test_fuzz_arbitrary_bytes_never_raise_and_every_line_is_accounted_for(
+    lines: list[bytes],
+) -> None:
     records, rejected = Ingestor(REGISTRY).process(lines, ORIGIN, NOW, 1.0)
     assert len(records) + len(rejected) == len(lines)
     for record in records:
@@ -155,7 +174,9 @@ def test_fuzz_arbitrary_bytes_never_raise_and_every_line_is_accounted_for(lines:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -27,7 +27,9 @@ def queue(max_events: int, max_bytes: int = 1 << 30, when_full: WhenFull = "bloc
     return SinkQueue(max_events, max_bytes, when_full, ComponentStats("sink", "t"))
 
 
-async def drain(q: SinkQueue, out: list[Record], batch: int, observe: list[int] | None = None) -> None:
+async def drain(
+    q: SinkQueue, out: list[Record], batch: int, observe: list[int] | None = None
+) -> None:
     while True:
         got = await q.take(batch, 1 << 30, 0.0)
         if not got:
@@ -141,7 +143,9 @@ async def test_byte_limit_blocks_and_a_single_oversized_record_still_passes() ->
     q.commit()
     assert len(batch) == 2
     huge = queue(100, max_bytes=5)
-    await huge.put_many([rec(9, 50)])  # alone in an empty queue it passes, or it would block forever
+    await huge.put_many(
+        [rec(9, 50)]
+    )  # alone in an empty queue it passes, or it would block forever
     assert len(huge) == 1
 
 
@@ -186,14 +190,20 @@ async def test_close_wakes_a_blocked_putter_and_abandon_counts_losses() -> None:
 
 
 @pytest.mark.anyio
-async def test_bus_routes_by_include_and_exclude_and_a_full_drop_sink_costs_others_nothing() -> None:
+async def test_bus_routes_by_include_and_exclude_and_a_full_drop_sink_costs_others_nothing() -> (
+    None
+):
     everything = queue(1000)
     jupyter_only = queue(1000)
     tiny = queue(1, when_full="drop_newest")
     bus = Bus(
         [
             Route("all", everything, RouteFilter()),
-            Route("jupyter", jupyter_only, RouteFilter(["https://events.jupyter.org/*"], ["*/gateway*"])),
+            Route(
+                "jupyter",
+                jupyter_only,
+                RouteFilter(["https://events.jupyter.org/*"], ["*/gateway*"]),
+            ),
             Route("tiny", tiny, RouteFilter()),
         ]
     )

@@ -22,7 +22,15 @@ def test_timestamps_are_stored_as_utc_rfc3339_with_z(given: str, stored: str) ->
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "now", "2026-02-30T00:00:00.000000Z", "2026-11-22T01:30:21", "2026-11-22 01:30", "1700000000"]
+    "bad",
+    [
+        "",
+        "now",
+        "2026-02-30T00:00:00.000000Z",
+        "2026-11-22T01:30:21",
+        "2026-11-22 01:30",
+        "1700000000",
+    ],
 )
 def test_bad_timestamps_are_refused_with_the_value(bad: str) -> None:
     with pytest.raises(InvalidTimestamp, match="timestamp"):
