@@ -73,7 +73,8 @@ def test_errors_name_the_file_and_the_key(text: str, expected: str) -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     message = problems("[server]\nbogus = 1\nmax_connections = 0\n")
-    assert "server.bogus" in message and "server.max_connections" in message
+    assert "server.bogus" in message
+    assert "server.max_connections" in message
 
 
 def test_octal_mode_as_string_or_toml_octal() -> None:
@@ -98,10 +99,12 @@ def test_check_config_reports_bad_schemas(
     schemas = tmp_path / "schemas"
     schemas.mkdir()
     (schemas / "bad.yaml").write_text(
-        "$id: https://example.org/e\nversion: 1\ntype: object\nproperties:\n  __secret: {type: string}\n"
+        "$id: https://example.org/e\nversion: 1\ntype: object\n"
+        "properties:\n  __secret: {type: string}\n"
     )
     config = tmp_path / "t.toml"
     config.write_text(f"[schemas]\npaths = ['{schemas}']\n")
     assert main(["check-config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "bad.yaml" in err and "/properties/__secret" in err
+    assert "bad.yaml" in err
+    assert "/properties/__secret" in err

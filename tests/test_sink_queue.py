@@ -7,6 +7,7 @@ drop_newest / drop_oldest: every event is either delivered or counted as dropped
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,7 +38,7 @@ async def drain(
         if observe is not None:
             observe.append(len(q))
         out.extend(got)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         q.commit()
 
 
