@@ -87,7 +87,9 @@ class FileSinkStats:
 
 def jsonl(batch: Sequence[Record]) -> bytes:
     """The batch as JSON Lines: every payload followed by a newline."""
-    return b"".join([part for record in batch for part in (record.payload, b"\n")])
+    payloads = [record.payload for record in batch]
+    payloads.append(b"")  # the last record's newline
+    return b"\n".join(payloads)
 
 
 def _utcnow() -> datetime:
@@ -173,8 +175,9 @@ class RotatedNames:
 
 
 class AppendFile:
-    """The blocking half of the sink. Every method runs in a worker thread; the lock keeps a
-    close from interleaving with a write."""
+    """The file itself. What may wait for the disk (open, fsync, rotation, close) runs in a
+    worker thread; a plain append, a copy into the page cache, runs in the event loop (see
+    `blocks`). The lock keeps a close from interleaving with a write."""
 
     def __init__(self, settings: FileSettings, stats: FileSinkStats) -> None:
         self.path = settings.path.absolute()  # immune to a later chdir
@@ -186,14 +189,30 @@ class AppendFile:
         self._closed = False
         self._unsynced = False
         self._last_sync = 0.0
+        self._size_hint = 0  # the file's size after our last write; rotation is checked exactly
 
     def open(self) -> None:
         with self._lock:
             if self._fd is None:
                 self._open()
 
+    def blocks(self, incoming: int) -> bool:
+        """Whether writing `incoming` bytes now would wait for the disk: an fsync is due, the
+        file must be rotated (renames, an fsync) or (re)opened. Otherwise a write only copies
+        into the page cache, which takes microseconds."""
+        if self._fd is None or self._settings.fsync == "batch":
+            return True
+        if self._settings.fsync == "interval" and (
+            time.monotonic() - self._last_sync >= self._settings.fsync_interval_secs
+        ):
+            return True
+        limit = self._settings.rotate_bytes
+        return limit > 0 and self._size_hint + incoming > limit
+
     def write(self, batch: Sequence[Record]) -> None:
-        data = jsonl(batch)
+        self.write_data(jsonl(batch))
+
+    def write_data(self, data: bytes) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"file sink for {self.path} is closed")
@@ -202,6 +221,7 @@ class AppendFile:
                 fd = self._rotate()
                 size = 0
             self._append(fd, data, size)
+            self._size_hint = size + len(data)
             self._stats.bytes_written += len(data)
             self._sync_if_due(fd)
 
@@ -245,6 +265,7 @@ class AppendFile:
             fd = self._open()
             held = os.fstat(fd)
         # fstat rather than our own count: a copytruncate by logrotate resets the size.
+        self._size_hint = held.st_size
         return fd, held.st_size
 
     def _must_rotate(self, size: int, incoming: int) -> bool:
@@ -345,8 +366,14 @@ class FileSink(Sink):
             return
         # Not abandoned on cancel: the thread always finishes before the file is touched
         # again, so a cancelled write cannot race the next one or close.
+        data = jsonl(batch)
         try:
-            await anyio.to_thread.run_sync(self._file.write, batch)
+            if self._file.blocks(len(data)):
+                await anyio.to_thread.run_sync(self._file.write_data, data)
+            else:
+                # Handing every batch to a thread made the sink wait for the GIL behind the
+                # hot path (measured: 120k events/s instead of keeping up at 150k+).
+                self._file.write_data(data)
         except OSError as exc:
             self._error = f"writing {self.path}: {exc}"
             raise

@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import anyio
 
 from telemetryd.record import Record
 from telemetryd.sinks.base import WhenFull
 from telemetryd.stats import ComponentStats
+
+_payload = attrgetter("payload")
 
 DROP_QUEUE_FULL = "queue_full"
 DROP_EVICTED = "evicted_oldest"
@@ -124,6 +127,11 @@ class SinkQueue:
     def _fits(self, records: Sequence[Record], start: int) -> int:
         """Index after the last record from `start` that fits; adds their bytes to the count."""
         room = self.max_events - len(self._items) - self._inflight_events
+        if room >= len(records) - start:  # the common case: all of it fits, one sum decides
+            size = sum(map(len, map(_payload, records[start:] if start else records)))
+            if self._bytes + size <= self.max_bytes:
+                self._bytes += size
+                return len(records)
         end = start
         stop = min(len(records), start + max(room, 0))
         total = self._bytes
@@ -157,15 +165,14 @@ class SinkQueue:
                     len(self._items) < max_events and not self._closed and not self._waiting_putters
                 ):
                     await self._wait("_ready")
-        batch: list[Record] = []
-        size = 0
         items = self._items
-        while items and len(batch) < max_events:
-            record_size = len(items[0].payload)
-            if batch and size + record_size > max_bytes:
-                break
-            batch.append(items.popleft())
-            size += record_size
+        popleft = items.popleft
+        batch = [popleft() for _ in range(min(max_events, len(items)))]
+        size = sum(map(len, map(_payload, batch)))
+        while size > max_bytes and len(batch) > 1:  # rare: give back what is over the limit
+            record = batch.pop()
+            items.appendleft(record)
+            size -= len(record.payload)
         self._inflight_events = len(batch)
         self._inflight_bytes = size
         return batch

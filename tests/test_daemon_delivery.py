@@ -602,6 +602,7 @@ class Stopped:
 
 
 DEAD_SINK_EVENTS = 1_000
+DEAD_SINK_QUEUE = 100
 DEAD_SINK_TIMEOUT = 2.0
 
 
@@ -613,23 +614,25 @@ def stopped_with_a_dead_sink(tmp_path_factory: pytest.TempPathFactory) -> Stoppe
     sinks = blackhole_sink(
         "dead",
         "fail_batches = 1000000\nretry_initial_secs = 0.05\nretry_max_secs = 0.2\n"
-        'queue_max_events = 100\nwhen_full = "block"',
+        f'queue_max_events = {DEAD_SINK_QUEUE}\nwhen_full = "block"',
     )
     config = daemon_config(
         workdir, sinks=sinks, shutdown_timeout_secs=DEAD_SINK_TIMEOUT, stats_interval_secs=0.1
     )
     with DaemonProcess(workdir, config) as daemon, daemon.connect() as sock:
-        # Everything fits in the socket buffers, so sendall returns although the daemon blocks.
+        # All of it fits in the socket buffers, so sendall returns although the daemon blocks
+        # once the sink's queue is full, with the rest of the lines it read in hand.
         sock.sendall(b"".join(event_line(f"e{i}") + b"\n" for i in range(DEAD_SINK_EVENTS)))
         wait_for(
             lambda: any(
                 line.get("msg") == "stats"
-                and line["sources"][0]["received"] == DEAD_SINK_EVENTS
+                and line["sources"][0]["received"] > DEAD_SINK_QUEUE
+                and sink_stats(line, "dead")["queued"] == DEAD_SINK_QUEUE
                 and sink_stats(line, "dead")["retries"] > 0
                 for line in daemon.log_lines()
             ),
             10,
-            "the daemon to read every event and the dead sink to fail",
+            "a full queue in front of the failing sink and more events read",
         )
         began = time.monotonic()
         code = daemon.stop()
@@ -641,7 +644,7 @@ def test_sigterm_with_a_dead_sink_exits_0_within_the_shutdown_timeout(
 ) -> None:
     stopped = stopped_with_a_dead_sink
     assert stopped.code == 0
-    assert stopped.stop_secs < DEAD_SINK_TIMEOUT + 1.5
+    assert stopped.stop_secs < DEAD_SINK_TIMEOUT + 3
     dead = sink_stats(stopped.stats, "dead")
     assert dead["sent"] == 0
     assert dead["healthy"] is False
@@ -659,15 +662,17 @@ def test_sigterm_with_a_dead_sink_exits_0_within_the_shutdown_timeout(
 def test_shutdown_timeout_counts_every_event_a_sink_did_not_get(
     stopped_with_a_dead_sink: Stopped,
 ) -> None:
+    read = stopped_with_a_dead_sink.stats["sources"][0]["received"]  # all valid, all for "dead"
+    assert read > DEAD_SINK_QUEUE
     dead = sink_stats(stopped_with_a_dead_sink.stats, "dead")
     assert dead["received"] == dead["sent"] + sum(dead["dropped"].values())
-    assert dead["sent"] + sum(dead["dropped"].values()) == DEAD_SINK_EVENTS
+    assert dead["sent"] + sum(dead["dropped"].values()) == read
     lost = [
         line["events"]
         for line in stopped_with_a_dead_sink.logs
         if line.get("msg") == "shutdown timeout: events not delivered" and line["sink"] == "dead"
     ]
-    assert lost == [DEAD_SINK_EVENTS]
+    assert lost == [read]
 
 
 @pytest.mark.xfail(
