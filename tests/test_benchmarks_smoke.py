@@ -1,4 +1,4 @@
-"""`python -m benchmarks --quick` runs every scenario and delivers every event (never checks speed)."""
+"""`python -m benchmarks --quick` runs every scenario and loses no event (never checks speed)."""
 
 from __future__ import annotations
 
