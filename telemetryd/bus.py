@@ -27,10 +27,18 @@ class Bus:
 
     async def publish(self, records: Sequence[Record]) -> None:
         """Returns once every record is in every wanting queue (or dropped by its policy)."""
-        for route in self.routes:
+        for index, route in enumerate(self.routes):
             selected = route.filter.select(records)
-            if selected:
+            if not selected:
+                continue
+            try:
                 await route.queue.put_many(selected)
+            except BaseException:
+                # Stopping while a `block` sink waited for room: the sinks after it never got
+                # these records either. Each sink's counts stay whole: received = sent + dropped.
+                for later in self.routes[index + 1 :]:
+                    later.queue.count_lost(len(later.filter.select(records)))
+                raise
 
     def wanted_by(self, schema_id: str) -> list[str]:
         return [route.name for route in self.routes if route.filter.wants(schema_id)]

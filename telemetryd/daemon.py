@@ -30,7 +30,7 @@ from telemetryd.record import Record
 from telemetryd.registry import SchemaLoadError, SchemaRegistry
 from telemetryd.rejections import Rejection, dead_letter_record
 from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import QueueClosed, SinkQueue
+from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed, SinkQueue
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sinks.base import Sink, SinkSettings
 from telemetryd.sources.unix import UnixSource
@@ -113,6 +113,16 @@ class Daemon:
             return
         self.ingestor.registry = registry
         log.info("schemas reloaded", extra={"fields": {"schemas": len(registry)}})
+        unapplied = [
+            section
+            for section in ("server", "log", "sinks", "dead_letter")
+            if getattr(config, section) != getattr(self.config, section)
+        ]
+        if unapplied:
+            log.warning(
+                "configuration changes need a restart; not applied",
+                extra={"fields": {"sections": unapplied}},
+            )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._start_sinks()
@@ -163,12 +173,19 @@ class Daemon:
                     for worker in self.all_workers:
                         await worker.done.wait()
                 for worker in self.all_workers:
-                    lost = worker.queue.abandon()
+                    worker.queue.abandon()
+                    lost = worker.stats.dropped[DROP_SHUTDOWN]
                     if lost:
                         log.error(
                             "shutdown timeout: events not delivered",
                             extra={"fields": {"sink": worker.name, "events": lost}},
                         )
+                unread = self.source_stats.dropped[DROP_SHUTDOWN]
+                if unread:
+                    log.error(
+                        "shutdown timeout: events read but never accepted (not acknowledged)",
+                        extra={"fields": {"source": self.source_stats.name, "events": unread}},
+                    )
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):

@@ -38,6 +38,15 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple[str, str]:
     return R.INVALID_JSON, f"malformed JSON: {error}"
 
 
+def _classify_data_error(line: bytes, error: Exception) -> tuple[str, str]:
+    if isinstance(error, msgspec.ValidationError):  # e.g. a number out of a double's range
+        return R.INVALID_DATA, f"`data` cannot be decoded: {error}"
+    if isinstance(error, UnicodeDecodeError):
+        return R.INVALID_UTF8, f"`data` is not valid UTF-8: {error.reason} at byte {error.start}"
+    reason, message = _classify_decode_error(line, error)
+    return reason, message
+
+
 class Ingestor:
     """Turns framed lines into records, using the registry it was given (swapped on reload)."""
 
@@ -103,6 +112,13 @@ class Ingestor:
                     )
                 )
                 continue
+            except (msgspec.DecodeError, UnicodeDecodeError) as e:
+                # The envelope decode skips over `data` without checking its strings and numbers.
+                reason, message = _classify_data_error(line, e)
+                rejected.append(
+                    Rejection(reason, message, line, len(line), number, schema_id, version)
+                )
+                continue
             except TypeError as e:
                 rejected.append(
                     Rejection(
@@ -110,7 +126,7 @@ class Ingestor:
                     )
                 )
                 continue
-            if b'"__' in line:  # rare: only then look at the keys themselves
+            if b'"__' in line or b"\\u" in line:  # rare: only then look at the keys themselves
                 reserved = [key for key in data if key.startswith("__")]
                 if reserved:
                     rejected.append(

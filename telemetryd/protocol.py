@@ -30,7 +30,7 @@ HELLO_VALUE = "telemetryd"
 
 class Hello(msgspec.Struct, omit_defaults=True):
     hello: str
-    protocol: int = PROTOCOL_VERSION
+    protocol: int  # no default: omit_defaults would leave it out of the line
     server: str | None = None
     max_line_bytes: int | None = None
 
@@ -59,7 +59,7 @@ def encode_line(message: msgspec.Struct) -> bytes:
 
 
 def client_hello() -> bytes:
-    return encode_line(Hello(HELLO_VALUE))
+    return encode_line(Hello(HELLO_VALUE, PROTOCOL_VERSION))
 
 
 def is_hello(line: bytes) -> bool:

@@ -63,11 +63,13 @@ class SinkQueue:
     async def put_many(self, records: Sequence[Record]) -> None:
         """Enqueue in order; per the policy, waits for room or drops what does not fit."""
         if self._closed:
+            self.count_lost(len(records))
             raise QueueClosed
-        self.stats.received += len(records)
         if self.when_full == "block":
             await self._put_blocking(records)
-        elif self.when_full == "drop_newest":
+            return
+        self.stats.received += len(records)  # each one is queued now, or counted as dropped
+        if self.when_full == "drop_newest":
             self._put_dropping_newest(records)
         else:
             self._put_evicting_oldest(records)
@@ -76,20 +78,34 @@ class SinkQueue:
     async def _put_blocking(self, records: Sequence[Record]) -> None:
         items = self._items
         start = 0
-        while start < len(records):
-            end = self._fits(records, start)
-            if end == start:
-                self._wake(ready=True)  # a putter must not wait while the worker sleeps
-                self._waiting_putters += 1
-                try:
-                    await self._wait("_room")
-                finally:
-                    self._waiting_putters -= 1
-                if self._closed:
-                    raise QueueClosed
-                continue
-            items.extend(records[start:end])
-            start = end
+        try:
+            while start < len(records):
+                end = self._fits(records, start)
+                if end == start:
+                    self._wake(ready=True)  # a putter must not wait while the worker sleeps
+                    self._waiting_putters += 1
+                    try:
+                        await self._wait("_room")
+                    finally:
+                        self._waiting_putters -= 1
+                    if self._closed:
+                        raise QueueClosed
+                    continue
+                items.extend(records[start:end])
+                self.stats.received += end - start  # counted as they enter
+                start = end
+        except BaseException:
+            # Cancelled by the stop's deadline, or closed, while waiting for room: the rest
+            # never entered this queue. They are this sink's losses; count them as such.
+            self.count_lost(len(records) - start)
+            raise
+        self._wake(ready=True)
+
+    def count_lost(self, count: int, reason: str = DROP_SHUTDOWN) -> None:
+        """Events meant for this sink that never reached its queue (the daemon is stopping)."""
+        if count:
+            self.stats.received += count
+            self.stats.dropped[reason] += count
 
     def _put_dropping_newest(self, records: Sequence[Record]) -> None:
         end = self._fits(records, 0)

@@ -13,13 +13,14 @@ from typing import Any
 
 @dataclass
 class ComponentStats:
-    """received, sent, dropped (by reason) and errors (by kind) for one source or sink."""
+    """received, sent, rejected and dropped (by reason) and errors (by kind), per component."""
 
     kind: str
     name: str
     received: int = 0
     sent: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)  # bad input, by reason
+    dropped: Counter[str] = field(default_factory=Counter)  # lost good events, by reason
     errors: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, Any]:
@@ -28,6 +29,7 @@ class ComponentStats:
             "name": self.name,
             "received": self.received,
             "sent": self.sent,
+            "rejected": dict(self.rejected),
             "dropped": dict(self.dropped),
             "errors": dict(self.errors),
         }

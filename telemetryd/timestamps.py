@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _CANONICAL_LENGTH = len("2026-11-22T01:30:21.131970Z")
+_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
 
 
 class InvalidTimestamp(ValueError):
@@ -28,7 +30,7 @@ def normalise(value: str) -> str:
     followed by a stray `Z`), which Jupyter Server's POST /api/events expects and which the
     records jupyter_events writes carry. A time without an offset is ambiguous and refused.
     """
-    if len(value) == _CANONICAL_LENGTH and value[-1] == "Z" and value[10] == "T":
+    if len(value) == _CANONICAL_LENGTH and _CANONICAL.fullmatch(value):
         # Already canonical: parsing checks the calendar (no 30 February); no reformat needed.
         try:
             datetime.fromisoformat(value)

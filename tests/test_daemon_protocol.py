@@ -151,11 +151,6 @@ def test_acknowledged_mode_numbers_rejections_and_acks_cumulatively(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: the daemon\'s hello reply omits "protocol": 1 (protocol.Hello is encoded with '
-    "omit_defaults=True), though protocol.py documents it in the reply",
-)
 def test_hello_reply_carries_the_protocol_version(daemon: DaemonProcess) -> None:
     sock, _, hello = acked_connection(daemon)
     sock.close()
@@ -345,12 +340,6 @@ def assert_rejected_alone(daemon: DaemonProcess, tag: str, replies: list[dict[st
     assert [r["path"] for r in records] == [f"{tag}-1", f"{tag}-3"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: invalid UTF-8 inside a string of `data` passes the envelope decode (data is "
-    "msgspec.Raw) and the UnicodeDecodeError of the second decode escapes Ingestor.process: "
-    "the connection is dropped with no reply, the chunk's valid events are lost, no dead letter",
-)
 def test_invalid_utf8_inside_data_is_rejected_without_losing_neighbours(
     daemon: DaemonProcess,
 ) -> None:
@@ -360,12 +349,6 @@ def test_invalid_utf8_inside_data_is_rejected_without_losing_neighbours(
     assert [r["reason"] for r in replies if "rejected" in r] == ["invalid_utf8"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a number too large for a float inside `data` (1e999) raises msgspec."
-    "ValidationError in Ingestor.process, uncaught: the connection is dropped with no reply "
-    "and the chunk's valid events are lost",
-)
 def test_out_of_range_number_inside_data_is_rejected_without_losing_neighbours(
     daemon: DaemonProcess,
 ) -> None:
@@ -377,12 +360,6 @@ def test_out_of_range_number_inside_data_is_rejected_without_losing_neighbours(
     assert_rejected_alone(daemon, "huge-number", replies)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the reserved-field check looks for the bytes '\"__' in data, so a key spelled "
-    'with a JSON escape ("\\u005f_origin__") passes and is copied into the record, where every '
-    "JSON reader sees a second __origin__ that overrides the one from SO_PEERCRED",
-)
 def test_escaped_reserved_key_cannot_forge_the_origin(daemon: DaemonProcess) -> None:
     forged = {"transport": "unix", "user": "mallory", "uid": 4242, "gid": 4242, "pid": 1}
     bad = (

@@ -31,7 +31,9 @@ from telemetryd.bus import Bus
 from telemetryd.config import ServerSettings
 from telemetryd.framing import Frame, LineFramer
 from telemetryd.ingest import Ingestor
+from telemetryd.record import Record
 from telemetryd.rejections import Rejection
+from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed
 from telemetryd.stats import ComponentStats
 from telemetryd.timestamps import now_utc
 
@@ -39,6 +41,9 @@ log = logging.getLogger("telemetryd.unix")
 
 #: Outgoing control lines waiting for a slow reader, per connection.
 REPLY_QUEUE_LINES = 1024
+#: How long replies may take to reach a client after it stopped sending, or after stop().
+EOF_REPLY_GRACE_SECS = 30.0
+STOP_REPLY_GRACE_SECS = 1.0
 
 RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
 
@@ -86,6 +91,7 @@ class _Connection:
     acked: bool = False
     lines: int = 0  # event lines seen (after the hello, in acknowledged mode)
     read_scope: anyio.CancelScope | None = field(default=None, repr=False)
+    flush_scope: anyio.CancelScope | None = field(default=None, repr=False)
 
 
 class UnixSource:
@@ -148,6 +154,9 @@ class UnixSource:
         for connection in self.connections:
             if connection.read_scope is not None:
                 connection.read_scope.cancel()
+            if connection.flush_scope is not None:
+                deadline = anyio.current_time() + STOP_REPLY_GRACE_SECS
+                connection.flush_scope.deadline = min(connection.flush_scope.deadline, deadline)
 
     async def _handle(self, stream: SocketStream, limiter: anyio.CapacityLimiter) -> None:
         """One client. A bug met here ends this connection, never the daemon."""
@@ -182,6 +191,11 @@ class UnixSource:
                     tg.start_soon(_write_replies, stream, receive)
                     with send:
                         await self._read(stream, connection, send)
+                    # Replies left for a client that does not read them must not hold the
+                    # connection (or a shutdown) open: a short grace when stopping, else longer.
+                    grace = STOP_REPLY_GRACE_SECS if self._stopping else EOF_REPLY_GRACE_SECS
+                    tg.cancel_scope.deadline = anyio.current_time() + grace
+                    connection.flush_scope = tg.cancel_scope
             finally:
                 self.connections.discard(connection)
                 limiter.release()
@@ -219,6 +233,7 @@ class UnixSource:
                 protocol.encode_line(
                     protocol.Hello(
                         protocol.HELLO_VALUE,
+                        protocol.PROTOCOL_VERSION,
                         server=f"telemetryd/{__version__}",
                         max_line_bytes=self.settings.max_line_bytes,
                     )
@@ -235,15 +250,30 @@ class UnixSource:
             frames, connection.origin, timestamp, received, first
         )
         if records:
-            await self.bus.publish(records)
-            self.stats.sent += len(records)
+            await self._publish(records)
         if rejected:
             for rejection in rejected:
-                self.stats.dropped[rejection.reason] += 1
+                self.stats.rejected[rejection.reason] += 1
             await self.on_rejected(rejected, connection.origin, timestamp, received)
             await self._reply_rejections(connection, rejected, replies)
         if connection.acked:
             await replies.send(protocol.encode_line(protocol.Ack(connection.lines)))
+
+    async def _publish(self, records: list[Record]) -> None:
+        """Hands records to the bus. If the stop's deadline cancels a publish that waits for
+        room, or the queues are already closed, the records were read but never accepted (and
+        never acknowledged): they are counted, not silently lost."""
+        published = False
+        try:
+            await self.bus.publish(records)
+            published = True
+        except QueueClosed:
+            pass
+        finally:
+            if published:
+                self.stats.sent += len(records)
+            else:
+                self.stats.dropped[DROP_SHUTDOWN] += len(records)
 
     async def _reply_rejections(
         self,
