@@ -2,6 +2,9 @@
 
 - jupyter_events: Jupyter Server's and JupyterHub's in-process event logger, `emit` into a
   `logging.FileHandler`, with the same contents_service schema and the same events;
+- python_minimal: a minimal single-process Python server (blocking sockets, no asyncio) that
+  reads the Unix socket in large chunks and, per line, decodes, validates, builds the record and
+  encodes it, one write per chunk: what a straightforward Python pipeline does here;
 - the socket floor: a minimal Python server that copies the bytes it reads from the Unix
   socket into a file, parsing nothing: the most any socket-to-file pipeline could do here.
 """
@@ -26,6 +29,8 @@ from benchmarks.events import SCHEMA_ID, SCHEMA_PATH, event_data
 from benchmarks.load import cpu_seconds_self, max_rss_bytes_self
 
 READ_BYTES = 1024 * 1024
+#: python_minimal's read size: the same as the load's send chunks.
+MINIMAL_READ_BYTES = 256 * 1024
 
 
 class BaselineError(RuntimeError):
@@ -142,6 +147,112 @@ def _floor_server_main(socket_path: str, out_path: str, conn: Connection) -> Non
         conn.send(("error", traceback.format_exc()))
 
 
+@dataclass(frozen=True)
+class MinimalReport:
+    records: int  # lines decoded, validated, encoded and written
+    rejected: int  # lines that failed to decode or validate (none, with the benchmark's events)
+    bytes_read: int
+    chunks: int  # reads (and so writes)
+    first_read: float  # perf_counter() when the first bytes arrived
+    last_write: float  # perf_counter() after the last write, at the client's end of stream
+    cpu_secs: float  # from the accept to the last write
+    max_rss_bytes: int
+
+
+def _minimal_server_main(
+    socket_path: str, out_path: str, schema_path: str, conn: Connection
+) -> None:
+    """Accept one client; per chunk: split once, and per line decode (untyped), validate the
+    data with the schema compiled once by fastjsonschema, build the record, encode it; then one
+    write of the chunk's records. Nothing else: no asyncio, no queue, no batching across reads."""
+    try:
+        from datetime import UTC, datetime
+
+        import fastjsonschema
+        import msgspec
+        import yaml
+
+        with open(schema_path, encoding="utf-8") as f:
+            schema = yaml.safe_load(f)
+        validate = fastjsonschema.compile(schema)
+        invalid = (
+            msgspec.DecodeError,
+            fastjsonschema.JsonSchemaValueException,
+            KeyError,
+            TypeError,
+        )
+        decode = msgspec.json.decode
+        encode = msgspec.json.encode
+        now = datetime.now
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(socket_path)
+            listener.listen(1)
+            conn.send(("ready", None))
+            client, _ = listener.accept()
+            cpu_before = cpu_seconds_self()
+            records = rejected = total = chunks = 0
+            first = 0.0
+            tail = b""
+            fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                with client:
+                    while chunk := client.recv(MINIMAL_READ_BYTES):
+                        if not total:
+                            first = time.perf_counter()
+                        total += len(chunk)
+                        chunks += 1
+                        lines = (tail + chunk).split(b"\n")
+                        tail = lines.pop()  # the unfinished last line (b"" at a line's end)
+                        timestamp = now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                        out = []
+                        for line in lines:
+                            try:
+                                event = decode(line)
+                                data = event["data"]
+                                validate(data)
+                                out.append(
+                                    encode(
+                                        {
+                                            "__timestamp__": timestamp,
+                                            "__schema__": event["schema_id"],
+                                            "__schema_version__": "1",
+                                            "__metadata_version__": 1,
+                                            **data,
+                                        }
+                                    )
+                                )
+                            except invalid:
+                                rejected += 1
+                        if out:
+                            records += len(out)
+                            out.append(b"")  # the last record's newline
+                            block = memoryview(b"\n".join(out))
+                            while block:
+                                block = block[os.write(fd, block) :]
+                    if tail:
+                        rejected += 1  # an unterminated last line: not a whole event
+                    last = time.perf_counter()
+            finally:
+                os.close(fd)
+        conn.send(
+            (
+                "done",
+                MinimalReport(
+                    records=records,
+                    rejected=rejected,
+                    bytes_read=total,
+                    chunks=chunks,
+                    first_read=first,
+                    last_write=last,
+                    cpu_secs=cpu_seconds_self() - cpu_before,
+                    max_rss_bytes=max_rss_bytes_self(),
+                ),
+            )
+        )
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+
+
 class BaselineProcess:
     """A baseline's child process and the pipe it reports on; a context manager that always
     ends the process."""
@@ -185,6 +296,15 @@ class BaselineProcess:
 
 def start_jupyter_events(events: int, out_path: Path) -> BaselineProcess:
     return BaselineProcess(_jupyter_events_main, events, os.fspath(out_path))
+
+
+def start_minimal_server(socket_path: Path, out_path: Path) -> BaselineProcess:
+    return BaselineProcess(
+        _minimal_server_main,
+        os.fspath(socket_path),
+        os.fspath(out_path),
+        os.fspath(SCHEMA_PATH),
+    )
 
 
 def start_floor_server(socket_path: Path, out_path: Path) -> BaselineProcess:

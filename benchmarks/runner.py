@@ -23,11 +23,20 @@ from benchmarks.scenarios import (
     ScenarioResult,
     failed,
     run_jupyter_events,
+    run_python_minimal,
     run_socket_file,
     run_socket_floor,
 )
 
-SCENARIOS = ("socket_file", "socket_file_4clients", "jupyter_events", "socket_floor")
+SCENARIOS = (
+    "socket_file",
+    "socket_file_4clients",
+    "python_minimal",
+    "jupyter_events",
+    "socket_floor",
+)
+#: The scenarios that measure telemetryd (and get a ratio to python_minimal).
+TELEMETRYD_SCENARIOS = ("socket_file", "socket_file_4clients")
 DEFAULT_EVENTS = 1_000_000
 QUICK_EVENTS = 20_000
 JUPYTER_EVENTS_CAP = 200_000
@@ -38,7 +47,10 @@ PACKAGES = ("telemetryd", "msgspec", "fastjsonschema", "jupyter_events", "anyio"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Benchmark telemetryd against jupyter_events and the machine's floor.",
+        description=(
+            "Benchmark telemetryd against jupyter_events, a minimal Python pipeline and the "
+            "machine's floor."
+        ),
     )
     parser.add_argument(
         "--events",
@@ -189,6 +201,7 @@ def run_scenarios(
         "jupyter_events": lambda d, p: run_jupyter_events(
             min(events, jupyter_events_max), events, d, p
         ),
+        "python_minimal": lambda d, p: run_python_minimal(events, d, p),
         "socket_floor": lambda d, p: run_socket_floor(events, d, p),
     }
     results = []
@@ -205,6 +218,11 @@ def run_scenarios(
         for r in results:
             if r.events_per_sec:
                 r.ratio_to_jupyter_events = r.events_per_sec / baseline.events_per_sec
+    minimal = next((r for r in results if r.name == "python_minimal" and r.ok), None)
+    if minimal is not None and minimal.events_per_sec:
+        for r in results:
+            if r.name in TELEMETRYD_SCENARIOS and r.events_per_sec:
+                r.ratio_to_python_minimal = r.events_per_sec / minimal.events_per_sec
     return results
 
 
@@ -218,6 +236,7 @@ def format_table(results: list[ScenarioResult]) -> str:
         "events",
         "events/s",
         "x jupyter_events",
+        "x minimal",
         "CPU s daemon/load",
         "peak RSS MB",
         "p50/p99 ms",
@@ -239,6 +258,7 @@ def format_table(results: list[ScenarioResult]) -> str:
                 f"{r.events:,}",
                 _fmt(r.events_per_sec, ",.0f"),
                 _fmt(r.ratio_to_jupyter_events, ".1f"),
+                _fmt(r.ratio_to_python_minimal, ".2f"),
                 cpu,
                 rss,
                 latency,
@@ -246,7 +266,7 @@ def format_table(results: list[ScenarioResult]) -> str:
             )
         )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    left = {0, 7}
+    left = {0, 8}
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
@@ -261,8 +281,12 @@ def format_table(results: list[ScenarioResult]) -> str:
     out.extend(
         [
             "  events/s: events / (first byte sent .. last record in the output file)",
-            "  CPU s: the daemon (the emitting process for jupyter_events, the copying server"
-            " for socket_floor) from the first byte until every record was written / the loads",
+            "  x minimal: events/s over python_minimal's (the same events from one load process"
+            " through a minimal blocking Python server: decode, fastjsonschema, encode, one"
+            " write per 256 KiB read)",
+            "  CPU s: the daemon (the emitting process for jupyter_events, the baseline server"
+            " for python_minimal and socket_floor) from the first byte until every record was"
+            " written / the loads",
             "  p50/p99: accept-to-write latency from the daemon's histogram for telemetryd (at"
             " saturation, so mostly time spent queued); per emit call for jupyter_events",
         ]

@@ -17,8 +17,10 @@ from typing import Any
 from benchmarks.baselines import (
     FloorReport,
     JupyterEventsReport,
+    MinimalReport,
     start_floor_server,
     start_jupyter_events,
+    start_minimal_server,
 )
 from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
 from benchmarks.load import LoadError, LoadGroup, LoadReport, split
@@ -44,7 +46,9 @@ class ScenarioResult:
     elapsed_secs: float | None = None
     events_per_sec: float | None = None
     ratio_to_jupyter_events: float | None = None
-    cpu_secs_server: float | None = None  # the daemon (or the emitting process, or floor server)
+    ratio_to_python_minimal: float | None = None  # telemetryd's scenarios only
+    # the daemon (or jupyter_events' emitting process, or a baseline's server)
+    cpu_secs_server: float | None = None
     cpu_secs_load: float | None = None  # every load process together
     peak_rss_bytes: int | None = None  # of the server process
     latency_p50_secs: float | None = None
@@ -209,6 +213,44 @@ def run_jupyter_events(
     result.latency_p50_secs = report.emit_p50_secs
     result.latency_p99_secs = report.emit_p99_secs
     result.details["jupyter_events"] = asdict(report)
+    delivery = verify_delivery([out], events)
+    result.delivery = delivery.as_dict()
+    if not delivery.complete:
+        result.problems.append(_delivery_problem(delivery.as_dict()))
+    return _finish(result)
+
+
+def run_python_minimal(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
+    result = ScenarioResult(
+        "python_minimal",
+        f"the same {events:,} events from the same load process over a Unix socket into a file "
+        "through a minimal single-process Python server (blocking sockets, 256 KiB reads, "
+        "msgspec decode + fastjsonschema + record + msgspec encode per line, one write per "
+        "read): the straightforward Python pipeline",
+        events,
+    )
+    folder.mkdir(parents=True)
+    sock = folder / "minimal.sock"
+    out = folder / "events.jsonl"
+    with start_minimal_server(sock, out) as server:
+        server.receive("ready", timeout_secs=60)
+        with LoadGroup(sock, split(events, 1)) as loads, LineCounter(out) as counter:
+            loads.start()
+            loads.go()
+            while not server.poll():
+                progress(counter.poll(), events)
+                time.sleep(0.05)
+            report = server.receive("done", timeout_secs=0)
+            reports = loads.reports(timeout_secs=60)
+    assert isinstance(report, MinimalReport)
+    result.elapsed_secs = report.last_write - min(r.first_byte for r in reports)
+    result.cpu_secs_server = report.cpu_secs
+    result.cpu_secs_load = sum(r.cpu_secs for r in reports)
+    result.peak_rss_bytes = report.max_rss_bytes
+    result.details["server"] = asdict(report)
+    result.details["load"] = _load_summary(reports)
+    if report.rejected:
+        result.problems.append(f"the minimal server rejected {report.rejected:,} lines")
     delivery = verify_delivery([out], events)
     result.delivery = delivery.as_dict()
     if not delivery.complete:

@@ -25,12 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import anyio.to_thread
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from telemetryd.record import Record
+from telemetryd.settings_types import FileMode
 from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
 
 MiB = 1024 * 1024
@@ -58,23 +59,11 @@ class FileSettings(SinkSettings):
     fsync_interval_secs: float = Field(
         default=1.0, ge=0, description="Least time between two fsyncs when fsync is 'interval'."
     )
-    file_mode: int = Field(
+    file_mode: FileMode = Field(
         default=0o640,
-        ge=0,
-        le=0o777,
         description="File mode of the files the sink creates (TOML 0o640 or '0640').",
     )
     create_dirs: bool = Field(default=True, description="Create the file's missing parent folders.")
-
-    @field_validator("file_mode", mode="before")
-    @classmethod
-    def _octal_string(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return int(value, 8)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an octal file mode such as '0640'") from None
-        return value
 
 
 @dataclass

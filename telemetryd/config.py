@@ -12,9 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from telemetryd.plugins import UnknownSinkType, load_sink_class
+from telemetryd.settings_types import FileMode
 from telemetryd.sinks.base import SinkSettings
 
 DEFAULT_CONFIG_PATHS = (Path("telemetryd.toml"), Path("/etc/telemetryd/telemetryd.toml"))
@@ -29,8 +30,8 @@ class ServerSettings(_Section):
     unix_socket: Path | None = Field(
         Path("run/telemetryd.sock"), description="Path of the NDJSON ingest socket."
     )
-    unix_socket_mode: int = Field(
-        0o660, ge=0, le=0o777, description="File mode of the socket (TOML 0o660 or '0660')."
+    unix_socket_mode: FileMode = Field(
+        0o660, description="File mode of the socket (TOML 0o660 or '0660')."
     )
     max_line_bytes: int = Field(1 * MiB, gt=0, description="Longest accepted event line.")
     read_chunk_bytes: int = Field(256 * 1024, ge=4096, description="Bytes read per receive.")
@@ -38,16 +39,6 @@ class ServerSettings(_Section):
     shutdown_timeout_secs: float = Field(
         30.0, ge=0, description="How long SIGTERM waits for the sinks to drain their queues."
     )
-
-    @field_validator("unix_socket_mode", mode="before")
-    @classmethod
-    def _octal_string(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return int(value, 8)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an octal file mode such as '0660'") from None
-        return value
 
 
 class SchemaSettings(_Section):

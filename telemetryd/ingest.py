@@ -8,6 +8,7 @@ encoded once per chunk and per connection, not per event.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,8 +21,11 @@ from telemetryd.framing import Frame, LineTooLong
 from telemetryd.record import RECORD_START, Record
 from telemetryd.registry import CompiledSchema, SchemaRegistry
 from telemetryd.rejections import Rejection
-from telemetryd.stats import ComponentStats
 from telemetryd.timestamps import InvalidTimestamp, normalise
+
+#: A key starting with `__`, or any JSON escape (which could spell one): then the data's keys
+#: are checked one by one. One regex pass measured cheaper than two `in` tests.
+_RESERVED_HINT = re.compile(rb'"__|\\u').search
 
 
 def _classify_decode_error(line: bytes, error: Exception) -> tuple[str, str]:
@@ -50,9 +54,8 @@ def _classify_data_error(line: bytes, error: Exception) -> tuple[str, str]:
 class Ingestor:
     """Turns framed lines into records, using the registry it was given (swapped on reload)."""
 
-    def __init__(self, registry: SchemaRegistry, stats: ComponentStats | None = None) -> None:
+    def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
-        self.stats = stats
         self._decode_data = msgspec.json.Decoder().decode
 
     def process(
@@ -68,6 +71,7 @@ class Ingestor:
         rejected: list[Rejection] = []
         accept = records.append
         schemas_by_id = self.registry.by_id()
+        reserved_hint = _RESERVED_HINT
         no_versions: dict[str, CompiledSchema] = {}
         decode_envelope = envelope_decoder.decode
         decode_data = self._decode_data
@@ -126,7 +130,7 @@ class Ingestor:
                     )
                 )
                 continue
-            if b'"__' in line or b"\\u" in line:  # rare: only then look at the keys themselves
+            if reserved_hint(line) is not None:  # rare: only then look at the keys themselves
                 reserved = [key for key in data if key.startswith("__")]
                 if reserved:
                     rejected.append(
