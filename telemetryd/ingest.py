@@ -8,7 +8,7 @@ once per chunk, schema and connection, not per event) and the validated data, en
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from fastjsonschema import JsonSchemaValueException
@@ -61,7 +61,10 @@ class Ingestor:
         decode_envelope = envelope_decoder.decode
         encode = _encode
         received_at = timestamp.encode()
-        prefixes: dict[CompiledSchema, bytes] = {}
+        last_id: str | None = None
+        last_version: str | None = None
+        last_schema = cast(CompiledSchema, None)  # set before first use: last_id is None
+        last_prefix = b""
         number = first_line - 1
         for line in lines:
             number += 1
@@ -78,10 +81,18 @@ class Ingestor:
             version = envelope.version
             if type(version) is not str:
                 version = str(version)
-            schema = schemas_by_id.get(schema_id, no_versions).get(version)
-            if schema is None or not schema.allowed:
-                rejected.append(self._unknown(line, number, schema_id, version))
-                continue
+            # Clients send runs of one schema: comparing with the last one skips hashing the
+            # freshly decoded id (measured ~4% of the hot path) and rebuilding the prefix.
+            if schema_id != last_id or version != last_version:
+                schema = schemas_by_id.get(schema_id, no_versions).get(version)
+                if schema is None or not schema.allowed:
+                    rejected.append(self._unknown(line, number, schema_id, version))
+                    continue
+                last_id, last_version, last_schema = schema_id, version, schema
+                last_prefix = b"".join(
+                    (RECORD_START, received_at, schema.record_head, origin, b",")
+                )
+            schema = last_schema
             data = envelope.data
             try:
                 schema.validate(data)
@@ -111,11 +122,7 @@ class Ingestor:
                     rejected.append(_reserved(data, line, number, schema_id, version))
                     continue
             if envelope.timestamp is None:
-                prefix = prefixes.get(schema)
-                if prefix is None:  # once per schema and chunk: time, schema and origin
-                    prefix = prefixes[schema] = b"".join(
-                        (RECORD_START, received_at, schema.record_head, origin, b",")
-                    )
+                prefix = last_prefix  # the chunk's time, the schema, the origin
             else:
                 try:
                     stamp = normalise(envelope.timestamp).encode()
