@@ -71,6 +71,7 @@ class DaemonProcess:
         self.wait_ready = wait_ready
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
+        self._ready_lines_before = 0
 
     def __enter__(self) -> DaemonProcess:
         self.start()
@@ -87,6 +88,8 @@ class DaemonProcess:
             self.proc.wait()
 
     def start(self) -> None:
+        # The log is appended to across restarts: readiness is a "ready" line after these.
+        self._ready_lines_before = self._count_ready()
         stderr = self.stderr_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "telemetryd", "run", "--config", str(self.config_path)],
@@ -108,10 +111,13 @@ class DaemonProcess:
                 raise RuntimeError(
                     f"telemetryd exited with {self.proc.returncode}:\n{self.stderr()}"
                 )
-            if any(line.get("msg") == "ready" for line in self.log_lines()):
+            if self._count_ready() > self._ready_lines_before:
                 return
             time.sleep(0.02)
         raise TimeoutError(f"telemetryd not ready after {timeout}s:\n{self.stderr()}")
+
+    def _count_ready(self) -> int:
+        return sum(1 for line in self.log_lines() if line.get("msg") == "ready")
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""

@@ -44,6 +44,7 @@ REPLY_QUEUE_LINES = 1024
 #: How long replies may take to reach a client after it stopped sending, or after stop().
 EOF_REPLY_GRACE_SECS = 30.0
 STOP_REPLY_GRACE_SECS = 1.0
+ACCEPT_RETRY_SECS = 0.1
 
 RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
 
@@ -137,14 +138,20 @@ class UnixSource:
                     task_status.started()
                     async with listener:
                         while not self._stopping:
-                            stream = await listener.accept()
+                            try:
+                                stream = await listener.accept()
+                            except OSError as e:
+                                # EMFILE and its kind: the clients already connected go on;
+                                # new ones are accepted again once descriptors are free.
+                                self.stats.errors["accept"] += 1
+                                log.warning("accept failed", extra={"fields": {"error": str(e)}})
+                                await anyio.sleep(ACCEPT_RETRY_SECS)
+                                continue
                             connections.start_soon(self._handle, stream, limiter)
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 if self.path.is_socket():
                     self.path.unlink()
-            except OSError:
-                pass
 
     def stop(self) -> None:
         """Stop accepting and reading; lines already read are still processed and answered."""
