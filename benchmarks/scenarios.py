@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.baselines import (
+    BaselineProcess,
     FloorReport,
     JupyterEventsReport,
     MinimalReport,
@@ -24,7 +25,7 @@ from benchmarks.baselines import (
 )
 from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
 from benchmarks.load import LoadError, LoadGroup, LoadReport, split
-from benchmarks.verify import LineCounter, verify_delivery
+from benchmarks.verify import Delivery, LineCounter, verify_delivery
 
 #: No new record for this long ends the wait: the run is then checked (and fails) as it is.
 STALL_SECS = 30.0
@@ -229,32 +230,20 @@ def run_python_minimal(events: int, folder: Path, progress: ProgressFn) -> Scena
         "read): the straightforward Python pipeline",
         events,
     )
-    folder.mkdir(parents=True)
-    sock = folder / "minimal.sock"
     out = folder / "events.jsonl"
-    with start_minimal_server(sock, out) as server:
-        server.receive("ready", timeout_secs=60)
-        with LoadGroup(sock, split(events, 1)) as loads, LineCounter(out) as counter:
-            loads.start()
-            loads.go()
-            while not server.poll():
-                progress(counter.poll(), events)
-                time.sleep(0.05)
-            report = server.receive("done", timeout_secs=0)
-            reports = loads.reports(timeout_secs=60)
+    report = _drive_baseline(
+        result,
+        folder=folder,
+        socket_name="minimal.sock",
+        out=out,
+        start=start_minimal_server,
+        report_type=MinimalReport,
+        progress=progress,
+    )
     assert isinstance(report, MinimalReport)
-    result.elapsed_secs = report.last_write - min(r.first_byte for r in reports)
-    result.cpu_secs_server = report.cpu_secs
-    result.cpu_secs_load = sum(r.cpu_secs for r in reports)
-    result.peak_rss_bytes = report.max_rss_bytes
-    result.details["server"] = asdict(report)
-    result.details["load"] = _load_summary(reports)
     if report.rejected:
         result.problems.append(f"the minimal server rejected {report.rejected:,} lines")
-    delivery = verify_delivery([out], events)
-    result.delivery = delivery.as_dict()
-    if not delivery.complete:
-        result.problems.append(_delivery_problem(delivery.as_dict()))
+    _verify(result, verify_delivery([out], events))
     return _finish(result)
 
 
@@ -265,10 +254,36 @@ def run_socket_floor(events: int, folder: Path, progress: ProgressFn) -> Scenari
         "Python server (recv_into + write, no parsing): the ceiling",
         events,
     )
-    folder.mkdir(parents=True)
-    sock = folder / "floor.sock"
     out = folder / "copy.jsonl"
-    with start_floor_server(sock, out) as server:
+    _drive_baseline(
+        result,
+        folder=folder,
+        socket_name="floor.sock",
+        out=out,
+        start=start_floor_server,
+        report_type=FloorReport,
+        progress=progress,
+    )
+    _verify(result, verify_delivery([out], events, nested=True))
+    return _finish(result)
+
+
+def _drive_baseline(
+    result: ScenarioResult,
+    *,
+    folder: Path,
+    socket_name: str,
+    out: Path,
+    start: Callable[[Path, Path], BaselineProcess],
+    report_type: type[MinimalReport] | type[FloorReport],
+    progress: ProgressFn,
+) -> MinimalReport | FloorReport:
+    """Runs a baseline server fed by one load process, like socket_file, and records its
+    time, CPU and memory in `result`."""
+    folder.mkdir(parents=True)
+    sock = folder / socket_name
+    events = result.events
+    with start(sock, out) as server:
         server.receive("ready", timeout_secs=60)
         with LoadGroup(sock, split(events, 1)) as loads, LineCounter(out) as counter:
             loads.start()
@@ -278,18 +293,20 @@ def run_socket_floor(events: int, folder: Path, progress: ProgressFn) -> Scenari
                 time.sleep(0.05)
             report = server.receive("done", timeout_secs=0)
             reports = loads.reports(timeout_secs=60)
-    assert isinstance(report, FloorReport)
+    assert isinstance(report, report_type)
     result.elapsed_secs = report.last_write - min(r.first_byte for r in reports)
     result.cpu_secs_server = report.cpu_secs
     result.cpu_secs_load = sum(r.cpu_secs for r in reports)
     result.peak_rss_bytes = report.max_rss_bytes
     result.details["server"] = asdict(report)
     result.details["load"] = _load_summary(reports)
-    delivery = verify_delivery([out], events, nested=True)
+    return report
+
+
+def _verify(result: ScenarioResult, delivery: Delivery) -> None:
     result.delivery = delivery.as_dict()
     if not delivery.complete:
         result.problems.append(_delivery_problem(delivery.as_dict()))
-    return _finish(result)
 
 
 def _delivery_problem(d: dict[str, Any]) -> str:

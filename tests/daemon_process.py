@@ -30,35 +30,6 @@ def event_line(
     ).encode()
 
 
-def minimal_config(workdir: Path, extra: str = "", sinks: str | None = None) -> str:
-    """A config with a file sink and a dead-letter file under `workdir`; `extra` is appended."""
-    if sinks is None:
-        sinks = f"""
-[[sinks]]
-name = "archive"
-type = "file"
-path = "{workdir}/out/events.jsonl"
-fsync = "never"
-"""
-    return f"""
-[server]
-unix_socket = "{workdir}/run/telemetryd.sock"
-shutdown_timeout_secs = 20
-
-[log]
-level = "info"
-stats_interval_secs = 0
-{sinks}
-[dead_letter]
-name = "dead-letter"
-type = "file"
-path = "{workdir}/out/rejected.jsonl"
-when_full = "block"
-fsync = "never"
-{extra}
-"""
-
-
 class DaemonProcess:
     """`with DaemonProcess(tmp_path, config_text) as d:` starts telemetryd and waits until ready."""
 
@@ -196,7 +167,8 @@ def daemon_config(
     shutdown_timeout_secs: float = 20,
     stats_interval_secs: float = 0,
 ) -> str:
-    """Like minimal_config, with lines added to the [server] and [schemas] tables."""
+    """A config with a file sink and a dead-letter file under `workdir`, with lines added to
+    the [server] and [schemas] tables."""
     if sinks is None:
         sinks = file_sink("archive", workdir / "out" / "events.jsonl")
     return f"""
