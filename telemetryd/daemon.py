@@ -126,7 +126,6 @@ class Daemon:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._start_sinks()
-        deadline = float("inf")
         try:
             async with anyio.create_task_group() as tg:
                 for worker in self.all_workers:
@@ -134,63 +133,72 @@ class Daemon:
                 tg.start_soon(self._watch_signals)
                 if self.config.log.stats_interval_secs > 0:
                     tg.start_soon(self._log_stats_periodically)
-                source_done = anyio.Event()
-                async with anyio.create_task_group() as sources:
-                    if self.unix is not None:
-                        await sources.start(self._serve_source, self.unix, source_done)
-                    else:
-                        source_done.set()
-                    log.info(
-                        "ready",
-                        extra={
-                            "fields": {
-                                "version": __version__,
-                                "pid": os.getpid(),
-                                "sinks": [w.name for w in self.workers],
-                                "schemas": len(self.ingestor.registry),
-                            }
-                        },
-                    )
-                    _sd_notify(b"READY=1")
-                    task_status.started()
-                    await self._stop.wait()
-                    _sd_notify(b"STOPPING=1")
-                    deadline = time.monotonic() + self.config.server.shutdown_timeout_secs
-                    log.info(
-                        "stopping: no longer accepting; draining queues",
-                        extra={
-                            "fields": {"queued": {w.name: len(w.queue) for w in self.all_workers}}
-                        },
-                    )
-                    if self.unix is not None:
-                        self.unix.stop()
-                    with anyio.move_on_after(deadline - time.monotonic()):
-                        await source_done.wait()
-                    sources.cancel_scope.cancel()
-                self.bus.close()
-                self.dead_letter.queue.close()
-                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
-                    for worker in self.all_workers:
-                        await worker.done.wait()
-                for worker in self.all_workers:
-                    worker.queue.abandon()
-                    lost = worker.stats.dropped[DROP_SHUTDOWN]
-                    if lost:
-                        log.error(
-                            "shutdown timeout: events not delivered",
-                            extra={"fields": {"sink": worker.name, "events": lost}},
-                        )
-                unread = self.source_stats.dropped[DROP_SHUTDOWN]
-                if unread:
-                    log.error(
-                        "shutdown timeout: events read but never accepted (not acknowledged)",
-                        extra={"fields": {"source": self.source_stats.name, "events": unread}},
-                    )
+                deadline = await self._serve_until_stopped(task_status)
+                await self._drain(deadline)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close_sinks()
             log.info("stopped", extra={"fields": self.snapshot()})
+
+    async def _serve_until_stopped(self, task_status: TaskStatus[None]) -> float:
+        """Serves until a stop is requested, then stops the sources (bounded by the shutdown
+        timeout); returns the deadline by which the whole stop must be done."""
+        source_done = anyio.Event()
+        async with anyio.create_task_group() as sources:
+            if self.unix is not None:
+                await sources.start(self._serve_source, self.unix, source_done)
+            else:
+                source_done.set()
+            log.info(
+                "ready",
+                extra={
+                    "fields": {
+                        "version": __version__,
+                        "pid": os.getpid(),
+                        "sinks": [w.name for w in self.workers],
+                        "schemas": len(self.ingestor.registry),
+                    }
+                },
+            )
+            _sd_notify(b"READY=1")
+            task_status.started()
+            await self._stop.wait()
+            _sd_notify(b"STOPPING=1")
+            deadline = time.monotonic() + self.config.server.shutdown_timeout_secs
+            queued = {w.name: len(w.queue) for w in self.all_workers}
+            log.info(
+                "stopping: no longer accepting; draining queues",
+                extra={"fields": {"queued": queued}},
+            )
+            if self.unix is not None:
+                self.unix.stop()
+            with anyio.move_on_after(deadline - time.monotonic()):
+                await source_done.wait()
+            sources.cancel_scope.cancel()
+        return deadline
+
+    async def _drain(self, deadline: float) -> None:
+        """Lets every worker empty its queue until `deadline`; counts and logs what is left."""
+        self.bus.close()
+        self.dead_letter.queue.close()
+        with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+            for worker in self.all_workers:
+                await worker.done.wait()
+        for worker in self.all_workers:
+            worker.queue.abandon()
+            lost = worker.stats.dropped[DROP_SHUTDOWN]
+            if lost:
+                log.error(
+                    "shutdown timeout: events not delivered",
+                    extra={"fields": {"sink": worker.name, "events": lost}},
+                )
+        unread = self.source_stats.dropped[DROP_SHUTDOWN]
+        if unread:
+            log.error(
+                "shutdown timeout: events read but never accepted (not acknowledged)",
+                extra={"fields": {"source": self.source_stats.name, "events": unread}},
+            )
 
     async def _serve_source(
         self,
