@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import SinkQueue
+from telemetryd.sink_queue import DROP_SHUTDOWN, SinkQueue
 
 
 @dataclass(frozen=True)
@@ -25,19 +25,22 @@ class Bus:
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
 
-    async def publish(self, records: Sequence[Record]) -> None:
-        """Returns once every record is in every wanting queue (or dropped by its policy)."""
+    async def publish(self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN) -> None:
+        """Returns once every record is in every wanting queue (or dropped by its policy).
+
+        Cancelled while a `block` queue waits for room, the records that never got into a
+        wanting queue are counted as that sink's drops with `lost_reason`."""
         for index, route in enumerate(self.routes):
             selected = route.filter.select(records)
             if not selected:
                 continue
             try:
-                await route.queue.put_many(selected)
+                await route.queue.put_many(selected, lost_reason=lost_reason)
             except BaseException:
                 # Stopping while a `block` sink waited for room: the sinks after it never got
                 # these records either. Each sink's counts stay whole: received = sent + dropped.
                 for later in self.routes[index + 1 :]:
-                    later.queue.count_lost(len(later.filter.select(records)))
+                    later.queue.count_lost(len(later.filter.select(records)), lost_reason)
                 raise
 
     def wanted_by(self, schema_id: str) -> list[str]:

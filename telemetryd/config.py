@@ -12,14 +12,28 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from telemetryd.plugins import UnknownSinkType, load_sink_class
 from telemetryd.settings_types import FileMode
 from telemetryd.sinks.base import SinkSettings
 
 DEFAULT_CONFIG_PATHS = (Path("telemetryd.toml"), Path("/etc/telemetryd/telemetryd.toml"))
+KiB = 1024
 MiB = 1024 * 1024
+
+
+def parse_host_port(address: str) -> tuple[str, int]:
+    """`"host:port"` (IPv6 as `"[::1]:8765"`) as (host, port); raises ValueError."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        raise ValueError('expected "host:port", such as "127.0.0.1:8765"')
+    number = int(port)
+    if number > 65535:
+        raise ValueError(f"port {number} is over 65535")
+    return host, number
 
 
 class _Section(BaseModel):
@@ -39,6 +53,41 @@ class ServerSettings(_Section):
     shutdown_timeout_secs: float = Field(
         30.0, ge=0, description="How long SIGTERM waits for the sinks to drain their queues."
     )
+    http: str = Field(
+        "",
+        description='Address of the HTTP API, "host:port" ("[::1]:8765" for IPv6; port 0 picks '
+        'a free port, logged in the "listening" line); "" turns the HTTP API off.',
+    )
+    http_max_header_bytes: int = Field(
+        16 * KiB,
+        ge=1024,
+        description="Longest request line and headers of an HTTP request; more is answered 431.",
+    )
+    http_max_body_bytes: int = Field(
+        16 * MiB, gt=0, description="Largest HTTP request body; more is answered 413."
+    )
+    http_idle_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        description="An HTTP connection that sends nothing for this long is closed (a request "
+        "left unfinished is answered 408).",
+    )
+    http_max_connections: int = Field(
+        1024, gt=0, description="Concurrent HTTP connections; more are answered 503 and closed."
+    )
+    http_enqueue_timeout_secs: float = Field(
+        5.0,
+        gt=0,
+        description="How long an HTTP request waits for room in full `block` queues before it is "
+        "answered 503 with Retry-After (its events not accepted).",
+    )
+
+    @field_validator("http")
+    @classmethod
+    def _check_http(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
 
 
 class SchemaSettings(_Section):

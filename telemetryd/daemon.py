@@ -25,6 +25,7 @@ from telemetryd import __version__
 from telemetryd.bus import Bus, Route
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.ingest import Ingestor
+from telemetryd.metrics import make_registry
 from telemetryd.plugins import load_sink_class
 from telemetryd.record import Record
 from telemetryd.registry import SchemaLoadError, SchemaRegistry
@@ -33,6 +34,7 @@ from telemetryd.routing import RouteFilter
 from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed, SinkQueue
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sinks.base import Sink, SinkSettings
+from telemetryd.sources.http import HttpSource
 from telemetryd.sources.unix import UnixSource
 from telemetryd.stats import ComponentStats
 
@@ -77,6 +79,20 @@ class Daemon:
         if config.server.unix_socket is not None:
             self.unix = UnixSource(
                 config.server, self.ingestor, self.bus, self.reject, self.source_stats
+            )
+        self.http_stats = ComponentStats("source", "http")
+        self.http: HttpSource | None = None
+        if config.server.http:
+            self.http = HttpSource(
+                config.server,
+                self.ingestor,
+                self.bus,
+                self.reject,
+                self.http_stats,
+                workers=self.all_workers,
+                metrics=make_registry(
+                    lambda: [self.source_stats, self.http_stats], lambda: self.all_workers
+                ),
             )
         self._stop = anyio.Event()
         self.started_at = time.monotonic()
@@ -141,15 +157,17 @@ class Daemon:
                 await self._close_sinks()
             log.info("stopped", extra={"fields": self.snapshot()})
 
+    @property
+    def sources(self) -> list[UnixSource | HttpSource]:
+        return [source for source in (self.unix, self.http) if source is not None]
+
     async def _serve_until_stopped(self, task_status: TaskStatus[None]) -> float:
         """Serves until a stop is requested, then stops the sources (bounded by the shutdown
         timeout); returns the deadline by which the whole stop must be done."""
-        source_done = anyio.Event()
+        done = [anyio.Event() for _ in self.sources]
         async with anyio.create_task_group() as sources:
-            if self.unix is not None:
-                await sources.start(self._serve_source, self.unix, source_done)
-            else:
-                source_done.set()
+            for source, source_done in zip(self.sources, done, strict=True):
+                await sources.start(self._serve_source, source, source_done)
             log.info(
                 "ready",
                 extra={
@@ -171,10 +189,11 @@ class Daemon:
                 "stopping: no longer accepting; draining queues",
                 extra={"fields": {"queued": queued}},
             )
-            if self.unix is not None:
-                self.unix.stop()
+            for source in self.sources:
+                source.stop()
             with anyio.move_on_after(deadline - time.monotonic()):
-                await source_done.wait()
+                for source_done in done:
+                    await source_done.wait()
             sources.cancel_scope.cancel()
         return deadline
 
@@ -193,16 +212,17 @@ class Daemon:
                     "shutdown timeout: events not delivered",
                     extra={"fields": {"sink": worker.name, "events": lost}},
                 )
-        unread = self.source_stats.dropped[DROP_SHUTDOWN]
-        if unread:
-            log.error(
-                "shutdown timeout: events read but never accepted (not acknowledged)",
-                extra={"fields": {"source": self.source_stats.name, "events": unread}},
-            )
+        for stats in (self.source_stats, self.http_stats):
+            unread = stats.dropped[DROP_SHUTDOWN]
+            if unread:
+                log.error(
+                    "shutdown timeout: events read but never accepted (not acknowledged)",
+                    extra={"fields": {"source": stats.name, "events": unread}},
+                )
 
     async def _serve_source(
         self,
-        source: UnixSource,
+        source: UnixSource | HttpSource,
         done: anyio.Event,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -266,6 +286,8 @@ class Daemon:
         if self.unix is not None:
             sources[0]["connections"] = len(self.unix.connections)
             sources[0]["replies_dropped"] = self.unix.replies_dropped
+        if self.http is not None:  # after the unix source: sources[0] stays the socket's
+            sources.append(self.http_stats.snapshot() | self.http.snapshot())
         return {
             "uptime_secs": round(time.monotonic() - self.started_at, 3),
             "sources": sources,

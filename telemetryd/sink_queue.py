@@ -60,13 +60,17 @@ class SinkQueue:
 
     # -- producers ---------------------------------------------------------------------------
 
-    async def put_many(self, records: Sequence[Record]) -> None:
-        """Enqueue in order; per the policy, waits for room or drops what does not fit."""
+    async def put_many(
+        self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN
+    ) -> None:
+        """Enqueue in order; per the policy, waits for room or drops what does not fit.
+
+        `lost_reason` labels what a cancelled `block` put leaves out of the queue."""
         if self._closed:
             self.count_lost(len(records))
             raise QueueClosed
         if self.when_full == "block":
-            await self._put_blocking(records)
+            await self._put_blocking(records, lost_reason)
             return
         self.stats.received += len(records)  # each one is queued now, or counted as dropped
         if self.when_full == "drop_newest":
@@ -75,7 +79,7 @@ class SinkQueue:
             self._put_evicting_oldest(records)
         self._wake(ready=True)
 
-    async def _put_blocking(self, records: Sequence[Record]) -> None:
+    async def _put_blocking(self, records: Sequence[Record], lost_reason: str) -> None:
         items = self._items
         start = 0
         try:
@@ -97,7 +101,7 @@ class SinkQueue:
         except BaseException:
             # Cancelled by the stop's deadline, or closed, while waiting for room: the rest
             # never entered this queue. They are this sink's losses; count them as such.
-            self.count_lost(len(records) - start)
+            self.count_lost(len(records) - start, lost_reason)
             raise
         self._wake(ready=True)
 

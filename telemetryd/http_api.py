@@ -1,0 +1,393 @@
+"""The HTTP API's endpoints (DESIGN.md §6): a parsed request in, a response out, no sockets.
+
+telemetryd.sources.http speaks HTTP/1.1 (with h11) and enforces the transport's limits; this
+module routes a request (404, 405, 415 before its body is read) and answers it. Events go
+through the same Ingestor, bus and dead-letter as on the Unix socket, so one payload is judged
+the same way on either transport.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import unquote
+
+import anyio
+import anyio.lowlevel
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from telemetryd.bus import Bus
+from telemetryd.config import ServerSettings
+from telemetryd.framing import Frame, LineFramer
+from telemetryd.ingest import Ingestor
+from telemetryd.metrics import render
+from telemetryd.record import Record
+from telemetryd.registry import CompiledSchema
+from telemetryd.rejections import Rejection
+from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed
+from telemetryd.sink_worker import SinkWorker
+from telemetryd.stats import ComponentStats
+from telemetryd.timestamps import now_utc
+
+JSON: Final = "application/json"
+NDJSON: Final = "application/x-ndjson"
+
+#: The events of a request that waited `http_enqueue_timeout_secs` for full `block` queues.
+DROP_ENQUEUE_TIMEOUT: Final = "enqueue_timeout"
+#: A queue at this fraction of its queue_max_events makes the daemon not ready.
+READY_QUEUE_FRACTION: Final = 0.9
+#: Events of a batch validated between two yields to the event loop.
+BATCH_SLICE_EVENTS: Final = 4096
+RETRY_AFTER_SECS: Final = 1
+
+RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
+
+_encode = msgspec.json.Encoder().encode
+_array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_response(status: int, value: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(status, _encode(value), (("content-type", JSON), *headers))
+
+
+def error_response(
+    status: int,
+    reason: str | None,
+    message: str,
+    headers: tuple[tuple[str, str], ...] = (),
+    **extra: Any,
+) -> Response:
+    """Every error body: `{"message": ..., "reason": ...}`, sometimes with more keys."""
+    return json_response(status, {"message": message, "reason": reason, **extra}, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # as received, without the query
+    media_type: str  # lower case, without parameters; "" when the endpoint takes no body
+    body: bytes
+    origin: bytes  # `__origin__`, encoded once per connection
+
+
+Handler = Callable[[Request, str], Awaitable[Response]]  # (request, path parameter)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An endpoint chosen from the request head, before the body is read."""
+
+    handler: Handler
+    param: str  # the URL-decoded rest of a prefixed path, such as a schema id
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    handler: Handler
+    media_types: tuple[str, ...] = ()  # accepted request bodies; empty: no body expected
+
+
+def media_type(content_type: str | None) -> tuple[str, str | None]:
+    """(type, charset) of a Content-Type value, lower case; ("", None) when absent."""
+    if not content_type:
+        return "", None
+    kind, *params = content_type.split(";")
+    charset = None
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    return kind.strip().lower(), charset
+
+
+class HttpApi:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        ingestor: Ingestor,
+        bus: Bus,
+        on_rejected: RejectHandler,
+        stats: ComponentStats,
+        *,
+        workers: Sequence[SinkWorker],
+        metrics: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.ingestor = ingestor
+        self.bus = bus
+        self.on_rejected = on_rejected
+        self.stats = stats
+        self.workers = tuple(workers)
+        self.stopping = False
+        self._paths: dict[str, dict[str, _Endpoint]] = {
+            "/api/events": {"POST": _Endpoint(self.post_event, (JSON,))},
+            "/api/events/batch": {"POST": _Endpoint(self.post_batch, (NDJSON, JSON))},
+            "/api/schemas": {"GET": _Endpoint(self.get_schemas)},
+            "/healthz": {"GET": _Endpoint(self.healthz)},
+            "/readyz": {"GET": _Endpoint(self.readyz)},
+            "/metrics": {"GET": _Endpoint(self.get_metrics)},
+        }
+        self._prefixes: dict[str, dict[str, _Endpoint]] = {
+            "/api/schemas/": {"GET": _Endpoint(self.get_schema)},
+        }
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def route(self, method: str, target: str, content_type: str | None) -> Route | Response:
+        """The endpoint for a request head, or the 404, 405 or 415 that answers it."""
+        path = target.partition("?")[0]
+        param = ""
+        methods = self._paths.get(path)
+        if methods is None:
+            for prefix, endpoints in self._prefixes.items():
+                if path.startswith(prefix) and len(path) > len(prefix):
+                    methods, param = endpoints, unquote(path[len(prefix) :])
+                    break
+        if methods is None:
+            return error_response(404, "not_found", f"no endpoint at {path}")
+        endpoint = methods.get(method)
+        if endpoint is None:
+            allowed = ", ".join(methods)
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed on {path}; allowed: {allowed}",
+                (("allow", allowed),),
+            )
+        if not endpoint.media_types:
+            return Route(endpoint.handler, param, "")
+        kind, charset = media_type(content_type)
+        if kind not in endpoint.media_types or charset not in (None, "utf-8"):
+            return error_response(
+                415,
+                "unsupported_media_type",
+                f"Content-Type {content_type or '(none)'!s} is not accepted on {path}; "
+                f"send {' or '.join(endpoint.media_types)} (UTF-8)",
+            )
+        return Route(endpoint.handler, param, kind)
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def post_event(self, request: Request, _: str) -> Response:
+        """Jupyter Server's POST /api/events: 204, or 400 {"message", "reason": null}."""
+        received = time.monotonic()
+        timestamp = now_utc()
+        self.stats.received += 1
+        records, rejected = self.ingestor.process(
+            [request.body], request.origin, timestamp, received, 0
+        )
+        if rejected:
+            await self._reject(rejected, request.origin, timestamp, received)
+            first = rejected[0]
+            return error_response(400, None, first.message, telemetryd_reason=first.reason)
+        refused = await self._accept(records)
+        return refused or Response(204)
+
+    async def post_batch(self, request: Request, _: str) -> Response:
+        """NDJSON or a JSON array of events; each is accepted or rejected on its own."""
+        lines: list[Frame]
+        if request.media_type == NDJSON:
+            framer = LineFramer(self.settings.max_line_bytes)
+            lines = framer.feed(request.body)
+            last = framer.close()
+            if last is not None:
+                lines.append(last)
+        else:
+            try:
+                elements = _array_decoder.decode(request.body)
+            except msgspec.DecodeError as e:
+                return error_response(
+                    400, "invalid_batch", f"the body is not a JSON array of events: {e}"
+                )
+            lines = [bytes(element) for element in elements]
+        received = time.monotonic()
+        timestamp = now_utc()
+        self.stats.received += len(lines)
+        records: list[Record] = []
+        rejected: list[Rejection] = []
+        for start in range(0, len(lines), BATCH_SLICE_EVENTS):
+            if start:
+                await anyio.lowlevel.checkpoint()  # a large batch must not hold the loop
+            accepted, refused = self.ingestor.process(
+                lines[start : start + BATCH_SLICE_EVENTS],
+                request.origin,
+                timestamp,
+                received,
+                start + 1,
+            )
+            records += accepted
+            rejected += refused
+        if rejected:
+            await self._reject(rejected, request.origin, timestamp, received)
+        unavailable = await self._accept(records)
+        if unavailable is not None:
+            return unavailable
+        results: list[dict[str, Any]] = [
+            {"index": i, "status": "accepted"} for i in range(len(lines))
+        ]
+        for r in rejected:
+            results[r.line - 1] = {
+                "index": r.line - 1,
+                "status": "rejected",
+                "reason": r.reason,
+                "message": r.message,
+            }
+        body: dict[str, Any] = {
+            "accepted": len(records),
+            "rejected": len(rejected),
+            "results": results,
+        }
+        if not rejected:
+            return json_response(200, body)
+        if records:
+            return json_response(207, body)
+        # As EventGate: nothing accepted is a client error, with the same per-event detail.
+        return error_response(
+            400,
+            "all_rejected",
+            f"all {len(rejected)} events were rejected; see results",
+            **body,
+        )
+
+    async def _accept(self, records: list[Record]) -> Response | None:
+        """Hands records to the bus; None once they are in every queue that wants them, or the
+        503 that tells the client they were not accepted (and are counted as dropped)."""
+        if not records:
+            return None
+        count = len(records)
+        try:
+            with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
+                await self.bus.publish(records, lost_reason=DROP_ENQUEUE_TIMEOUT)
+        except QueueClosed:
+            self.stats.dropped[DROP_SHUTDOWN] += count
+            return self._unavailable("stopping", "the daemon is stopping; events not accepted")
+        except BaseException:  # cancelled by the stop's deadline: the client gets no answer
+            self.stats.dropped[DROP_SHUTDOWN] += count
+            raise
+        if waited.cancelled_caught:
+            self.stats.dropped[DROP_ENQUEUE_TIMEOUT] += count
+            return self._unavailable(
+                "queue_full",
+                f"sink queues stayed full for {self.settings.http_enqueue_timeout_secs} s: "
+                f"the request's {count} events were not accepted; retry later",
+            )
+        self.stats.sent += count
+        return None
+
+    def _unavailable(self, reason: str, message: str) -> Response:
+        return error_response(503, reason, message, (("retry-after", str(RETRY_AFTER_SECS)),))
+
+    async def _reject(
+        self, rejected: list[Rejection], origin: bytes, timestamp: str, received: float
+    ) -> None:
+        """Counts rejected input and hands it to the dead-letter sink (bounded in time)."""
+        for rejection in rejected:
+            self.stats.rejected[rejection.reason] += 1
+        with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
+            await self.on_rejected(rejected, origin, timestamp, received)
+        if waited.cancelled_caught:
+            self.stats.errors["dead_letter_timeout"] += 1
+
+    # -- schemas -----------------------------------------------------------------------------
+
+    async def get_schemas(self, request: Request, _: str) -> Response:
+        registry = self.ingestor.registry
+        return json_response(
+            200,
+            {
+                "schemas": [
+                    self._schema_view(schema_id, versions)
+                    for schema_id, versions in registry.by_id().items()
+                ]
+            },
+        )
+
+    async def get_schema(self, request: Request, schema_id: str) -> Response:
+        versions = self.ingestor.registry.by_id().get(schema_id)
+        if not versions:
+            return error_response(
+                404, "unknown_schema", f"unknown schema {schema_id!r}: it is not registered"
+            )
+        return json_response(200, self._schema_view(schema_id, versions))
+
+    def _schema_view(self, schema_id: str, versions: Mapping[str, CompiledSchema]) -> Any:
+        return {
+            "$id": schema_id,
+            "versions": [
+                {
+                    "version": schema.version,
+                    "title": schema.title,
+                    "description": schema.description,
+                    "personal-data": schema.personal_data,
+                    "allowed": schema.allowed,
+                    "properties": [
+                        {
+                            "name": p.name,
+                            "title": p.title,
+                            "type": p.type,
+                            "description": p.description,
+                            "categories": p.categories,
+                            "required": p.required,
+                        }
+                        for p in schema.properties()
+                    ],
+                }
+                for schema in versions.values()
+            ],
+            "sinks": self.bus.wanted_by(schema_id),
+        }
+
+    # -- health ------------------------------------------------------------------------------
+
+    async def get_metrics(self, request: Request, _: str) -> Response:
+        """Prometheus exposition of every source's and sink's counters (telemetryd.metrics)."""
+        if self.metrics is None:
+            return error_response(404, "not_found", "metrics are not enabled")
+        body, content_type = render(self.metrics)
+        return Response(200, body, (("content-type", content_type),))
+
+    async def healthz(self, request: Request, _: str) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(self, request: Request, _: str) -> Response:
+        """Ready: not stopping, every sink healthy, every queue below its high mark."""
+        sinks: list[dict[str, Any]] = []
+        for worker in self.workers:
+            health = worker.health()
+            queue = worker.queue.statistics()
+            queued = queue.queued_events + queue.inflight_events
+            below = queued < READY_QUEUE_FRACTION * queue.max_events
+            sinks.append(
+                {
+                    "name": worker.name,
+                    "ready": health.healthy and below,
+                    "healthy": health.healthy,
+                    "detail": health.detail,
+                    "queued": queued,
+                    "queue_max_events": queue.max_events,
+                }
+            )
+        if self.stopping:
+            return error_response(503, "stopping", "the daemon is stopping", sinks=sinks)
+        waiting = [s["name"] for s in sinks if not s["ready"]]
+        if waiting:
+            return error_response(
+                503,
+                "not_ready",
+                f"sinks not ready (unhealthy, or queue at {READY_QUEUE_FRACTION:.0%} or more "
+                f"of queue_max_events): {', '.join(waiting)}",
+                sinks=sinks,
+            )
+        return json_response(200, {"status": "ready", "sinks": sinks})
