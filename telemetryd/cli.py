@@ -90,6 +90,28 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return 1 if rejected else 0
 
 
+def _cmd_hash_token(args: argparse.Namespace) -> int:
+    from telemetryd.auth import hash_token, new_token
+
+    token: str | None = args.token
+    if token == "-":
+        token = sys.stdin.readline().strip()
+        if not token:
+            print("telemetryd hash-token: no token on stdin", file=sys.stderr)
+            return 2
+    if token is not None:
+        print(f'hash = "{hash_token(token)}"')
+        return 0
+    token = new_token()
+    print(f"token: {token}")
+    print("(shown once: give it to the client; telemetryd.toml keeps only its hash)")
+    print()
+    print("[[auth.tokens]]")
+    print('identity = "CHANGE-ME"')
+    print(f'hash = "{hash_token(token)}"')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from telemetryd import schema_commands
 
@@ -115,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check_config)
 
     schema_commands.add_parser(sub)
+
+    hash_cmd = sub.add_parser(
+        "hash-token",
+        help="make an HTTP API token and its [[auth.tokens]] entry, or hash a given token",
+        description="With no TOKEN: generate one, print it once and the [[auth.tokens]] "
+        "snippet holding its hash. With TOKEN (or - to read it from stdin): print its hash.",
+    )
+    hash_cmd.add_argument("token", nargs="?", metavar="TOKEN")
+    hash_cmd.set_defaults(func=_cmd_hash_token)
 
     send = sub.add_parser(
         "send",

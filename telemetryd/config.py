@@ -8,11 +8,19 @@ and files under the checkout.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from telemetryd.plugins import UnknownSinkType, load_sink_class
 from telemetryd.settings_types import FileMode
@@ -109,6 +117,57 @@ class LogSettings(_Section):
     )
 
 
+class TokenSettings(_Section):
+    identity: str = Field(
+        min_length=1, description="Who the token speaks for: the records' `__origin__.user`."
+    )
+    hash: str = Field(
+        description='"sha256:<hex>" of the token (`telemetryd hash-token`), never the token.'
+    )
+    allowed_schemas: list[str] = Field(
+        default_factory=list,
+        description="Schema id glob patterns this token may send; empty allows all.",
+    )
+
+    @field_validator("hash")
+    @classmethod
+    def _check_hash(cls, value: str) -> str:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+            raise ValueError(
+                'expected "sha256:" and 64 lower-case hex digits, as `telemetryd hash-token` '
+                "prints it"
+            )
+        return value
+
+
+class AuthSettings(_Section):
+    required: bool = Field(False, description="Ingest endpoints need a valid token.")
+    protect_health: bool = Field(False, description="/healthz and /readyz need a valid token.")
+    protect_metrics: bool = Field(False, description="/metrics needs a valid token.")
+    tokens: list[TokenSettings] = Field(
+        default_factory=list, description="The accepted tokens ([[auth.tokens]])."
+    )
+
+    @model_validator(mode="after")
+    def _check_tokens(self) -> AuthSettings:
+        wanted = [
+            key for key in ("required", "protect_health", "protect_metrics") if getattr(self, key)
+        ]
+        if wanted and not self.tokens:
+            raise ValueError(
+                f"{', '.join(f'auth.{key}' for key in wanted)} is true but no [[auth.tokens]] "
+                "is configured: no request could pass"
+            )
+        seen: dict[str, int] = {}
+        for i, token in enumerate(self.tokens):
+            if token.hash in seen:
+                raise ValueError(
+                    f"auth.tokens[{i}].hash is the same as auth.tokens[{seen[token.hash]}].hash"
+                )
+            seen[token.hash] = i
+        return self
+
+
 def _default_dead_letter() -> dict[str, Any]:
     return {
         "name": "dead-letter",
@@ -124,6 +183,7 @@ class _RawConfig(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     schemas: SchemaSettings = Field(default_factory=SchemaSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     sinks: list[dict[str, Any]] = Field(default_factory=list)
     dead_letter: dict[str, Any] = Field(default_factory=_default_dead_letter)
 
@@ -133,6 +193,7 @@ class Config(_Section):
     server: ServerSettings
     schemas: SchemaSettings
     log: LogSettings
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     sinks: list[SinkSettings]
     dead_letter: SinkSettings
 
@@ -224,6 +285,7 @@ def parse_config(text: str, source: Path | str = "<string>") -> Config:
         server=raw.server,
         schemas=raw.schemas,
         log=raw.log,
+        auth=raw.auth,
         sinks=sinks,
         dead_letter=dead_letter,
     )

@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from telemetryd import __version__
+from telemetryd.auth import Authenticator
 from telemetryd.bus import Bus, Route
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.ingest import Ingestor
@@ -93,6 +94,7 @@ class Daemon:
                 metrics=make_registry(
                     lambda: [self.source_stats, self.http_stats], lambda: self.all_workers
                 ),
+                auth=config.auth,
             )
         self._stop = anyio.Event()
         self.started_at = time.monotonic()
@@ -129,6 +131,11 @@ class Daemon:
             return
         self.ingestor.registry = registry
         log.info("schemas reloaded", extra={"fields": {"schemas": len(registry)}})
+        if self.http is not None and config.auth != self.config.auth:
+            # Tokens apply at once, so a revoked token stops working without a restart.
+            self.http.api.auth = Authenticator(config.auth)
+            self.config = self.config.model_copy(update={"auth": config.auth})
+            log.info("tokens reloaded", extra={"fields": {"tokens": len(config.auth.tokens)}})
         unapplied = [
             section
             for section in ("server", "log", "sinks", "dead_letter")

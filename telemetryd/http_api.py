@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import unquote
 
 import anyio
@@ -19,8 +19,10 @@ import anyio.lowlevel
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from telemetryd import rejections as R
+from telemetryd.auth import REALM, Authenticator, AuthFailure, Identity
 from telemetryd.bus import Bus
-from telemetryd.config import ServerSettings
+from telemetryd.config import AuthSettings, ServerSettings
 from telemetryd.framing import Frame, LineFramer
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import render
@@ -77,10 +79,19 @@ class Request:
     path: str  # as received, without the query
     media_type: str  # lower case, without parameters; "" when the endpoint takes no body
     body: bytes
-    origin: bytes  # `__origin__`, encoded once per connection
+    origin: bytes  # `__origin__`, with the token's identity as `user` when one was sent
+    identity: Identity | None = None  # the verified token's, None for an anonymous request
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]  # (request, path parameter)
+
+
+#: What guards an endpoint: `[auth] required` (ingest), protect_health, protect_metrics, or
+#: nothing (open: a token sent is still checked).
+INGEST: Final = "ingest"
+HEALTH: Final = "health"
+METRICS: Final = "metrics"
+OPEN: Final = "open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +101,14 @@ class Route:
     handler: Handler
     param: str  # the URL-decoded rest of a prefixed path, such as a schema id
     media_type: str
+    access: str = INGEST
 
 
 @dataclass(frozen=True, slots=True)
 class _Endpoint:
     handler: Handler
     media_types: tuple[str, ...] = ()  # accepted request bodies; empty: no body expected
+    access: str = INGEST  # endpoints need a token under `[auth] required` unless marked
 
 
 def media_type(content_type: str | None) -> tuple[str, str | None]:
@@ -122,9 +135,11 @@ class HttpApi:
         *,
         workers: Sequence[SinkWorker],
         metrics: CollectorRegistry | None = None,
+        auth: AuthSettings | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.auth = Authenticator(auth or AuthSettings())
         self.ingestor = ingestor
         self.bus = bus
         self.on_rejected = on_rejected
@@ -134,13 +149,13 @@ class HttpApi:
         self._paths: dict[str, dict[str, _Endpoint]] = {
             "/api/events": {"POST": _Endpoint(self.post_event, (JSON,))},
             "/api/events/batch": {"POST": _Endpoint(self.post_batch, (NDJSON, JSON))},
-            "/api/schemas": {"GET": _Endpoint(self.get_schemas)},
-            "/healthz": {"GET": _Endpoint(self.healthz)},
-            "/readyz": {"GET": _Endpoint(self.readyz)},
-            "/metrics": {"GET": _Endpoint(self.get_metrics)},
+            "/api/schemas": {"GET": _Endpoint(self.get_schemas, access=OPEN)},
+            "/healthz": {"GET": _Endpoint(self.healthz, access=HEALTH)},
+            "/readyz": {"GET": _Endpoint(self.readyz, access=HEALTH)},
+            "/metrics": {"GET": _Endpoint(self.get_metrics, access=METRICS)},
         }
         self._prefixes: dict[str, dict[str, _Endpoint]] = {
-            "/api/schemas/": {"GET": _Endpoint(self.get_schema)},
+            "/api/schemas/": {"GET": _Endpoint(self.get_schema, access=OPEN)},
         }
 
     # -- routing -----------------------------------------------------------------------------
@@ -167,7 +182,7 @@ class HttpApi:
                 (("allow", allowed),),
             )
         if not endpoint.media_types:
-            return Route(endpoint.handler, param, "")
+            return Route(endpoint.handler, param, "", endpoint.access)
         kind, charset = media_type(content_type)
         if kind not in endpoint.media_types or charset not in (None, "utf-8"):
             return error_response(
@@ -176,7 +191,67 @@ class HttpApi:
                 f"Content-Type {content_type or '(none)'!s} is not accepted on {path}; "
                 f"send {' or '.join(endpoint.media_types)} (UTF-8)",
             )
-        return Route(endpoint.handler, param, kind)
+        return Route(endpoint.handler, param, kind, endpoint.access)
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authenticate(self, route: Route, header: bytes | None) -> Identity | Response | None:
+        """The request's identity (None: anonymous), or the 401/403 that answers it."""
+        auth = self.auth
+        if not auth.enabled:
+            return None
+        settings = auth.settings
+        access = route.access
+        required = (
+            settings.required
+            if access == INGEST
+            else settings.protect_health
+            if access == HEALTH
+            else settings.protect_metrics
+            if access == METRICS
+            else False
+        )
+        verdict = auth.authenticate(header, required=required)
+        if isinstance(verdict, AuthFailure):
+            self.stats.errors[verdict.reason] += 1
+            headers = (("www-authenticate", REALM),) if verdict.status == 401 else ()
+            return error_response(verdict.status, verdict.reason, verdict.message, headers)
+        return verdict
+
+    def _process(
+        self, request: Request, lines: list[Frame], timestamp: str, received: float, first: int
+    ) -> tuple[list[Record], list[Rejection]]:
+        """The Ingestor's verdicts, then the token's allowed_schemas applied to the accepted."""
+        records, rejected = self.ingestor.process(lines, request.origin, timestamp, received, first)
+        identity = request.identity
+        if identity is None or identity.permits is None or not records:
+            return records, rejected
+        allows = identity.allows
+        if all(allows(record.schema_id) for record in records):
+            return records, rejected
+        # Records keep no line number: the accepted lines are those not rejected, in order.
+        refused = {r.line for r in rejected}
+        numbers = (n for n in range(first, first + len(lines)) if n not in refused)
+        kept: list[Record] = []
+        for record, number in zip(records, numbers, strict=False):
+            if allows(record.schema_id):
+                kept.append(record)
+                continue
+            raw = cast(bytes, lines[number - first])
+            rejected.append(
+                Rejection(
+                    R.SCHEMA_NOT_ALLOWED,
+                    f"the token of {identity.user!r} may not send schema {record.schema_id!r} "
+                    "(its allowed_schemas in [[auth.tokens]])",
+                    raw,
+                    len(raw),
+                    number,
+                    record.schema_id,
+                    record.version,
+                )
+            )
+        rejected.sort(key=lambda r: r.line)
+        return kept, rejected
 
     # -- events ------------------------------------------------------------------------------
 
@@ -185,12 +260,19 @@ class HttpApi:
         received = time.monotonic()
         timestamp = now_utc()
         self.stats.received += 1
-        records, rejected = self.ingestor.process(
-            [request.body], request.origin, timestamp, received, 0
-        )
+        records, rejected = self._process(request, [request.body], timestamp, received, 0)
         if rejected:
             await self._reject(rejected, request.origin, timestamp, received)
             first = rejected[0]
+            identity = request.identity
+            if (
+                identity is not None
+                and first.reason == R.SCHEMA_NOT_ALLOWED
+                and first.schema_id is not None
+                and not identity.allows(first.schema_id)
+            ):
+                # the token's allowed_schemas, not the event: as Jupyter Server, 403
+                return error_response(403, first.reason, first.message)
             return error_response(400, None, first.message, telemetryd_reason=first.reason)
         refused = await self._accept(records)
         return refused or Response(204)
@@ -220,12 +302,8 @@ class HttpApi:
         for start in range(0, len(lines), BATCH_SLICE_EVENTS):
             if start:
                 await anyio.lowlevel.checkpoint()  # a large batch must not hold the loop
-            accepted, refused = self.ingestor.process(
-                lines[start : start + BATCH_SLICE_EVENTS],
-                request.origin,
-                timestamp,
-                received,
-                start + 1,
+            accepted, refused = self._process(
+                request, lines[start : start + BATCH_SLICE_EVENTS], timestamp, received, start + 1
             )
             records += accepted
             rejected += refused

@@ -24,6 +24,9 @@ from daemon_process import (
 from http_client import RawConnection, http_config, http_port, jupyter_event
 from prometheus_client.parser import text_string_to_metric_families
 
+from telemetryd.pioneer import PIONEER_EVENTS
+from telemetryd.pioneer import schema_id as pioneer_schema_id
+
 pytestmark = pytest.mark.integration
 
 KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
@@ -34,6 +37,7 @@ SHIPPED = {
     "https://events.jupyter.org/jupyter_server/gateway_client/v1",
     "https://schema.jupyter.org/jupyterhub/events/server-action",
     REJECTED,
+    *(pioneer_schema_id(name) for name in PIONEER_EVENTS),
 }
 HTTP_ORIGIN = {"transport": "http", "remote": "127.0.0.1"}
 

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from telemetryd import __version__
 from telemetryd.bus import Bus
-from telemetryd.config import ServerSettings, parse_host_port
+from telemetryd.config import AuthSettings, ServerSettings, parse_host_port
 from telemetryd.http_api import HttpApi, RejectHandler, Request, Response, Route, error_response
 from telemetryd.ingest import Ingestor
 from telemetryd.sink_worker import SinkWorker
@@ -68,7 +68,10 @@ class _IdleTimeout(Exception):
 class _Connection:
     stream: SocketStream
     h11: h11.Connection
-    origin: bytes
+    origin: bytes  # the anonymous `__origin__`
+    remote: str = ""
+    #: `__origin__` per identity seen on this connection (a client sends one token, mostly).
+    origins: dict[str, bytes] = field(default_factory=dict, repr=False)
     waiting: bool = True  # no request head read yet: stop() closes the connection right away
     method: bytes = b""
     scope: anyio.CancelScope | None = field(default=None, repr=False)
@@ -99,12 +102,20 @@ class HttpSource:
         *,
         workers: list[SinkWorker],
         metrics: CollectorRegistry | None = None,
+        auth: AuthSettings | None = None,
     ) -> None:
         self.settings = settings
         self.host, self.port = parse_host_port(settings.http)
         self.stats = stats
         self.api = HttpApi(
-            settings, ingestor, bus, on_rejected, stats, workers=workers, metrics=metrics
+            settings,
+            ingestor,
+            bus,
+            on_rejected,
+            stats,
+            workers=workers,
+            metrics=metrics,
+            auth=auth,
         )
         self.connections: set[_Connection] = set()
         self.responses: Counter[int] = Counter()
@@ -195,7 +206,7 @@ class HttpSource:
             return
         remote = stream.extra(SocketAttribute.remote_address)
         origin = msgspec.json.encode({"transport": "http", "remote": remote[0]})
-        connection = _Connection(stream, parser, origin)
+        connection = _Connection(stream, parser, origin, remote[0])
         self.connections.add(connection)
         try:
             with anyio.CancelScope() as connection.scope:
@@ -264,14 +275,25 @@ class HttpSource:
             return self._headers_too_large(), False
         content_type: str | None = None
         content_length: int | None = None
+        authorization: bytes | None = None
         for name, value in event.headers:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-length":
                 content_length = int(value)
+            elif name == b"authorization":
+                # two are ambiguous: neither is used, so the request has no usable credentials
+                authorization = value if authorization is None else b""
         method = event.method.decode("ascii", "replace")
         target = event.target.decode("latin-1")
         route = self.api.route(method, target, content_type)
+        identity = None
+        if not isinstance(route, Response):
+            verdict = self.api.authenticate(route, authorization)
+            if isinstance(verdict, Response):
+                route = verdict  # answered before the body is read
+            else:
+                identity = verdict
         if isinstance(route, Response):
             if c.h11.they_are_waiting_for_100_continue:
                 return route, False  # the client sends no body unless told to continue
@@ -287,8 +309,19 @@ class HttpSource:
         if body is None:
             return self._too_large(None), False
         path = target.partition("?")[0]
-        request = Request(method, path, route.media_type, body, c.origin)
+        origin = c.origin if identity is None else self._origin(c, identity.user)
+        request = Request(method, path, route.media_type, body, origin, identity)
         return await self._call(route, request), True
+
+    def _origin(self, c: _Connection, user: str) -> bytes:
+        """`__origin__` of a request with a verified token: the user before the remote."""
+        origin = c.origins.get(user)
+        if origin is None:
+            if len(c.origins) >= 8:
+                c.origins.clear()
+            origin = msgspec.json.encode({"transport": "http", "user": user, "remote": c.remote})
+            c.origins[user] = origin
+        return origin
 
     async def _call(self, route: Route, request: Request) -> Response:
         try:
