@@ -37,6 +37,7 @@ from telemetryd.config import AuthSettings, ServerSettings, parse_host_port
 from telemetryd.http_api import HttpApi, RejectHandler, Request, Response, Route, error_response
 from telemetryd.ingest import Ingestor
 from telemetryd.sink_worker import SinkWorker
+from telemetryd.sources.accept import accept_or_pause
 from telemetryd.stats import ComponentStats
 
 log = logging.getLogger("telemetryd.http")
@@ -49,7 +50,6 @@ DISCARD_MAX_BYTES = 64 * 1024
 LINGER_SECS = 2.0
 #: After stop(), how long a request already being read or answered may still take.
 STOP_GRACE_SECS = 10.0
-ACCEPT_RETRY_SECS = 0.1
 SERVER = f"telemetryd/{__version__}"
 
 _STATUS_PHRASES = {status.value: status.phrase.encode() for status in http.HTTPStatus}
@@ -166,15 +166,9 @@ class HttpSource:
 
     async def _accept(self, listener: SocketListener, connections: TaskGroup) -> None:
         while not self._stopping:
-            try:
-                stream = await listener.accept()
-            except OSError as e:
-                # EMFILE and its kind: connected clients go on; accepting resumes later.
-                self.stats.errors["accept"] += 1
-                log.warning("accept failed", extra={"fields": {"error": str(e)}})
-                await anyio.sleep(ACCEPT_RETRY_SECS)
-                continue
-            connections.start_soon(self._handle, stream)
+            stream = await accept_or_pause(listener, self.stats)
+            if stream is not None:
+                connections.start_soon(self._handle, stream)
 
     async def _handle(self, stream: SocketStream) -> None:
         """One client. A bug met here ends this connection, never the daemon."""

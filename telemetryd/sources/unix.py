@@ -34,6 +34,7 @@ from telemetryd.ingest import Ingestor
 from telemetryd.record import Record
 from telemetryd.rejections import Rejection
 from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed
+from telemetryd.sources.accept import accept_or_pause
 from telemetryd.stats import ComponentStats
 from telemetryd.timestamps import now_utc
 
@@ -44,7 +45,6 @@ REPLY_QUEUE_LINES = 1024
 #: How long replies may take to reach a client after it stopped sending, or after stop().
 EOF_REPLY_GRACE_SECS = 30.0
 STOP_REPLY_GRACE_SECS = 1.0
-ACCEPT_RETRY_SECS = 0.1
 
 RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
 
@@ -138,16 +138,9 @@ class UnixSource:
                     task_status.started()
                     async with listener:
                         while not self._stopping:
-                            try:
-                                stream = await listener.accept()
-                            except OSError as e:
-                                # EMFILE and its kind: the clients already connected go on;
-                                # new ones are accepted again once descriptors are free.
-                                self.stats.errors["accept"] += 1
-                                log.warning("accept failed", extra={"fields": {"error": str(e)}})
-                                await anyio.sleep(ACCEPT_RETRY_SECS)
-                                continue
-                            connections.start_soon(self._handle, stream, limiter)
+                            stream = await accept_or_pause(listener, self.stats)
+                            if stream is not None:
+                                connections.start_soon(self._handle, stream, limiter)
         finally:
             with contextlib.suppress(OSError):
                 if self.path.is_socket():
