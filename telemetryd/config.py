@@ -89,6 +89,12 @@ class ServerSettings(_Section):
         description="How long an HTTP request waits for room in full `block` queues before it is "
         "answered 503 with Retry-After (its events not accepted).",
     )
+    http_max_waiting_requests: int = Field(
+        32,
+        ge=0,
+        description="HTTP requests that may wait at once for room in full `block` queues; one "
+        "more is answered 429 with Retry-After at once (its events not accepted).",
+    )
 
     @field_validator("http")
     @classmethod
@@ -140,6 +146,15 @@ class TokenSettings(_Section):
         return value
 
 
+class PioneerSettings(_Section):
+    enabled: bool = Field(True, description="Serve POST /api/pioneer.")
+    keep_environ: bool = Field(
+        False,
+        description="Keep NotebookOpenEvent's eventInfo.environ, the Jupyter server's whole "
+        "environment (secrets included); by default it is removed before validation.",
+    )
+
+
 class AuthSettings(_Section):
     required: bool = Field(False, description="Ingest endpoints need a valid token.")
     protect_health: bool = Field(False, description="/healthz and /readyz need a valid token.")
@@ -184,6 +199,7 @@ class _RawConfig(_Section):
     schemas: SchemaSettings = Field(default_factory=SchemaSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    pioneer: PioneerSettings = Field(default_factory=PioneerSettings)
     sinks: list[dict[str, Any]] = Field(default_factory=list)
     dead_letter: dict[str, Any] = Field(default_factory=_default_dead_letter)
 
@@ -194,6 +210,7 @@ class Config(_Section):
     schemas: SchemaSettings
     log: LogSettings
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    pioneer: PioneerSettings = Field(default_factory=PioneerSettings)
     sinks: list[SinkSettings]
     dead_letter: SinkSettings
 
@@ -286,6 +303,7 @@ def parse_config(text: str, source: Path | str = "<string>") -> Config:
         schemas=raw.schemas,
         log=raw.log,
         auth=raw.auth,
+        pioneer=raw.pioneer,
         sinks=sinks,
         dead_letter=dead_letter,
     )

@@ -95,6 +95,7 @@ class Daemon:
                     lambda: [self.source_stats, self.http_stats], lambda: self.all_workers
                 ),
                 auth=config.auth,
+                pioneer=config.pioneer,
             )
         self._stop = anyio.Event()
         self.started_at = time.monotonic()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, cast
 from urllib.parse import unquote
 
@@ -19,10 +19,11 @@ import anyio.lowlevel
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from telemetryd import openapi, pioneer
 from telemetryd import rejections as R
 from telemetryd.auth import REALM, Authenticator, AuthFailure, Identity
 from telemetryd.bus import Bus
-from telemetryd.config import AuthSettings, ServerSettings
+from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
 from telemetryd.framing import Frame, LineFramer
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import render
@@ -39,6 +40,8 @@ NDJSON: Final = "application/x-ndjson"
 
 #: The events of a request that waited `http_enqueue_timeout_secs` for full `block` queues.
 DROP_ENQUEUE_TIMEOUT: Final = "enqueue_timeout"
+#: The events of a request refused because `http_max_waiting_requests` already waited for room.
+DROP_TOO_MANY_WAITING: Final = "too_many_waiting"
 #: A queue at this fraction of its queue_max_events makes the daemon not ready.
 READY_QUEUE_FRACTION: Final = 0.9
 #: Events of a batch validated between two yields to the event loop.
@@ -136,8 +139,12 @@ class HttpApi:
         workers: Sequence[SinkWorker],
         metrics: CollectorRegistry | None = None,
         auth: AuthSettings | None = None,
+        pioneer: PioneerSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.pioneer = pioneer or PioneerSettings()
+        #: Requests inside bus.publish: more than zero only while `block` queues are full.
+        self.waiting = 0
         self.metrics = metrics
         self.auth = Authenticator(auth or AuthSettings())
         self.ingestor = ingestor
@@ -150,10 +157,13 @@ class HttpApi:
             "/api/events": {"POST": _Endpoint(self.post_event, (JSON,))},
             "/api/events/batch": {"POST": _Endpoint(self.post_batch, (NDJSON, JSON))},
             "/api/schemas": {"GET": _Endpoint(self.get_schemas, access=OPEN)},
+            "/api/openapi.json": {"GET": _Endpoint(self.get_openapi, access=OPEN)},
             "/healthz": {"GET": _Endpoint(self.healthz, access=HEALTH)},
             "/readyz": {"GET": _Endpoint(self.readyz, access=HEALTH)},
             "/metrics": {"GET": _Endpoint(self.get_metrics, access=METRICS)},
         }
+        if self.pioneer.enabled:
+            self._paths["/api/pioneer"] = {"POST": _Endpoint(self.post_pioneer, (JSON,))}
         self._prefixes: dict[str, dict[str, _Endpoint]] = {
             "/api/schemas/": {"GET": _Endpoint(self.get_schema, access=OPEN)},
         }
@@ -277,6 +287,18 @@ class HttpApi:
         refused = await self._accept(records)
         return refused or Response(204)
 
+    async def post_pioneer(self, request: Request, _: str) -> Response:
+        """JupyterLab Pioneer's remote_exporter body: its event, under its shipped schema."""
+        try:
+            lines = pioneer.to_events(request.body, keep_environ=self.pioneer.keep_environ)
+        except pioneer.PioneerError as e:
+            self.stats.received += 1
+            body = request.body
+            rejection = Rejection(R.INVALID_PIONEER, str(e), body, len(body))
+            await self._reject([rejection], request.origin, now_utc(), time.monotonic())
+            return error_response(400, R.INVALID_PIONEER, str(e))
+        return await self.post_event(replace(request, body=lines[0]), "")
+
     async def post_batch(self, request: Request, _: str) -> Response:
         """NDJSON or a JSON array of events; each is accepted or rejected on its own."""
         lines: list[Frame]
@@ -345,6 +367,18 @@ class HttpApi:
         if not records:
             return None
         count = len(records)
+        if self.waiting >= self.settings.http_max_waiting_requests:
+            # Queues are full and enough clients already wait: shed this one at once.
+            self.stats.dropped[DROP_TOO_MANY_WAITING] += count
+            return error_response(
+                429,
+                "too_many_requests",
+                f"sink queues are full and {self.waiting} requests already wait for room "
+                f"(http_max_waiting_requests): the request's {count} events were not accepted; "
+                "retry later",
+                (("retry-after", str(RETRY_AFTER_SECS)),),
+            )
+        self.waiting += 1
         try:
             with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
                 await self.bus.publish(records, lost_reason=DROP_ENQUEUE_TIMEOUT)
@@ -354,6 +388,8 @@ class HttpApi:
         except BaseException:  # cancelled by the stop's deadline: the client gets no answer
             self.stats.dropped[DROP_SHUTDOWN] += count
             raise
+        finally:
+            self.waiting -= 1
         if waited.cancelled_caught:
             self.stats.dropped[DROP_ENQUEUE_TIMEOUT] += count
             return self._unavailable(
@@ -426,6 +462,10 @@ class HttpApi:
             ],
             "sinks": self.bus.wanted_by(schema_id),
         }
+
+    async def get_openapi(self, request: Request, _: str) -> Response:
+        """The OpenAPI 3.1 document of this API (telemetryd.openapi)."""
+        return Response(200, openapi.document_bytes(), (("content-type", JSON),))
 
     # -- health ------------------------------------------------------------------------------
 

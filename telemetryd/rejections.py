@@ -26,6 +26,7 @@ UNKNOWN_VERSION: Final = "unknown_version"
 SCHEMA_NOT_ALLOWED: Final = "schema_not_allowed"
 INVALID_DATA: Final = "invalid_data"
 RESERVED_FIELD: Final = "reserved_field"
+INVALID_PIONEER: Final = "invalid_pioneer"  # POST /api/pioneer: not a remote_exporter body
 
 REASONS: Final = (
     EMPTY_LINE,
@@ -39,6 +40,7 @@ REASONS: Final = (
     SCHEMA_NOT_ALLOWED,
     INVALID_DATA,
     RESERVED_FIELD,
+    INVALID_PIONEER,
 )
 
 REJECTED_EVENT_SCHEMA: Final = "https://events.telemetryd.org/telemetryd/rejected_event/v1"

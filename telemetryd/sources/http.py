@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from telemetryd import __version__
 from telemetryd.bus import Bus
-from telemetryd.config import AuthSettings, ServerSettings, parse_host_port
+from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings, parse_host_port
 from telemetryd.http_api import HttpApi, RejectHandler, Request, Response, Route, error_response
 from telemetryd.ingest import Ingestor
 from telemetryd.sink_worker import SinkWorker
@@ -103,6 +103,7 @@ class HttpSource:
         workers: list[SinkWorker],
         metrics: CollectorRegistry | None = None,
         auth: AuthSettings | None = None,
+        pioneer: PioneerSettings | None = None,
     ) -> None:
         self.settings = settings
         self.host, self.port = parse_host_port(settings.http)
@@ -116,6 +117,7 @@ class HttpSource:
             workers=workers,
             metrics=metrics,
             auth=auth,
+            pioneer=pioneer,
         )
         self.connections: set[_Connection] = set()
         self.responses: Counter[int] = Counter()
