@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
 from telemetryd.sink_queue import DROP_SHUTDOWN, SinkQueue
+from telemetryd.subscribers import SubscriberHub
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,10 @@ class Route:
 
 
 class Bus:
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route], hub: SubscriberHub | None = None) -> None:
         self.routes = tuple(routes)
+        #: Live subscribers get a copy of what every sink queue took, without waiting.
+        self.hub = hub
 
     async def publish(self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN) -> None:
         """Returns once every record is in every wanting queue (or dropped by its policy).
@@ -42,6 +45,9 @@ class Bus:
                 for later in self.routes[index + 1 :]:
                     later.queue.count_lost(len(later.filter.select(records)), lost_reason)
                 raise
+        hub = self.hub
+        if hub is not None and hub.subscriptions:
+            hub.offer(records)
 
     def wanted_by(self, schema_id: str) -> list[str]:
         return [route.name for route in self.routes if route.filter.wants(schema_id)]

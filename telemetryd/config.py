@@ -95,6 +95,27 @@ class ServerSettings(_Section):
         description="HTTP requests that may wait at once for room in full `block` queues; one "
         "more is answered 429 with Retry-After at once (its events not accepted).",
     )
+    subscribe_max_subscribers: int = Field(
+        16,
+        ge=0,
+        description="Live subscribers (GET /api/events/subscribe) served at once; more are "
+        "answered 503. 0 turns subscriptions off.",
+    )
+    subscribe_queue_events: int = Field(
+        10_000,
+        gt=0,
+        description="Records a subscriber may have waiting; past it (or subscribe_queue_bytes) "
+        "its new records are dropped, counted and announced to it.",
+    )
+    subscribe_queue_bytes: int = Field(
+        16 * MiB, gt=0, description="Bytes of records a subscriber may have waiting."
+    )
+    subscribe_keepalive_secs: float = Field(
+        15.0,
+        gt=0,
+        description="A quiet subscription gets a keep-alive (an SSE comment, a WebSocket ping) "
+        "this often, so proxies keep it open and a gone client is noticed.",
+    )
 
     @field_validator("http")
     @classmethod

@@ -38,6 +38,7 @@ from telemetryd.sinks.base import Sink, SinkSettings
 from telemetryd.sources.http import HttpSource
 from telemetryd.sources.unix import UnixSource
 from telemetryd.stats import ComponentStats
+from telemetryd.subscribers import SubscriberHub
 
 log = logging.getLogger("telemetryd")
 
@@ -66,13 +67,20 @@ class Daemon:
         self.config = config
         self.workers = [_worker(settings) for settings in config.sinks]
         self.dead_letter = _worker(config.dead_letter)
+        server = config.server
+        self.hub = SubscriberHub(
+            server.subscribe_max_subscribers,
+            server.subscribe_queue_events,
+            server.subscribe_queue_bytes,
+        )
         self.bus = Bus(
             [
                 Route(
                     w.name, w.queue, RouteFilter(w.sink.settings.include, w.sink.settings.exclude)
                 )
                 for w in self.workers
-            ]
+            ],
+            self.hub,
         )
         self.ingestor = Ingestor(registry)
         self.source_stats = ComponentStats("source", "unix")
@@ -92,10 +100,13 @@ class Daemon:
                 self.http_stats,
                 workers=self.all_workers,
                 metrics=make_registry(
-                    lambda: [self.source_stats, self.http_stats], lambda: self.all_workers
+                    lambda: [self.source_stats, self.http_stats],
+                    lambda: self.all_workers,
+                    self.hub,
                 ),
                 auth=config.auth,
                 pioneer=config.pioneer,
+                hub=self.hub,
             )
         self._stop = anyio.Event()
         self.started_at = time.monotonic()
@@ -296,10 +307,12 @@ class Daemon:
             sources[0]["replies_dropped"] = self.unix.replies_dropped
         if self.http is not None:  # after the unix source: sources[0] stays the socket's
             sources.append(self.http_stats.snapshot() | self.http.snapshot())
+        subscribers = self.hub.stats.snapshot() | {"open": len(self.hub.subscriptions)}
         return {
             "uptime_secs": round(time.monotonic() - self.started_at, 3),
             "sources": sources,
             "sinks": sinks,
+            "subscribers": subscribers,
         }
 
 

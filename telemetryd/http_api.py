@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, cast
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import anyio
 import anyio.lowlevel
@@ -33,6 +33,7 @@ from telemetryd.rejections import Rejection
 from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.stats import ComponentStats
+from telemetryd.subscribers import SubscriberHub, Subscription, TooManySubscribers
 from telemetryd.timestamps import now_utc
 
 JSON: Final = "application/json"
@@ -55,10 +56,19 @@ _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 @dataclass(frozen=True, slots=True)
+class Stream:
+    """What a subscription's response goes on with after its head (telemetryd.sources)."""
+
+    subscription: Subscription
+    websocket_key: str | None  # the handshake's Sec-WebSocket-Key; None: Server-Sent Events
+
+
+@dataclass(frozen=True, slots=True)
 class Response:
     status: int
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    stream: Stream | None = None  # the transport closes its subscription when done
 
 
 def json_response(status: int, value: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -84,6 +94,8 @@ class Request:
     body: bytes
     origin: bytes  # `__origin__`, with the token's identity as `user` when one was sent
     identity: Identity | None = None  # the verified token's, None for an anonymous request
+    query: str = ""  # the target after "?", undecoded
+    headers: Sequence[tuple[bytes, bytes]] = ()  # lower-case names, as h11 gives them
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]  # (request, path parameter)
@@ -94,6 +106,8 @@ Handler = Callable[[Request, str], Awaitable[Response]]  # (request, path parame
 INGEST: Final = "ingest"
 HEALTH: Final = "health"
 METRICS: Final = "metrics"
+#: Reading records (they may hold personal data): a token whenever tokens are configured.
+SUBSCRIBE: Final = "subscribe"
 OPEN: Final = "open"
 
 
@@ -127,6 +141,29 @@ def media_type(content_type: str | None) -> tuple[str, str | None]:
     return kind.strip().lower(), charset
 
 
+def websocket_key(headers: Mapping[bytes, bytes]) -> str | Response:
+    """The Sec-WebSocket-Key of a valid RFC 6455 handshake, or the 400 that refuses it."""
+    problem = None
+    connection = {token.strip() for token in headers.get(b"connection", b"").lower().split(b",")}
+    key = headers.get(b"sec-websocket-key", b"")
+    if headers.get(b"upgrade", b"").lower() != b"websocket":
+        problem = "Upgrade must be websocket"
+    elif b"upgrade" not in connection:
+        problem = "Connection must include Upgrade"
+    elif headers.get(b"sec-websocket-version") != b"13":
+        problem = "Sec-WebSocket-Version must be 13"
+    elif len(key) != 24 or not key.endswith(b"=="):
+        problem = "Sec-WebSocket-Key must be 16 bytes in base64"
+    if problem is not None:
+        return error_response(
+            400,
+            "bad_websocket_handshake",
+            f"bad WebSocket handshake: {problem} (RFC 6455)",
+            (("sec-websocket-version", "13"),),
+        )
+    return key.decode("ascii")
+
+
 class HttpApi:
     def __init__(
         self,
@@ -140,8 +177,10 @@ class HttpApi:
         metrics: CollectorRegistry | None = None,
         auth: AuthSettings | None = None,
         pioneer: PioneerSettings | None = None,
+        hub: SubscriberHub | None = None,
     ) -> None:
         self.settings = settings
+        self.hub = hub
         self.pioneer = pioneer or PioneerSettings()
         #: Requests inside bus.publish: more than zero only while `block` queues are full.
         self.waiting = 0
@@ -156,6 +195,7 @@ class HttpApi:
         self._paths: dict[str, dict[str, _Endpoint]] = {
             "/api/events": {"POST": _Endpoint(self.post_event, (JSON,))},
             "/api/events/batch": {"POST": _Endpoint(self.post_batch, (NDJSON, JSON))},
+            "/api/events/subscribe": {"GET": _Endpoint(self.subscribe, access=SUBSCRIBE)},
             "/api/schemas": {"GET": _Endpoint(self.get_schemas, access=OPEN)},
             "/api/openapi.json": {"GET": _Endpoint(self.get_openapi, access=OPEN)},
             "/healthz": {"GET": _Endpoint(self.healthz, access=HEALTH)},
@@ -219,7 +259,7 @@ class HttpApi:
             if access == HEALTH
             else settings.protect_metrics
             if access == METRICS
-            else False
+            else access == SUBSCRIBE
         )
         verdict = auth.authenticate(header, required=required)
         if isinstance(verdict, AuthFailure):
@@ -413,6 +453,44 @@ class HttpApi:
             await self.on_rejected(rejected, origin, timestamp, received)
         if waited.cancelled_caught:
             self.stats.errors["dead_letter_timeout"] += 1
+
+    # -- live records ------------------------------------------------------------------------
+
+    async def subscribe(self, request: Request, _: str) -> Response:
+        """A live subscription: SSE, or WebSocket when the request asks to upgrade."""
+        params = parse_qs(request.query, keep_blank_values=True)
+        unknown = sorted(set(params) - {"schema_id"})
+        if unknown:
+            return error_response(
+                400,
+                "bad_query",
+                f"unknown query parameter {unknown[0]!r}; filter with schema_id=<glob>, repeated",
+            )
+        patterns = params.get("schema_id", [])
+        if any(not pattern for pattern in patterns):
+            return error_response(400, "bad_query", "schema_id must be a non-empty glob pattern")
+        key = None
+        headers = dict(request.headers)
+        if b"upgrade" in headers:
+            handshake = websocket_key(headers)
+            if isinstance(handshake, Response):
+                return handshake
+            key = handshake
+        if self.hub is None or self.hub.max_subscribers == 0:
+            return error_response(
+                404, "not_found", "subscriptions are off (subscribe_max_subscribers = 0)"
+            )
+        identity = request.identity
+        allows = None if identity is None or identity.permits is None else identity.allows
+        try:
+            subscription = self.hub.subscribe(patterns, allows)
+        except TooManySubscribers as e:
+            return self._unavailable("too_many_subscribers", str(e))
+        return Response(
+            200,
+            headers=(("content-type", "text/event-stream"), ("cache-control", "no-cache")),
+            stream=Stream(subscription, key),
+        )
 
     # -- schemas -----------------------------------------------------------------------------
 

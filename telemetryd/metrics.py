@@ -40,6 +40,16 @@ Sinks, by `sink` (the sink's configured name; the dead-letter sink is one of the
 ``telemetryd_sink_latency_seconds``                histogram  accept to delivered, per event
 =================================================  =========  ===================================
 
+Live subscribers (GET /api/events/subscribe), all together:
+
+=================================================  =========  ===================================
+``telemetryd_subscribers``                         gauge      subscriptions open now
+``telemetryd_subscriber_received_events_total``    counter    records queued for subscribers
+``telemetryd_subscriber_sent_events_total``        counter    records written to subscribers
+``telemetryd_subscriber_dropped_events_total``     counter    records a slow subscriber missed,
+                                                              by ``reason``
+=================================================  =========  ===================================
+
 And ``telemetryd_build_info{version}``, a gauge of 1. `make_registry` adds prometheus_client's
 process (``process_*``, on Linux), platform (``python_info``) and garbage collector
 (``python_gc_*``) collectors.
@@ -72,6 +82,7 @@ from telemetryd import __version__
 from telemetryd.latency import LatencyHistogram
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.stats import ComponentStats
+from telemetryd.subscribers import SubscriberHub
 
 __all__ = ["DaemonCollector", "make_registry", "render"]
 
@@ -234,6 +245,28 @@ class _SinkFamilies:
         )
 
 
+def _subscriber_families(hub: SubscriberHub | None) -> Iterator[Metric]:
+    open_now = GaugeMetricFamily(PREFIX + "subscribers", "Live subscriptions open now.")
+    received = CounterMetricFamily(
+        PREFIX + "subscriber_received_events", "Records queued for live subscribers."
+    )
+    sent = CounterMetricFamily(
+        PREFIX + "subscriber_sent_events", "Records written to live subscribers."
+    )
+    dropped = CounterMetricFamily(
+        PREFIX + "subscriber_dropped_events",
+        "Records slow live subscribers missed, by reason.",
+        labels=["reason"],
+    )
+    if hub is not None:
+        open_now.add_metric([], len(hub.subscriptions))
+        received.add_metric([], hub.stats.received)
+        sent.add_metric([], hub.stats.sent)
+        for reason, count in hub.stats.dropped.items():
+            dropped.add_metric([reason], count)
+    yield from (open_now, received, sent, dropped)
+
+
 def _healthy(worker: SinkWorker) -> bool:
     """A sink plugin's health() that raises reads as unhealthy rather than failing the scrape."""
     try:
@@ -253,20 +286,24 @@ class DaemonCollector(Collector):
         self,
         sources: Callable[[], Sequence[ComponentStats]],
         workers: Callable[[], Sequence[SinkWorker]],
+        hub: SubscriberHub | None = None,
     ) -> None:
         self._sources = sources
         self._workers = workers
+        self._hub = hub
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._sources(), self._workers())
+        return self._families(self._sources(), self._workers(), self._hub)
 
     def describe(self) -> Iterator[Metric]:
         """The families without samples, so a registry can detect clashing names."""
-        return self._families((), ())
+        return self._families((), (), None)
 
     @staticmethod
     def _families(
-        sources: Sequence[ComponentStats], workers: Sequence[SinkWorker]
+        sources: Sequence[ComponentStats],
+        workers: Sequence[SinkWorker],
+        hub: SubscriberHub | None,
     ) -> Iterator[Metric]:
         build = GaugeMetricFamily(
             PREFIX + "build_info", "telemetryd's version; always 1.", labels=["version"]
@@ -281,16 +318,18 @@ class DaemonCollector(Collector):
         for worker in workers:
             sink_families.add(worker)
         yield from sink_families.families()
+        yield from _subscriber_families(hub)
 
 
 def make_registry(
     sources: Callable[[], Sequence[ComponentStats]],
     workers: Callable[[], Sequence[SinkWorker]],
+    hub: SubscriberHub | None = None,
 ) -> CollectorRegistry:
     """A fresh registry (not prometheus_client's global one) with the daemon's metrics and
     prometheus_client's process, platform and GC collectors."""
     registry = CollectorRegistry()
-    registry.register(DaemonCollector(sources, workers))
+    registry.register(DaemonCollector(sources, workers, hub))
     ProcessCollector(registry=registry)  # reads /proc; yields nothing where there is none
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

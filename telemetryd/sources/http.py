@@ -38,7 +38,10 @@ from telemetryd.http_api import HttpApi, RejectHandler, Request, Response, Route
 from telemetryd.ingest import Ingestor
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sources.accept import accept_or_pause
+from telemetryd.sources.sse import serve_sse
+from telemetryd.sources.websocket import serve_websocket
 from telemetryd.stats import ComponentStats
+from telemetryd.subscribers import SubscriberHub
 
 log = logging.getLogger("telemetryd.http")
 
@@ -104,8 +107,10 @@ class HttpSource:
         metrics: CollectorRegistry | None = None,
         auth: AuthSettings | None = None,
         pioneer: PioneerSettings | None = None,
+        hub: SubscriberHub | None = None,
     ) -> None:
         self.settings = settings
+        self.hub = hub
         self.host, self.port = parse_host_port(settings.http)
         self.stats = stats
         self.api = HttpApi(
@@ -118,6 +123,7 @@ class HttpSource:
             metrics=metrics,
             auth=auth,
             pioneer=pioneer,
+            hub=hub,
         )
         self.connections: set[_Connection] = set()
         self.responses: Counter[int] = Counter()
@@ -150,6 +156,8 @@ class HttpSource:
         finish (for at most STOP_GRACE_SECS), each answered with `Connection: close`."""
         self._stopping = True
         self.api.stopping = True
+        if self.hub is not None:
+            self.hub.close()  # subscriptions end now, not at the grace deadline
         if self._serve_scope is not None:
             self._serve_scope.cancel()
         deadline = anyio.current_time() + STOP_GRACE_SECS
@@ -253,6 +261,9 @@ class HttpSource:
         c.waiting = False
         c.method = event.method
         response, complete = await self._answer(c, event)
+        if response.stream is not None:
+            await self._stream(c, response)
+            return False
         close = self._stopping or not complete
         await self._send(c, response, close=close)
         if not complete:
@@ -304,9 +315,11 @@ class HttpSource:
         body = await self._read_body(c, limit)
         if body is None:
             return self._too_large(None), False
-        path = target.partition("?")[0]
+        path, _, query = target.partition("?")
         origin = c.origin if identity is None else self._origin(c, identity.user)
-        request = Request(method, path, route.media_type, body, origin, identity)
+        request = Request(
+            method, path, route.media_type, body, origin, identity, query, event.headers
+        )
         return await self._call(route, request), True
 
     def _origin(self, c: _Connection, user: str) -> bytes:
@@ -389,6 +402,25 @@ class HttpSource:
         if idle.cancelled_caught:
             raise _IdleTimeout
         raise _Closing
+
+    async def _stream(self, c: _Connection, response: Response) -> None:
+        """A subscription's records, until the client leaves or the daemon stops."""
+        assert response.stream is not None
+        subscription = response.stream.subscription
+        key = response.stream.websocket_key
+        keepalive = self.settings.subscribe_keepalive_secs
+        self.responses[101 if key is not None else response.status] += 1
+        try:
+            if key is not None:
+                await serve_websocket(c.stream, c.h11, subscription, key, keepalive)
+            else:
+                headers = [*response.headers, ("server", SERVER), ("connection", "close")]
+                head = h11.Response(status_code=response.status, headers=headers, reason=b"OK")
+                await serve_sse(c.stream, c.h11, subscription, head, keepalive)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+            pass  # the subscriber went away mid-write
+        finally:
+            subscription.close()
 
     async def _send(self, c: _Connection, response: Response, *, close: bool) -> None:
         headers = [*response.headers, ("server", SERVER)]

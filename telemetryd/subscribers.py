@@ -1,0 +1,159 @@
+"""Live subscribers: a copy of the accepted records for whoever watches (GET /api/events/subscribe).
+
+A subscriber is not a sink: it wants what happens from now on, and nothing it does may slow the
+bus. So the bus hands each subscription its records without waiting (`SubscriberHub.offer`), each
+subscription holds at most `max_events` records and `max_bytes` of them, and what does not fit is
+dropped for that subscriber alone, counted, and announced to it (`Batch.dropped`) so it knows its
+view has a gap. The transports (telemetryd.sources.sse, telemetryd.sources.websocket) take batches
+with `Subscription.next_batch` and write them at the subscriber's own pace.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+
+from telemetryd.record import Record
+from telemetryd.routing import RouteFilter
+from telemetryd.stats import ComponentStats
+
+#: A subscriber's records dropped because it read slower than they came.
+DROP_SUBSCRIBER_FULL: Final = "subscriber_queue_full"
+#: Records handed to a transport at most at once.
+BATCH_MAX_EVENTS: Final = 512
+
+
+class TooManySubscribers(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    records: list[Record]
+    dropped: int  # records dropped for this subscriber since the previous batch
+
+
+class Subscription:
+    def __init__(
+        self,
+        hub: SubscriberHub,
+        wants: Callable[[str], bool],
+        max_events: int,
+        max_bytes: int,
+    ) -> None:
+        self._hub = hub
+        self.wants = wants
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._records: deque[Record] = deque()
+        self._bytes = 0
+        self._dropped = 0
+        self._ready = anyio.Event()
+        self.closed = False
+
+    def offer(self, records: Sequence[Record]) -> None:
+        """Keeps what this subscriber wants and what fits; never waits."""
+        wants = self.wants
+        queue = self._records
+        kept = dropped = 0
+        for record in records:
+            if not wants(record.schema_id):
+                continue
+            size = len(record.payload)
+            if len(queue) >= self.max_events or self._bytes + size > self.max_bytes:
+                dropped += 1
+                continue
+            queue.append(record)
+            self._bytes += size
+            kept += 1
+        if dropped:
+            self._dropped += dropped
+            self._hub.stats.dropped[DROP_SUBSCRIBER_FULL] += dropped
+        if kept:
+            self._hub.stats.received += kept
+            self._ready.set()
+
+    async def next_batch(self, wait_secs: float) -> Batch | None:
+        """The records waiting (up to BATCH_MAX_EVENTS), after waiting at most `wait_secs` for
+        some; None once the subscription is closed (the daemon stops)."""
+        if not self._records and not self._dropped and not self.closed:
+            with anyio.move_on_after(wait_secs):
+                await self._ready.wait()
+        if self.closed:
+            return None
+        queue = self._records
+        count = min(len(queue), BATCH_MAX_EVENTS)
+        records = [queue.popleft() for _ in range(count)]
+        self._bytes -= sum(len(r.payload) for r in records)
+        dropped, self._dropped = self._dropped, 0
+        if not queue:
+            self._ready = anyio.Event()
+        return Batch(records, dropped)
+
+    def delivered(self, count: int) -> None:
+        self._hub.stats.sent += count
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+        self._hub.remove(self)
+
+
+class SubscriberHub:
+    """Every live subscription; the bus offers each published batch to all of them."""
+
+    def __init__(self, max_subscribers: int, max_events: int, max_bytes: int) -> None:
+        self.max_subscribers = max_subscribers
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.subscriptions: list[Subscription] = []
+        self.stats = ComponentStats("subscribers", "subscribers")
+        self.closed = False
+
+    def subscribe(
+        self, patterns: Sequence[str], allows: Callable[[str], bool] | None = None
+    ) -> Subscription:
+        """A new subscription to the schemas matching `patterns` (all when empty) that `allows`
+        permits. Raises TooManySubscribers at the limit."""
+        if self.closed or len(self.subscriptions) >= self.max_subscribers:
+            self.stats.errors["too_many_subscribers"] += 1
+            raise TooManySubscribers(
+                f"at most {self.max_subscribers} subscribers are served (subscribe_max_subscribers)"
+            )
+        route = RouteFilter(include=patterns)
+        wants = route.wants if allows is None else _both(route.wants, allows)
+        subscription = Subscription(self, wants, self.max_events, self.max_bytes)
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def offer(self, records: Sequence[Record]) -> None:
+        for subscription in self.subscriptions:
+            subscription.offer(records)
+
+    def remove(self, subscription: Subscription) -> None:
+        if subscription in self.subscriptions:
+            self.subscriptions.remove(subscription)
+
+    def close(self) -> None:
+        """The daemon stops: every subscription ends after what it has already taken."""
+        self.closed = True
+        for subscription in list(self.subscriptions):
+            subscription.close()
+
+
+def _both(first: Callable[[str], bool], second: Callable[[str], bool]) -> Callable[[str], bool]:
+    cache: dict[str, bool] = {}
+
+    def wants(schema_id: str) -> bool:
+        decision = cache.get(schema_id)
+        if decision is None:
+            decision = first(schema_id) and second(schema_id)
+            if len(cache) < 10_000:
+                cache[schema_id] = decision
+        return decision
+
+    return wants
