@@ -66,6 +66,11 @@ class ServerSettings(_Section):
         description='Address of the HTTP API, "host:port" ("[::1]:8765" for IPv6; port 0 picks '
         'a free port, logged in the "listening" line); "" turns the HTTP API off.',
     )
+    http_unix_socket: Path | None = Field(
+        None,
+        description="Also serve the HTTP API on this Unix socket (mode unix_socket_mode); "
+        "records sent through it carry the peer's uid, gid, pid and user in __origin__.",
+    )
     http_max_header_bytes: int = Field(
         16 * KiB,
         ge=1024,

@@ -91,7 +91,7 @@ class Daemon:
             )
         self.http_stats = ComponentStats("source", "http")
         self.http: HttpSource | None = None
-        if config.server.http:
+        if config.server.http or config.server.http_unix_socket is not None:
             self.http = HttpSource(
                 config.server,
                 self.ingestor,

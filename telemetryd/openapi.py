@@ -128,7 +128,7 @@ _EVENT: Final[Schema] = {
             # as a string, older clients as a number; both name the same registered version.
             "type": ["string", "integer"],
             "description": "The schema's version, a string; an integer is accepted and read "
-            "as its decimal string (`1` is `\"1\"`).",
+            'as its decimal string (`1` is `"1"`).',
         },
         "data": {
             "type": "object",

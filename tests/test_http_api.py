@@ -4,6 +4,8 @@ batches, schemas, health, and the JSON errors; every event counted in the file s
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import socket
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 from daemon_process import (
     CONTENTS,
     DaemonProcess,
+    daemon_config,
     file_sink,
     records_so_far,
     wait_for,
@@ -420,3 +423,27 @@ def test_metrics_count_what_was_accepted_and_rejected(server: Server) -> None:
     assert value(after, name, source="http", reason="invalid_data") == rejected_before + 1
     assert "telemetryd_sink_latency_seconds" in after
     assert value(after, "telemetryd_sink_healthy", sink="archive") == 1
+
+
+def test_http_on_a_unix_socket_stamps_the_peer_credentials(tmp_path: Path) -> None:
+    """`http_unix_socket` alone (no TCP): the kernel's peer credentials become __origin__."""
+    sock = tmp_path / "run" / "http.sock"
+    config = daemon_config(
+        tmp_path,
+        server=f'http_unix_socket = "{sock}"',
+        sinks=file_sink("archive", tmp_path / "out" / "events.jsonl"),
+    )
+    with DaemonProcess(tmp_path, config) as daemon:
+        assert oct(sock.stat().st_mode & 0o777) == "0o660"
+        transport = httpx.HTTPTransport(uds=str(sock))
+        with httpx.Client(transport=transport, base_url="http://telemetryd", timeout=30) as client:
+            answer = client.post("/api/events", json=jupyter_event("uds/a.ipynb"))
+            assert answer.status_code == 204
+            assert client.get("/healthz").json() == {"status": "ok"}
+        records = wait_for_records(tmp_path / "out" / "events.jsonl", lambda r: True)
+        assert daemon.stop() == 0
+    assert not sock.exists()  # removed on stop
+    origin = records[0]["__origin__"]
+    assert origin["transport"] == "http"
+    assert (origin["uid"], origin["gid"], origin["pid"]) == (os.getuid(), os.getgid(), os.getpid())
+    assert origin["user"] == pwd.getpwuid(os.getuid()).pw_name

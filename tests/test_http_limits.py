@@ -330,6 +330,51 @@ def test_a_full_block_queue_is_503_with_retry_after_and_counted(tmp_path: Path) 
     assert http["responses"] == {"204": 2, "503": 2}  # the third event, then /readyz
 
 
+def test_more_waiting_requests_than_allowed_are_429_at_once(tmp_path: Path) -> None:
+    """With one request already waiting for room, the next is shed with 429 instead of waiting."""
+    sinks = blackhole_sink(
+        "slow", "delay_secs = 4\nqueue_max_events = 2\nbatch_max_events = 1\nwhen_full = 'block'"
+    )
+    config = http_config(
+        tmp_path,
+        "http_enqueue_timeout_secs = 30\nhttp_max_waiting_requests = 1",
+        sinks=sinks,
+        shutdown_timeout_secs=0.1,  # the slow sink's backlog is not what this test is about
+    )
+    with DaemonProcess(tmp_path, config) as daemon:
+        port = http_port(daemon)
+        with RawConnection(port) as connection:
+            for i in range(2):  # one in flight, one queued: the queue is full
+                assert (
+                    connection.request("POST", "/api/events", event_bytes(f"w/{i}")).status == 204
+                )
+        replies: dict[int, Any] = {}
+
+        def post(n: int) -> None:
+            with RawConnection(port) as one:
+                replies[n] = (
+                    one.request("POST", "/api/events", event_bytes(f"w/{n}")),
+                    time.monotonic(),
+                )
+
+        # Whichever of the two arrives first waits (within the limit of one); the other is 429.
+        threads = [threading.Thread(target=post, args=(n,)) for n in (2, 3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        (first, _), (second, _) = sorted(replies.values(), key=lambda r: r[1])
+        assert (first.status, second.status) == (429, 204)
+        assert first.headers["retry-after"] == "1"
+        assert first.json()["reason"] == "too_many_requests"
+        assert "http_max_waiting_requests" in first.json()["message"]
+        assert daemon.stop() == 0
+        http = daemon.final_stats()["sources"][1]
+    assert http["sent"] == 3
+    assert http["dropped"] == {"too_many_waiting": 1}
+    assert http["responses"] == {"204": 3, "429": 1}
+
+
 # --- SIGTERM ----------------------------------------------------------------------------------
 
 

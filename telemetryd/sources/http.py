@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import http
 import logging
+import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -39,6 +40,7 @@ from telemetryd.ingest import Ingestor
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sources.accept import accept_or_pause
 from telemetryd.sources.sse import serve_sse
+from telemetryd.sources.unix import peer_of, refuse_if_in_use
 from telemetryd.sources.websocket import serve_websocket
 from telemetryd.stats import ComponentStats
 from telemetryd.subscribers import SubscriberHub
@@ -72,7 +74,9 @@ class _Connection:
     stream: SocketStream
     h11: h11.Connection
     origin: bytes  # the anonymous `__origin__`
-    remote: str = ""
+    #: Who is at the other end: {"remote": address} over TCP, the kernel's peer credentials
+    #: ({"user", "uid", "gid", "pid"}) on the Unix socket.
+    peer: dict[str, object] = field(default_factory=dict)
     #: `__origin__` per identity seen on this connection (a client sends one token, mostly).
     origins: dict[str, bytes] = field(default_factory=dict, repr=False)
     waiting: bool = True  # no request head read yet: stop() closes the connection right away
@@ -84,6 +88,15 @@ class _Connection:
 def _address(sockaddr: Any) -> str:
     host, port = sockaddr[0], sockaddr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _peer(stream: SocketStream) -> dict[str, object]:
+    sock = stream.extra(SocketAttribute.raw_socket)
+    if sock.family == socket.AF_UNIX:
+        peer = peer_of(sock)
+        fields: dict[str, object] = {} if peer.user is None else {"user": peer.user}
+        return fields | {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}
+    return {"remote": stream.extra(SocketAttribute.remote_address)[0]}
 
 
 def _head_bytes(request: h11.Request) -> int:
@@ -111,7 +124,8 @@ class HttpSource:
     ) -> None:
         self.settings = settings
         self.hub = hub
-        self.host, self.port = parse_host_port(settings.http)
+        self.host, self.port = parse_host_port(settings.http) if settings.http else ("", 0)
+        self.unix_path = settings.http_unix_socket
         self.stats = stats
         self.api = HttpApi(
             settings,
@@ -133,23 +147,45 @@ class HttpSource:
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listens until stop(); returns when every connection has finished."""
+        listeners: list[SocketListener] = []
+        fields: dict[str, object] = {}
+        if self.settings.http:
+            try:
+                tcp = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+            except OSError as e:
+                raise OSError(
+                    e.errno,
+                    f"cannot listen on {self.settings.http} (server.http): {e.strerror or e}",
+                ) from e
+            addresses = [
+                _address(one.extra(SocketAttribute.local_address)) for one in tcp.listeners
+            ]
+            self.address = addresses[0]
+            fields |= {"http": self.address, "addresses": addresses}
+            listeners += [cast(SocketListener, one) for one in tcp.listeners]
+        path = self.unix_path
+        if path is not None:
+            refuse_if_in_use(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mode = self.settings.unix_socket_mode
+            listeners.append(await anyio.create_unix_listener(path, mode=mode))
+            fields |= {"http_unix_socket": str(path), "mode": oct(mode)}
+        log.info("listening", extra={"fields": fields})
         try:
-            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-        except OSError as e:
-            raise OSError(
-                e.errno, f"cannot listen on {self.settings.http} (server.http): {e.strerror or e}"
-            ) from e
-        addresses = [
-            _address(one.extra(SocketAttribute.local_address)) for one in listener.listeners
-        ]
-        self.address = addresses[0]
-        log.info("listening", extra={"fields": {"http": self.address, "addresses": addresses}})
-        async with anyio.create_task_group() as connections:
-            with anyio.CancelScope() as self._serve_scope:
-                async with listener, anyio.create_task_group() as accepting:
-                    for one in listener.listeners:
-                        accepting.start_soon(self._accept, cast(SocketListener, one), connections)
-                    task_status.started()
+            async with anyio.create_task_group() as connections:
+                with anyio.CancelScope() as self._serve_scope:
+                    async with contextlib.AsyncExitStack() as stack:
+                        for one in listeners:
+                            await stack.enter_async_context(one)
+                        async with anyio.create_task_group() as accepting:
+                            for one in listeners:
+                                accepting.start_soon(self._accept, one, connections)
+                            task_status.started()
+        finally:
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    if path.is_socket():
+                        path.unlink()
 
     def stop(self) -> None:
         """Stop accepting; close connections waiting for a request; let the requests in flight
@@ -208,9 +244,9 @@ class HttpSource:
             )
             await self._linger(refused)
             return
-        remote = stream.extra(SocketAttribute.remote_address)
-        origin = msgspec.json.encode({"transport": "http", "remote": remote[0]})
-        connection = _Connection(stream, parser, origin, remote[0])
+        peer = _peer(stream)
+        origin = msgspec.json.encode({"transport": "http", **peer})
+        connection = _Connection(stream, parser, origin, peer)
         self.connections.add(connection)
         try:
             with anyio.CancelScope() as connection.scope:
@@ -323,12 +359,12 @@ class HttpSource:
         return await self._call(route, request), True
 
     def _origin(self, c: _Connection, user: str) -> bytes:
-        """`__origin__` of a request with a verified token: the user before the remote."""
+        """`__origin__` of a request with a verified token: its identity is the user."""
         origin = c.origins.get(user)
         if origin is None:
             if len(c.origins) >= 8:
                 c.origins.clear()
-            origin = msgspec.json.encode({"transport": "http", "user": user, "remote": c.remote})
+            origin = msgspec.json.encode({"transport": "http", **c.peer, "user": user})
             c.origins[user] = origin
         return origin
 

@@ -119,7 +119,7 @@ class UnixSource:
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listens until stop(); returns when every connection has finished."""
-        _refuse_if_in_use(self.path)
+        refuse_if_in_use(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         listener = await anyio.create_unix_listener(self.path, mode=self.settings.unix_socket_mode)
         limiter = anyio.CapacityLimiter(self.settings.max_connections)
@@ -326,7 +326,7 @@ async def _send_quietly(stream: SocketStream, data: bytes) -> None:
         await stream.send(data)
 
 
-def _refuse_if_in_use(path: Path) -> None:
+def refuse_if_in_use(path: Path) -> None:
     """anyio replaces an existing socket file; refuse instead if a daemon still answers on it."""
     if not path.exists():
         return
