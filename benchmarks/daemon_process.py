@@ -25,6 +25,21 @@ class DaemonError(RuntimeError):
     pass
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) a process used so far, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / _CLOCK_TICKS
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM from /proc/PID/status: a process's peak resident set size so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -48,17 +63,35 @@ class DaemonConfig:
     sink_fsync: str = "interval"
     batch_max_events: int = 1000
     shutdown_timeout_secs: float = 120.0
+    #: The HTTP API's address ("127.0.0.1:0": a free port, read from the "listening" line);
+    #: "" leaves it off.
+    http: str = ""
+    #: A request waits this long for room in full queues before a 503: long enough that the
+    #: HTTP loads meet back-pressure (as `when_full = "block"` on the socket), never losses.
+    http_enqueue_timeout_secs: float = 60.0
+    #: `sha256:<hex>` of the one token of `[auth] required = true`; "" leaves auth off.
+    token_hash: str = ""
 
     def render(self, folder: Path) -> str:
+        server: dict[str, object] = {
+            "unix_socket": folder / "run" / "telemetryd.sock",
+            "shutdown_timeout_secs": self.shutdown_timeout_secs,
+        }
+        if self.http:
+            server |= {
+                "http": self.http,
+                "http_enqueue_timeout_secs": self.http_enqueue_timeout_secs,
+            }
+        auth = []
+        if self.token_hash:
+            auth = [
+                _table("[auth]", {"required": True}),
+                _table("[[auth.tokens]]", {"identity": "bench", "hash": self.token_hash}),
+            ]
         return "\n".join(
             [
-                _table(
-                    "[server]",
-                    {
-                        "unix_socket": folder / "run" / "telemetryd.sock",
-                        "shutdown_timeout_secs": self.shutdown_timeout_secs,
-                    },
-                ),
+                _table("[server]", server),
+                *auth,
                 _table("[schemas]", {"builtin": True}),
                 _table("[log]", {"level": "info", "format": "json", "stats_interval_secs": 0}),
                 _table(
@@ -163,18 +196,22 @@ class DaemonProcess:
                 return False
         return True
 
+    def http_port(self) -> int:
+        """The port of the `"msg":"listening"` log line with an `http` field."""
+        for raw in self.stderr_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("msg") == "listening" and "http" in entry:
+                return int(str(entry["http"]).rsplit(":", 1)[1])
+        raise DaemonError("no HTTP listening line from telemetryd:\n" + self._stderr_tail())
+
     def cpu_seconds(self) -> float:
-        """CPU (user + system) used so far, from /proc/PID/stat."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-        return (utime + stime) / _CLOCK_TICKS
+        return cpu_seconds(self.pid)
 
     def peak_rss_bytes(self) -> int:
-        """VmHWM from /proc/PID/status: the peak resident set size so far."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return peak_rss_bytes(self.pid)
 
     def stop(self, timeout_secs: float | None = None) -> DaemonResult:
         """SIGTERM, wait for the exit (reaping with wait4 for the rusage), parse the logs."""

@@ -22,7 +22,8 @@ _LINE_HEAD = (
     '{"schema_id":"' + SCHEMA_ID + '","version":"' + SCHEMA_VERSION + '",'
     '"data":{"action":"save","path":"' + PATH_PREFIX
 ).encode()
-_LINE_TAIL = (PATH_SUFFIX + '"}}\n').encode()
+_BODY_TAIL = (PATH_SUFFIX + '"}}').encode()
+_LINE_TAIL = _BODY_TAIL + b"\n"
 
 
 def event_path(n: int) -> str:
@@ -46,6 +47,11 @@ def encode_events(start: int, count: int) -> bytes:
     """Events start .. start+count-1 as NDJSON (one line each, newline-terminated)."""
     head, tail = _LINE_HEAD, _LINE_TAIL
     return b"".join([head + str(n).encode() + tail for n in range(start, start + count)])
+
+
+def event_body(n: int) -> bytes:
+    """Event n as one JSON document (its line without the newline): a POST /api/events body."""
+    return _LINE_HEAD + str(n).encode() + _BODY_TAIL
 
 
 def line_bytes(n: int) -> int:

@@ -1,5 +1,6 @@
-"""Load generator processes: each one pre-builds its share of the events as NDJSON bytes,
-connects to the Unix socket, and on "go" sends them in large `sendall` chunks (plain mode).
+"""Load generator processes. A LoadGroup runs one process per job; each pre-builds its share of
+the events, connects, reports "ready", and on "go" sends. `unix_load` sends NDJSON over the
+Unix socket in large `sendall` chunks (plain mode); benchmarks.http_load sends HTTP requests.
 
 Times are `time.perf_counter()`, which on Linux is CLOCK_MONOTONIC and so comparable between
 the processes of one machine. CPU is the load process's own, from "go" to the end.
@@ -13,7 +14,8 @@ import resource
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -30,12 +32,20 @@ class LoadReport:
     start: int
     events: int
     bytes_sent: int
-    first_byte: float  # perf_counter() just before the first sendall
-    last_byte: float  # perf_counter() after the last sendall returned
-    closed: float  # perf_counter() when the server closed its side (it read everything)
-    reply_bytes: int  # what the server sent back (rejections, in plain mode)
+    first_byte: float  # perf_counter() just before the first send
+    last_byte: float  # perf_counter() after the last send returned
+    closed: float  # perf_counter() when the server closed its side / answered the last request
+    reply_bytes: int  # what the server sent back (rejections in plain mode; HTTP responses)
     cpu_secs: float  # user + system CPU from "go" to the end
     max_rss_bytes: int
+    # HTTP loads only (benchmarks.http_load)
+    connections: int = 1
+    requests: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)  # responses by status code
+    accepted: int = 0  # events the server said it took (a batch's "accepted"; 1 per 204)
+    error_samples: list[str] = field(default_factory=list)  # the first unexpected responses
+    #: Each request's round trip (send to whole response), array("q") bytes, in nanoseconds.
+    latencies_ns: bytes = field(default=b"", repr=False)
 
 
 def cpu_seconds_self() -> float:
@@ -59,45 +69,55 @@ def split(events: int, clients: int) -> list[tuple[int, int]]:
     return shares
 
 
-def _load_main(
-    socket_path: str, start: int, count: int, chunk_bytes: int, conn: Connection
-) -> None:
+#: What a load process runs: `work(ready, *args)` prepares (builds its payload, connects),
+#: calls `ready(payload_bytes)`, which returns at "go", then sends and reports.
+ReadyFn = Callable[[int], None]
+LoadWork = Callable[..., LoadReport]
+
+
+def _child_main(work: LoadWork, args: tuple[object, ...], conn: Connection) -> None:
+    def ready(payload_bytes: int) -> None:
+        conn.send(("ready", payload_bytes))
+        conn.recv()  # "go"
+
     try:
-        payload = encode_events(start, count)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(socket_path)
-            conn.send(("ready", len(payload)))
-            conn.recv()  # "go"
-            cpu_before = cpu_seconds_self()
-            view = memoryview(payload)
-            first = time.perf_counter()
-            for offset in range(0, len(view), chunk_bytes):
-                sock.sendall(view[offset : offset + chunk_bytes])
-            last = time.perf_counter()
-            sock.shutdown(socket.SHUT_WR)
-            sock.settimeout(DRAIN_TIMEOUT_SECS)
-            reply_bytes = 0
-            while data := sock.recv(65536):
-                reply_bytes += len(data)
-            closed = time.perf_counter()
-        conn.send(
-            (
-                "done",
-                LoadReport(
-                    start=start,
-                    events=count,
-                    bytes_sent=len(payload),
-                    first_byte=first,
-                    last_byte=last,
-                    closed=closed,
-                    reply_bytes=reply_bytes,
-                    cpu_secs=cpu_seconds_self() - cpu_before,
-                    max_rss_bytes=max_rss_bytes_self(),
-                ),
-            )
-        )
+        conn.send(("done", work(ready, *args)))
     except Exception:
         conn.send(("error", traceback.format_exc()))
+
+
+def unix_load(
+    ready: ReadyFn, socket_path: str, start: int, count: int, chunk_bytes: int
+) -> LoadReport:
+    """Sends events start .. start+count-1 over the Unix socket in `chunk_bytes` sendall calls,
+    then waits for the server to close the connection (it has read every line)."""
+    payload = encode_events(start, count)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(socket_path)
+        ready(len(payload))
+        cpu_before = cpu_seconds_self()
+        view = memoryview(payload)
+        first = time.perf_counter()
+        for offset in range(0, len(view), chunk_bytes):
+            sock.sendall(view[offset : offset + chunk_bytes])
+        last = time.perf_counter()
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(DRAIN_TIMEOUT_SECS)
+        reply_bytes = 0
+        while data := sock.recv(65536):
+            reply_bytes += len(data)
+        closed = time.perf_counter()
+    return LoadReport(
+        start=start,
+        events=count,
+        bytes_sent=len(payload),
+        first_byte=first,
+        last_byte=last,
+        closed=closed,
+        reply_bytes=reply_bytes,
+        cpu_secs=cpu_seconds_self() - cpu_before,
+        max_rss_bytes=max_rss_bytes_self(),
+    )
 
 
 class LoadError(RuntimeError):
@@ -105,19 +125,16 @@ class LoadError(RuntimeError):
 
 
 class LoadGroup:
-    """Load processes, one per share, started and made ready (payload built, connected) by
-    `start`, released together by `go`. Always use as a context manager: leaving it ends every
-    process it started."""
+    """Load processes, one per job, each running `work(ready, *job)`: started and made ready
+    (payload built, connected) by `start`, released together by `go`. Always use as a context
+    manager: leaving it ends every process it started. `unix_loads` makes the socket loads."""
 
-    def __init__(
-        self, socket_path: Path, shares: list[tuple[int, int]], chunk_bytes: int = CHUNK_BYTES
-    ) -> None:
-        self.socket_path = socket_path
-        self.shares = shares
-        self.chunk_bytes = chunk_bytes
+    def __init__(self, work: LoadWork, jobs: list[tuple[object, ...]]) -> None:
+        self.work = work
+        self.jobs = jobs
         self._ctx = multiprocessing.get_context("spawn")
         self._procs: list[tuple[BaseProcess, Connection]] = []
-        self._reports: list[LoadReport | None] = [None] * len(shares)
+        self._reports: list[LoadReport | None] = [None] * len(jobs)
 
     def __enter__(self) -> LoadGroup:
         return self
@@ -126,12 +143,12 @@ class LoadGroup:
         self.close()
 
     def start(self, timeout_secs: float = 120.0) -> None:
-        for start, count in self.shares:
+        for i, job in enumerate(self.jobs):
             parent, child = self._ctx.Pipe()
             proc = self._ctx.Process(
-                target=_load_main,
-                args=(os.fspath(self.socket_path), start, count, self.chunk_bytes, child),
-                name=f"bench-load-{start}",
+                target=_child_main,
+                args=(self.work, job, child),
+                name=f"bench-load-{i}",
                 daemon=True,
             )
             proc.start()
@@ -190,3 +207,11 @@ class LoadGroup:
         if kind != "done" or not isinstance(value, LoadReport):
             raise LoadError(f"a load process failed:\n{value}")
         return value
+
+
+def unix_loads(
+    socket_path: Path, shares: list[tuple[int, int]], chunk_bytes: int = CHUNK_BYTES
+) -> LoadGroup:
+    """One socket load process per (start, count) share."""
+    path = os.fspath(socket_path)
+    return LoadGroup(unix_load, [(path, start, count, chunk_bytes) for start, count in shares])
