@@ -1,4 +1,5 @@
-"""Accept-to-sink latency, as a histogram with fixed buckets (cheap to update, mergeable)."""
+"""Histograms with fixed buckets (cheap to update, mergeable): accept-to-sink latency and batch
+sizes, read by telemetryd.metrics at scrape time."""
 
 from __future__ import annotations
 
@@ -18,26 +19,23 @@ BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-class LatencyHistogram:
-    def __init__(self, buckets: Sequence[float] = BUCKETS) -> None:
+#: Upper bounds of batch sizes, in events.
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, float("inf"),
+)  # fmt: skip
+
+
+class Histogram:
+    def __init__(self, buckets: Sequence[float]) -> None:
         self.buckets = tuple(buckets)
         self.counts = [0] * len(self.buckets)
         self.count = 0
         self.sum = 0.0
 
-    def observe_batch(self, batch: Sequence[Record], now: float) -> None:
-        """Records read in one chunk share `received`: one bisect per run of them, and the
-        run is counted in C (groupby, len) rather than record by record."""
-        buckets = self.buckets
-        counts = self.counts
-        total = 0.0
-        for received, run in groupby(batch, key=_received):
-            latency = now - received
-            n = len(list(run))
-            counts[bisect_left(buckets, latency)] += n
-            total += latency * n
-        self.count += len(batch)
-        self.sum += total
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.count += 1
+        self.sum += value
 
     def quantile(self, q: float) -> float:
         """The q-quantile, interpolated inside its bucket as Prometheus' histogram_quantile does;
@@ -55,3 +53,22 @@ class LatencyHistogram:
             seen += n
             lower = upper
         return lower
+
+
+class LatencyHistogram(Histogram):
+    def __init__(self, buckets: Sequence[float] = BUCKETS) -> None:
+        super().__init__(buckets)
+
+    def observe_batch(self, batch: Sequence[Record], now: float) -> None:
+        """Records read in one chunk share `received`: one bisect per run of them, and the
+        run is counted in C (groupby, len) rather than record by record."""
+        buckets = self.buckets
+        counts = self.counts
+        total = 0.0
+        for received, run in groupby(batch, key=_received):
+            latency = now - received
+            n = len(list(run))
+            counts[bisect_left(buckets, latency)] += n
+            total += latency * n
+        self.count += len(batch)
+        self.sum += total

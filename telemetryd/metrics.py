@@ -38,6 +38,7 @@ Sinks, by `sink` (the sink's configured name; the dead-letter sink is one of the
 ``telemetryd_sink_queue_max_bytes``                gauge      the queue's limit, in bytes
 ``telemetryd_sink_healthy``                        gauge      1 if the sink is healthy, else 0
 ``telemetryd_sink_latency_seconds``                histogram  accept to delivered, per event
+``telemetryd_sink_batch_size_events``              histogram  events per delivered batch
 =================================================  =========  ===================================
 
 Live subscribers (GET /api/events/subscribe), all together:
@@ -79,7 +80,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from telemetryd import __version__
-from telemetryd.latency import LatencyHistogram
+from telemetryd.latency import Histogram
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.stats import ComponentStats
 from telemetryd.subscribers import SubscriberHub
@@ -94,7 +95,7 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == math.inf else repr(float(bound))
 
 
-def histogram_buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
+def histogram_buckets(histogram: Histogram) -> list[tuple[str, float]]:
     """Cumulative (le, count) pairs, ending with +Inf = the number of observations."""
     buckets = [
         (_le(bound), float(total))
@@ -205,6 +206,9 @@ class _SinkFamilies:
             labels=sink,
             unit="seconds",
         )
+        self.batch_size = HistogramMetricFamily(
+            PREFIX + "sink_batch_size_events", "Events per batch delivered.", labels=sink
+        )
 
     def add(self, worker: SinkWorker) -> None:
         stats = worker.stats
@@ -226,6 +230,8 @@ class _SinkFamilies:
         self.healthy.add_metric(name, 1 if _healthy(worker) else 0)
         latency = worker.latency
         self.latency.add_metric(name, histogram_buckets(latency), latency.sum)
+        sizes = worker.batch_sizes
+        self.batch_size.add_metric(name, histogram_buckets(sizes), sizes.sum)
 
     def families(self) -> Iterator[Metric]:
         yield from (
@@ -242,6 +248,7 @@ class _SinkFamilies:
             self.queue_max_bytes,
             self.healthy,
             self.latency,
+            self.batch_size,
         )
 
 

@@ -13,7 +13,7 @@ import time
 
 import anyio
 
-from telemetryd.latency import LatencyHistogram
+from telemetryd.latency import BATCH_SIZE_BUCKETS, Histogram, LatencyHistogram
 from telemetryd.record import Record
 from telemetryd.sink_queue import SinkQueue
 from telemetryd.sinks.base import Sink, SinkHealth
@@ -28,6 +28,7 @@ class SinkWorker:
         self.queue = queue
         self.stats = stats
         self.latency = LatencyHistogram()
+        self.batch_sizes = Histogram(BATCH_SIZE_BUCKETS)  # events per delivered batch
         self.batches = 0
         self.retries = 0
         self.consecutive_failures = 0
@@ -59,6 +60,7 @@ class SinkWorker:
                     return
                 await self._deliver(batch)
                 self.latency.observe_batch(batch, time.monotonic())
+                self.batch_sizes.observe(len(batch))
                 self.batches += 1
                 self.queue.commit()
         finally:

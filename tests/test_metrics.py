@@ -118,6 +118,12 @@ async def test_sink_delivery_counts_and_latency_histogram() -> None:
     assert value(samples, "telemetryd_sink_latency_seconds_count", sink="void") == 5
     latency_sum = value(samples, "telemetryd_sink_latency_seconds_sum", sink="void")
     assert 0 <= latency_sum < 5 * 5.0
+    # batches of 2, 2 and 1 events
+    size = "telemetryd_sink_batch_size_events"
+    assert value(samples, size + "_bucket", sink="void", le="1.0") == 1
+    assert value(samples, size + "_bucket", sink="void", le="2.0") == 3
+    assert value(samples, size + "_count", sink="void") == 3
+    assert value(samples, size + "_sum", sink="void") == 5
 
 
 def test_histogram_buckets_hold_what_fell_at_or_below_them() -> None:
