@@ -39,6 +39,10 @@ from telemetryd.timestamps import now_utc
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
 
+#: POST /api/events reads its body as JSON under these declared types, as Jupyter Server does
+#: (it ignores Content-Type): what curl -d, urllib and fetch send when the caller sets none.
+JUPYTER_EVENT_TYPES: Final = (JSON, "", "text/plain", "application/x-www-form-urlencoded")
+
 #: The events of a request that waited `http_enqueue_timeout_secs` for full `block` queues.
 DROP_ENQUEUE_TIMEOUT: Final = "enqueue_timeout"
 #: The events of a request refused because `http_max_waiting_requests` already waited for room.
@@ -193,7 +197,7 @@ class HttpApi:
         self.workers = tuple(workers)
         self.stopping = False
         self._paths: dict[str, dict[str, _Endpoint]] = {
-            "/api/events": {"POST": _Endpoint(self.post_event, (JSON,))},
+            "/api/events": {"POST": _Endpoint(self.post_event, JUPYTER_EVENT_TYPES)},
             "/api/events/batch": {"POST": _Endpoint(self.post_batch, (NDJSON, JSON))},
             "/api/events/subscribe": {"GET": _Endpoint(self.subscribe, access=SUBSCRIBE)},
             "/api/schemas": {"GET": _Endpoint(self.get_schemas, access=OPEN)},
@@ -235,11 +239,12 @@ class HttpApi:
             return Route(endpoint.handler, param, "", endpoint.access)
         kind, charset = media_type(content_type)
         if kind not in endpoint.media_types or charset not in (None, "utf-8"):
+            named = [kind for kind in endpoint.media_types if kind]
             return error_response(
                 415,
                 "unsupported_media_type",
                 f"Content-Type {content_type or '(none)'!s} is not accepted on {path}; "
-                f"send {' or '.join(endpoint.media_types)} (UTF-8)",
+                f"send {' or '.join(named)} (UTF-8)",
             )
         return Route(endpoint.handler, param, kind, endpoint.access)
 
@@ -333,8 +338,10 @@ class HttpApi:
             lines = pioneer.to_events(request.body, keep_environ=self.pioneer.keep_environ)
         except pioneer.PioneerError as e:
             self.stats.received += 1
+            # A refused NotebookOpenEvent still carries the server's environment.
             body = request.body
-            rejection = Rejection(R.INVALID_PIONEER, str(e), body, len(body))
+            kept = body if self.pioneer.keep_environ else pioneer.without_environ(body)
+            rejection = Rejection(R.INVALID_PIONEER, str(e), kept, len(body))
             await self._reject([rejection], request.origin, now_utc(), time.monotonic())
             return error_response(400, R.INVALID_PIONEER, str(e))
         return await self.post_event(replace(request, body=lines[0]), "")

@@ -137,6 +137,26 @@ def to_events(body: bytes, *, keep_environ: bool = False) -> list[bytes]:
     return [_encode(envelope)]
 
 
+def without_environ(body: bytes) -> bytes:
+    """`body` as the dead-letter sink may keep it: without eventDetail.eventInfo.environ.
+
+    A body that is not JSON is kept only when it cannot hold an environment (no "environ",
+    and no escapes that could spell it)."""
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return b"" if b"environ" in body or b"\\u" in body else body
+    try:
+        info = value["data"]["eventDetail"]["eventInfo"]
+    except (KeyError, TypeError, IndexError):
+        return body
+    if not isinstance(info, dict) or "environ" not in info:
+        return body
+    del info["environ"]
+    info["environ_removed"] = True
+    return _encode(value)
+
+
 def _workspace_id(env: list[dict[str, str | None]]) -> str | None:
     for entry in env:
         if "WORKSPACE_ID" in entry:

@@ -13,7 +13,14 @@ import pytest
 
 from telemetryd import pioneer
 from telemetryd.ingest import Ingestor
-from telemetryd.pioneer import PIONEER_EVENTS, PioneerError, schema_id, timestamp_of, to_events
+from telemetryd.pioneer import (
+    PIONEER_EVENTS,
+    PioneerError,
+    schema_id,
+    timestamp_of,
+    to_events,
+    without_environ,
+)
 from telemetryd.registry import SchemaRegistry
 
 ORIGIN = b'{"transport":"http","user":"pioneer"}'
@@ -258,3 +265,18 @@ def test_unknown_body_keys_are_ignored() -> None:
 def test_module_exports() -> None:
     assert pioneer.SCHEMA_VERSION == "1"
     assert issubclass(PioneerError, ValueError)
+
+
+def test_a_refused_body_keeps_no_environment_for_the_dead_letter() -> None:
+    body = json.dumps(
+        {"data": {"eventDetail": {"eventName": "NotebookOpenEvent", "eventTime": -1,
+                                  "eventInfo": {"environ": {"SECRET": "s3cr3t"}}}}}
+    ).encode()  # fmt: skip
+    kept = without_environ(body)
+    assert b"s3cr3t" not in kept
+    assert json.loads(kept)["data"]["eventDetail"]["eventInfo"] == {"environ_removed": True}
+    assert without_environ(b'{"no": "environ here"') == b""  # not JSON, might hold one
+    assert without_environ(b'{"\\u0065nviron": ') == b""  # nor spelled with escapes
+    assert without_environ(b"not json at all") == b"not json at all"
+    plain = b'{"data": {"eventDetail": {"eventName": "CellAddEvent"}}}'
+    assert without_environ(plain) == plain
