@@ -7,8 +7,15 @@ Scenarios (see benchmarks.scenarios):
     jupyter_events         the baseline: jupyter_events' EventLogger into a logging.FileHandler
     socket_floor           the machine's floor: the same bytes copied through a Unix socket into
                            a file by a minimal Python server that parses nothing
+    http_batch             NDJSON batches of 1,000 events to POST /api/events/batch over keep-alive
+                           connections (raw sockets, prebuilt requests) into the file sink
+    http_single            one event per POST /api/events, many keep-alive connections, each
+                           waiting for its 204 (no pipelining)
+    jupyter_server_post    the HTTP baseline: a live Jupyter Server answering the same requests
+                           from the same load, its EventLogger writing through a FileHandler
 
 Every scenario counts the records that reached its output file; a run that loses (or
 duplicates) events is FAILED, never fast. `--quick` is the CI smoke test: it checks counts,
-never speed.
+never speed. The issue's targets (http_batch >= 150k events/s, http_single >= 10x
+jupyter_server_post) are reported as ratios, never asserted.
 """

@@ -19,10 +19,13 @@ from typing import Any, TextIO
 
 from benchmarks.events import REPO_ROOT
 from benchmarks.scenarios import (
+    HttpLoadShape,
     ProgressFn,
     ScenarioResult,
     failed,
+    run_http,
     run_jupyter_events,
+    run_jupyter_server_post,
     run_python_minimal,
     run_socket_file,
     run_socket_floor,
@@ -34,14 +37,43 @@ SCENARIOS = (
     "python_minimal",
     "jupyter_events",
     "socket_floor",
+    "http_batch",
+    "http_single",
+    "jupyter_server_post",
 )
-#: The scenarios that measure telemetryd (and get a ratio to python_minimal).
+#: The scenarios that measure telemetryd's socket (and get a ratio to python_minimal).
 TELEMETRYD_SCENARIOS = ("socket_file", "socket_file_4clients")
+#: telemetryd's HTTP scenarios (and get a ratio to jupyter_server_post).
+HTTP_SCENARIOS = ("http_batch", "http_single")
 DEFAULT_EVENTS = 1_000_000
 QUICK_EVENTS = 20_000
 JUPYTER_EVENTS_CAP = 200_000
+#: Events of http_single and jupyter_server_post (one request each; Jupyter Server answers
+#: some hundreds a second), by default and with --quick.
+HTTP_SINGLE_CAP = 30_000
+QUICK_HTTP_SINGLE_CAP = 2_000
+BATCH_EVENTS = 1_000
+#: The issue's targets (measured and reported, never asserted).
+TARGET_BATCH_EVENTS_PER_SEC = 150_000
+TARGET_SINGLE_X_JUPYTER_SERVER = 10.0
+#: Load shapes, chosen for telemetryd's highest rate on the 2-core VM. Batches: 4 requests in
+#: flight keep the daemon busy while a response travels (1 connection: ~65-150k, 4: ~130-155k).
+#: Single events: 1 to 64 connections measured 1.3k-2.9k requests/s, best from 16 to 32 (more
+#: requests per event-loop turn); Jupyter Server gets the same load.
+BATCH_SHAPE = HttpLoadShape(processes=2, connections=2)
+SINGLE_SHAPE = HttpLoadShape(processes=2, connections=16)
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results"
-PACKAGES = ("telemetryd", "msgspec", "fastjsonschema", "jupyter_events", "anyio", "uvloop")
+PACKAGES = (
+    "telemetryd",
+    "msgspec",
+    "fastjsonschema",
+    "jupyter_events",
+    "anyio",
+    "uvloop",
+    "h11",
+    "jupyter_server",
+    "tornado",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=JUPYTER_EVENTS_CAP,
         metavar="N",
         help=f"cap of the jupyter_events scenario, which is slow (default {JUPYTER_EVENTS_CAP:,})",
+    )
+    parser.add_argument(
+        "--http-single-max",
+        type=int,
+        metavar="N",
+        help=f"cap of http_single and jupyter_server_post, one request per event (default "
+        f"{HTTP_SINGLE_CAP:,}; {QUICK_HTTP_SINGLE_CAP:,} with --quick)",
+    )
+    parser.add_argument(
+        "--http-processes",
+        type=int,
+        default=SINGLE_SHAPE.processes,
+        metavar="P",
+        help="load processes of http_single and jupyter_server_post "
+        f"(default {SINGLE_SHAPE.processes})",
+    )
+    parser.add_argument(
+        "--http-connections",
+        type=int,
+        default=SINGLE_SHAPE.connections,
+        metavar="C",
+        help="keep-alive connections per load process of http_single and jupyter_server_post "
+        f"(default {SINGLE_SHAPE.connections})",
     )
     parser.add_argument(
         "--keep-files",
@@ -192,7 +247,11 @@ def run_scenarios(
     jupyter_events_max: int,
     workdir: Path,
     progress: Progress,
+    *,
+    http_single_events: int | None = None,
+    single_shape: HttpLoadShape = SINGLE_SHAPE,
 ) -> list[ScenarioResult]:
+    single = min(events, http_single_events or HTTP_SINGLE_CAP)
     runners: dict[str, Callable[[Path, ProgressFn], ScenarioResult]] = {
         "socket_file": lambda d, p: run_socket_file("socket_file", events, 1, d, p),
         "socket_file_4clients": lambda d, p: run_socket_file(
@@ -203,6 +262,18 @@ def run_scenarios(
         ),
         "python_minimal": lambda d, p: run_python_minimal(events, d, p),
         "socket_floor": lambda d, p: run_socket_floor(events, d, p),
+        "http_batch": lambda d, p: run_http(
+            "http_batch",
+            events,
+            batch_events=BATCH_EVENTS,
+            shape=BATCH_SHAPE,
+            folder=d,
+            progress=p,
+        ),
+        "http_single": lambda d, p: run_http(
+            "http_single", single, batch_events=0, shape=single_shape, folder=d, progress=p
+        ),
+        "jupyter_server_post": lambda d, p: run_jupyter_server_post(single, single_shape, d, p),
     }
     results = []
     for name in names:
@@ -223,7 +294,45 @@ def run_scenarios(
         for r in results:
             if r.name in TELEMETRYD_SCENARIOS and r.events_per_sec:
                 r.ratio_to_python_minimal = r.events_per_sec / minimal.events_per_sec
+    if single < events:
+        for r in results:
+            if r.name in ("http_single", "jupyter_server_post"):
+                r.notes.append(
+                    f"capped at {single:,} of the {events:,} events (one request each; the "
+                    "same events in http_single and jupyter_server_post)"
+                )
+    _targets(results)
     return results
+
+
+def _targets(results: list[ScenarioResult]) -> None:
+    """The ratios to jupyter_server_post and the issue's targets, with a note each."""
+    by_name = {r.name: r for r in results}
+    server = by_name.get("jupyter_server_post")
+    server_rate = server.events_per_sec if server is not None and server.ok else None
+    for r in results:
+        if r.name in HTTP_SCENARIOS and r.events_per_sec and server_rate:
+            r.ratio_to_jupyter_server_post = r.events_per_sec / server_rate
+    batch = by_name.get("http_batch")
+    if batch is not None:
+        batch.target = f">= {TARGET_BATCH_EVENTS_PER_SEC:,} events/s"
+        if batch.ok and batch.events_per_sec:
+            batch.target_ratio = batch.events_per_sec / TARGET_BATCH_EVENTS_PER_SEC
+    single = by_name.get("http_single")
+    if single is not None:
+        single.target = f">= {TARGET_SINGLE_X_JUPYTER_SERVER:g} x jupyter_server_post"
+        if single.ok and single.ratio_to_jupyter_server_post:
+            single.target_ratio = (
+                single.ratio_to_jupyter_server_post / TARGET_SINGLE_X_JUPYTER_SERVER
+            )
+    for r in results:
+        if r.target is None:
+            continue
+        if r.target_ratio is None:
+            r.notes.append(f"target {r.target}: not measured in this run")
+        else:
+            verdict = "met" if r.target_ratio >= 1 else "MISSED"
+            r.notes.append(f"target {r.target}: {r.target_ratio:.2f} of it ({verdict})")
 
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
@@ -237,6 +346,8 @@ def format_table(results: list[ScenarioResult]) -> str:
         "events/s",
         "x jupyter_events",
         "x minimal",
+        "x js_post",
+        "vs target",
         "CPU s daemon/load",
         "peak RSS MB",
         "p50/p99 ms",
@@ -259,6 +370,8 @@ def format_table(results: list[ScenarioResult]) -> str:
                 _fmt(r.events_per_sec, ",.0f"),
                 _fmt(r.ratio_to_jupyter_events, ".1f"),
                 _fmt(r.ratio_to_python_minimal, ".2f"),
+                _fmt(r.ratio_to_jupyter_server_post, ".1f"),
+                _fmt(r.target_ratio, ".2f"),
                 cpu,
                 rss,
                 latency,
@@ -266,7 +379,7 @@ def format_table(results: list[ScenarioResult]) -> str:
             )
         )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    left = {0, 8}
+    left = {0, len(headers) - 1}
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
@@ -284,11 +397,17 @@ def format_table(results: list[ScenarioResult]) -> str:
             "  x minimal: events/s over python_minimal's (the same events from one load process"
             " through a minimal blocking Python server: decode, fastjsonschema, encode, one"
             " write per 256 KiB read)",
+            "  x js_post: events/s over jupyter_server_post's (a live Jupyter Server answering"
+            " the same single-event POST /api/events requests from the same load)",
+            f"  vs target: events/s over the issue's target (http_batch:"
+            f" {TARGET_BATCH_EVENTS_PER_SEC:,} events/s; http_single:"
+            f" {TARGET_SINGLE_X_JUPYTER_SERVER:g} x jupyter_server_post); >= 1 meets it",
             "  CPU s: the daemon (the emitting process for jupyter_events, the baseline server"
-            " for python_minimal and socket_floor) from the first byte until every record was"
-            " written / the loads",
-            "  p50/p99: accept-to-write latency from the daemon's histogram for telemetryd (at"
-            " saturation, so mostly time spent queued); per emit call for jupyter_events",
+            " for python_minimal and socket_floor, Jupyter Server for jupyter_server_post) from"
+            " the first byte until every record was written / the loads",
+            "  p50/p99: accept-to-write latency from the daemon's histogram for telemetryd's"
+            " socket (at saturation, so mostly time spent queued); per emit call for"
+            " jupyter_events; request round trip seen by the load for the HTTP scenarios",
         ]
     )
     return "\n".join(out)
@@ -315,7 +434,16 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="telemetryd-bench-"))
     t0 = time.perf_counter()
     try:
-        results = run_scenarios(names, events, args.jupyter_events_max, workdir, progress)
+        results = run_scenarios(
+            names,
+            events,
+            args.jupyter_events_max,
+            workdir,
+            progress,
+            http_single_events=args.http_single_max
+            or (QUICK_HTTP_SINGLE_CAP if args.quick else HTTP_SINGLE_CAP),
+            single_shape=HttpLoadShape(args.http_processes, args.http_connections),
+        )
     finally:
         if args.keep_files:
             print(f"scenario files kept in {workdir}", file=sys.stderr)

@@ -358,7 +358,7 @@ class HttpApi:
         else:
             try:
                 elements = _array_decoder.decode(request.body)
-            except msgspec.DecodeError as e:
+            except (msgspec.DecodeError, RecursionError) as e:
                 return error_response(
                     400, "invalid_batch", f"the body is not a JSON array of events: {e}"
                 )

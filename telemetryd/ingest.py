@@ -31,6 +31,8 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple[str, str]:
         return R.INVALID_UTF8, f"input is not valid UTF-8: {error.reason} at byte {error.start}"
     if isinstance(error, msgspec.ValidationError):
         return R.INVALID_ENVELOPE, f"invalid event envelope: {error}"
+    if isinstance(error, RecursionError):
+        return R.INVALID_JSON, "malformed JSON: nested too deeply"
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -73,7 +75,7 @@ class Ingestor:
                 continue
             try:
                 envelope = decode_envelope(line)
-            except (msgspec.DecodeError, UnicodeDecodeError) as e:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
                 reason, message = _classify_decode_error(line, e)
                 rejected.append(Rejection(reason, message, line, len(line), number))
                 continue

@@ -15,6 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from telemetryd import __version__
+from telemetryd import rejections as R
 from telemetryd.pioneer import PIONEER_EVENTS, SCHEMA_PREFIX
 
 JSON: Final = "application/json"
@@ -59,7 +60,8 @@ WebSocket); `GET /api/schemas` lists what may be collected.
 **Errors.** Every error body is JSON: `{"message": "...", "reason": "..."}` (see the `Error`
 schema), sometimes with more keys. An unknown path is `404` (`not_found`); a known path with
 another method is `405` (`method_not_allowed`) with an `Allow` header listing the methods it
-takes (`HEAD` and `OPTIONS` included: they are not served).
+takes (`HEAD` and `OPTIONS` are not served either: `405`). These two are described once, in
+`components/responses` (`NotFound`, `MethodNotAllowed`), rather than under every path.
 
 **Limits.** A request line and headers over `http_max_header_bytes` are `431`; a body over
 `http_max_body_bytes` is `413`; a connection idle for `http_idle_timeout_secs` in the middle of
@@ -67,7 +69,7 @@ a request is `408`; past `http_max_connections` a new connection gets `503` and 
 the sink queues are full (sinks with `when_full = "block"`), an ingest request waits up to
 `http_enqueue_timeout_secs` and is then `503`; when `http_max_waiting_requests` already wait it
 is `429` at once. Both carry `Retry-After` and mean none of the request's events was accepted.
-A bug in the daemon is a `500`, never a dropped connection.
+A bug in an endpoint is a `500` (`internal_error`); the daemon goes on serving.
 
 **Authentication.** `Authorization: token <token>` or `Authorization: Bearer <token>`, with
 the tokens of `[[auth.tokens]]` (stored hashed); a token maps to the identity recorded as
@@ -76,6 +78,24 @@ matches none is `403` on every endpoint; no token is `401` where one is needed:
 ingest under `[auth] required`, `/healthz` and `/readyz` under `protect_health`, `/metrics`
 under `protect_metrics`, and live records always.
 """
+
+
+#: An event's rejection reasons (telemetryd.rejections), listed where they can appear.
+_EVENT_REASONS: Final = ", ".join(
+    f"`{reason}`"
+    for reason in (
+        R.INVALID_JSON,
+        R.INVALID_UTF8,
+        R.INVALID_ENVELOPE,
+        R.INVALID_TIMESTAMP,
+        R.UNKNOWN_SCHEMA,
+        R.UNKNOWN_VERSION,
+        R.INVALID_DATA,
+        R.RESERVED_FIELD,
+        R.EMPTY_LINE,
+        R.LINE_TOO_LONG,
+    )
+)
 
 
 def _ref(kind: str, name: str) -> Schema:
@@ -104,9 +124,7 @@ _ERROR: Final[Schema] = {
         "telemetryd_reason": {
             "type": "string",
             "description": "Why an event was rejected (POST /api/events, where `reason` is null "
-            "for Jupyter Server's clients): `invalid_json`, `invalid_envelope`, "
-            "`unknown_schema`, `unknown_version`, `invalid_data`, `invalid_timestamp`, "
-            "`empty_line`, `line_too_long`, ...",
+            f"for Jupyter Server's clients): {_EVENT_REASONS}.",
         },
     },
     "additionalProperties": True,
@@ -115,7 +133,7 @@ _ERROR: Final[Schema] = {
 
 _EVENT: Final[Schema] = {
     "type": "object",
-    "description": "One event (DESIGN.md §3): the body of Jupyter Server's POST /api/events. "
+    "description": "One event: the body of Jupyter Server's POST /api/events. "
     "Unknown keys are ignored, as Jupyter Server ignores them.",
     "required": ["schema_id", "version", "data"],
     "properties": {
@@ -154,8 +172,8 @@ _BATCH_RESULT_ITEM: Final[Schema] = {
         "status": {"type": "string", "enum": ["accepted", "rejected"]},
         "reason": {
             "type": "string",
-            "description": "Why the event was rejected (as `telemetryd_reason` of POST "
-            "/api/events, plus `schema_not_allowed` for a token's allowed_schemas).",
+            "description": f"Why the event was rejected: {_EVENT_REASONS}, or "
+            f"`{R.SCHEMA_NOT_ALLOWED}` (the token's allowed_schemas).",
         },
         "message": {"type": "string", "description": "The rejection, for a person."},
     },
@@ -207,8 +225,8 @@ _NULLABLE_STRING: Final[Schema] = {"type": ["string", "null"]}
 
 _PIONEER_BODY: Final[Schema] = {
     "type": "object",
-    "description": "What JupyterLab Pioneer's `remote_exporter` POSTs for one event "
-    "(telemetryd.pioneer). Unknown keys are ignored, so a newer Pioneer is still accepted.",
+    "description": "What JupyterLab Pioneer's `remote_exporter` POSTs for one event. "
+    "Unknown keys are ignored, so a newer Pioneer is still accepted.",
     "required": ["data"],
     "properties": {
         "data": {
@@ -365,7 +383,7 @@ _SINK_READINESS: Final[Schema] = {
 
 _RECORD: Final[Schema] = {
     "type": "object",
-    "description": "A record (DESIGN.md §4), as sinks store it and subscribers receive it: "
+    "description": "A record, as sinks store it and subscribers receive it: "
     "jupyter_events' record shape with telemetryd's metadata, then the event's data keys.",
     "required": [
         "__timestamp__",
@@ -390,6 +408,29 @@ _RECORD: Final[Schema] = {
     },
     "additionalProperties": True,
     "example": _EXAMPLE_RECORD,
+}
+
+
+def _sse_event(name: str, data: str) -> Schema:
+    return {
+        "properties": {
+            "event": {"const": name},
+            "data": {"contentMediaType": JSON, "contentSchema": _schema(data)},
+        }
+    }
+
+
+_SUBSCRIPTION_EVENT: Final[Schema] = {
+    "type": "object",
+    "description": "One Server-Sent Event of GET /api/events/subscribe: `event: record` with "
+    "a record's JSON as `data`, or `event: dropped` with a `Dropped` notice. (`: keepalive` "
+    "comment lines are not events.)",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["record", "dropped"]},
+        "data": {"type": "string"},
+    },
+    "oneOf": [_sse_event("record", "Record"), _sse_event("dropped", "Dropped")],
 }
 
 _DROPPED: Final[Schema] = {
@@ -552,7 +593,7 @@ def _paths() -> dict[str, Schema]:
                 "postEvent",
                 "ingest",
                 "Send one event",
-                "The body of Jupyter Server's `POST /api/events` (DESIGN.md §3): validated "
+                "The body of Jupyter Server's `POST /api/events`: validated "
                 "against its schema, recorded with the token's identity as `__origin__.user`, "
                 "and queued for every sink that wants it. Answers as Jupyter Server does: 204, "
                 "or 400 with `reason: null` (telemetryd's own code in `telemetryd_reason`). A "
@@ -574,7 +615,17 @@ def _paths() -> dict[str, Schema]:
                 ingest=True,
                 requestBody={
                     "required": True,
-                    "content": _json(_schema("Event"), example=_EXAMPLE_EVENT),
+                    "description": "The event's JSON. As Jupyter Server, which ignores "
+                    "Content-Type, the body is read as JSON under `application/json`, "
+                    "`text/plain`, `application/x-www-form-urlencoded` (what `curl -d` sends) "
+                    "or no Content-Type; any other type is 415.",
+                    "content": {
+                        **_json(_schema("Event"), example=_EXAMPLE_EVENT),
+                        "text/plain": {
+                            "schema": {"type": "string", "description": "The event's JSON."},
+                            "example": msgspec.json.encode(_EXAMPLE_EVENT).decode(),
+                        },
+                    },
                 },
             )
         },
@@ -723,7 +774,8 @@ def _paths() -> dict[str, Schema]:
                 "getOpenApi",
                 "meta",
                 "This document",
-                "The OpenAPI 3.1 document of this API.",
+                "The OpenAPI 3.1 document of this API, as this daemon serves it: every "
+                "path, answer and body shape, the errors included.",
                 {
                     "200": {
                         "description": "The OpenAPI document.",
@@ -838,14 +890,16 @@ Records as the sinks get them, live, filtered by schema. Two transports on this 
 
 - **WebSocket** (RFC 6455) when the request carries `Upgrade: websocket` (with
   `Connection: Upgrade`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`): answered 101;
-  each record is then one text message holding the record's JSON (schema `Record`).
-- **Server-Sent Events** otherwise: 200 `text/event-stream`, with
+  each record is then one text message holding the record's JSON (schema `Record`), and a
+  ping goes out every `subscribe_keepalive_secs` when nothing else is sent.
+- **Server-Sent Events** otherwise: 200 `text/event-stream` (schema `SubscriptionEvent`), with
   - `event: record` and `data: <record JSON>` for each record (schema `Record`);
   - `event: dropped` and `data: {"dropped": N, "reason": "subscriber_queue_full"}` when records
     were dropped because the subscriber did not read fast enough (schema `Dropped`);
   - a `: keepalive` comment line every `subscribe_keepalive_secs` when nothing else is sent.
 
-The stream goes on until the client disconnects or the daemon stops. A token's
+The stream goes on until the client disconnects or the daemon stops (a WebSocket is then
+closed with 1001, going away). A token's
 `allowed_schemas` limit which records it sees. At most `subscribe_max_subscribers` subscribers
 are served at once.""",
         {
@@ -860,7 +914,9 @@ are served at once.""",
                 "description": "A Server-Sent Events stream of records.",
                 "content": {
                     "text/event-stream": {
-                        "schema": {"type": "string"},
+                        # OpenAPI 3.1 has no itemSchema (3.2 does): `schema` describes each event,
+                        # as schemathesis reads it, with its data's JSON in contentSchema.
+                        "schema": _schema("SubscriptionEvent"),
                         "example": "event: record\ndata: "
                         + msgspec.json.encode(_EXAMPLE_RECORD).decode()
                         + "\n\n: keepalive\n\n"
@@ -870,8 +926,15 @@ are served at once.""",
             },
             "400": _error(
                 "`bad_query`: an unknown query parameter or an empty pattern; "
-                "`bad_websocket_handshake`: `Upgrade` sent without a valid RFC 6455 handshake "
-                "(then with `Sec-WebSocket-Version: 13`); or malformed HTTP (`bad_request`)."
+                "`bad_websocket_handshake`: `Upgrade` sent without a valid RFC 6455 handshake; "
+                "or malformed HTTP (`bad_request`).",
+                **{
+                    "Sec-WebSocket-Version": {
+                        "description": "`13`, on a refused WebSocket handshake (RFC 6455).",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                },
             ),
             "404": _error("`not_found`: subscriptions are off (`subscribe_max_subscribers = 0`)."),
             "503": _error(
@@ -931,6 +994,7 @@ def document() -> dict[str, Any]:
                 "SinkReadiness": _SINK_READINESS,
                 "Record": _RECORD,
                 "Dropped": _DROPPED,
+                "SubscriptionEvent": _SUBSCRIPTION_EVENT,
             },
             "responses": _RESPONSES,
             "securitySchemes": {

@@ -102,7 +102,7 @@ def to_events(body: bytes, *, keep_environ: bool = False) -> list[bytes]:
         decoded = _decode(body)
     except msgspec.ValidationError as e:
         raise PioneerError(f"not a JupyterLab Pioneer remote_exporter body: {e}") from None
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, RecursionError) as e:
         raise PioneerError(f"malformed JSON: {e}") from None
     detail = decoded.data.eventDetail
     name = detail.eventName
@@ -144,7 +144,7 @@ def without_environ(body: bytes) -> bytes:
     and no escapes that could spell it)."""
     try:
         value = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return b"" if b"environ" in body or b"\\u" in body else body
     try:
         info = value["data"]["eventDetail"]["eventInfo"]

@@ -68,7 +68,7 @@ def is_hello(line: bytes) -> bool:
         return False
     try:
         message = _reply_decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return False
     return message.get(HELLO_KEY) == HELLO_VALUE and "schema_id" not in message
 

@@ -37,6 +37,15 @@ class Batch:
     dropped: int  # records dropped for this subscriber since the previous batch
 
 
+class _Gap:
+    """Where records were dropped in a subscription's queue, and how many."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class Subscription:
     def __init__(
         self,
@@ -49,47 +58,64 @@ class Subscription:
         self.wants = wants
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self._records: deque[Record] = deque()
+        self._queue: deque[Record | _Gap] = deque()
+        self._events = 0
         self._bytes = 0
-        self._dropped = 0
         self._ready = anyio.Event()
         self.closed = False
 
     def offer(self, records: Sequence[Record]) -> None:
         """Keeps what this subscriber wants and what fits; never waits."""
         wants = self.wants
-        queue = self._records
+        queue = self._queue
         kept = dropped = 0
         for record in records:
             if not wants(record.schema_id):
                 continue
             size = len(record.payload)
-            if len(queue) >= self.max_events or self._bytes + size > self.max_bytes:
+            if self._events >= self.max_events or self._bytes + size > self.max_bytes:
+                gap = queue[-1] if queue else None
+                if not isinstance(gap, _Gap):
+                    gap = _Gap()
+                    queue.append(gap)
+                gap.count += 1
                 dropped += 1
                 continue
             queue.append(record)
+            self._events += 1
             self._bytes += size
             kept += 1
         if dropped:
-            self._dropped += dropped
             self._hub.stats.dropped[DROP_SUBSCRIBER_FULL] += dropped
         if kept:
             self._hub.stats.received += kept
+        if kept or dropped:
             self._ready.set()
 
     async def next_batch(self, wait_secs: float) -> Batch | None:
         """The records waiting (up to BATCH_MAX_EVENTS), after waiting at most `wait_secs` for
         some; None once the subscription is closed (the daemon stops)."""
-        if not self._records and not self._dropped and not self.closed:
+        queue = self._queue
+        if not queue and not self.closed:
             with anyio.move_on_after(wait_secs):
                 await self._ready.wait()
         if self.closed:
             return None
-        queue = self._records
-        count = min(len(queue), BATCH_MAX_EVENTS)
-        records = [queue.popleft() for _ in range(count)]
+        # A gap first is announced before the records after it; a batch stops at the next gap.
+        dropped = 0
+        head = queue[0] if queue else None
+        if isinstance(head, _Gap):
+            queue.popleft()
+            dropped = head.count
+        records: list[Record] = []
+        while queue and len(records) < BATCH_MAX_EVENTS:
+            item = queue[0]
+            if isinstance(item, _Gap):
+                break
+            queue.popleft()
+            records.append(item)
+        self._events -= len(records)
         self._bytes -= sum(len(r.payload) for r in records)
-        dropped, self._dropped = self._dropped, 0
         if not queue:
             self._ready = anyio.Event()
         return Batch(records, dropped)

@@ -16,7 +16,8 @@ class InvalidTimestamp(ValueError):
 
 
 def format_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(_FORMAT)
+    # isoformat, not strftime: glibc's %Y does not pad years before 1000 to four digits.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def now_utc() -> str:
@@ -48,4 +49,9 @@ def normalise(value: str) -> str:
         ) from None
     if moment.tzinfo is None:
         raise InvalidTimestamp(f"timestamp {value!r} has no UTC offset; add Z or +HH:MM")
-    return format_utc(moment)
+    try:
+        return format_utc(moment)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise InvalidTimestamp(
+            f"timestamp {value!r} is out of range: in UTC it falls before year 1 or after 9999"
+        ) from None

@@ -216,3 +216,13 @@ def test_fuzz_structured_events_either_make_valid_json_records_or_a_rejection(
         record = json.loads(records[0].payload)
         assert record["__schema__"] == CONTENTS
         assert {k: v for k, v in record.items() if not k.startswith("__")} == data
+
+
+def test_deeply_nested_json_is_rejected_and_the_lines_around_it_kept(ingestor: Ingestor) -> None:
+    """msgspec raises RecursionError, not DecodeError, past ~1000 levels."""
+    deep = b'{"schema_id":"x","version":"1","data":{"x":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    good = line({"action": "save", "path": "deep/ok.ipynb"})
+    records, rejected = ingestor.process([good, deep, good], ORIGIN, NOW, 0.0, 1)
+    assert len(records) == 2
+    assert [(r.reason, r.line) for r in rejected] == [("invalid_json", 2)]
+    assert "nested too deeply" in rejected[0].message

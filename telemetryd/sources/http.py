@@ -364,7 +364,9 @@ class HttpSource:
         if origin is None:
             if len(c.origins) >= 8:
                 c.origins.clear()
-            origin = msgspec.json.encode({"transport": "http", **c.peer, "user": user})
+            # The token's identity is the user, first as in every origin; then where from.
+            peer = {key: value for key, value in c.peer.items() if key != "user"}
+            origin = msgspec.json.encode({"transport": "http", "user": user, **peer})
             c.origins[user] = origin
         return origin
 
