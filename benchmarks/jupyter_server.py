@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,21 @@ class JupyterServerError(RuntimeError):
 class JupyterServer:
     """Use as a context manager: leaving it stops the server (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        config_text: str | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_files: Mapping[str, str] | None = None,
+    ) -> None:
+        """`config_text` becomes jupyter_server_config.py (default: CONFIG, the file handler);
+        `config_files` adds other files to the config folder, by name; `env` is added to the
+        server's environment."""
         self.folder = folder
+        self.config_text = config_text
+        self.config_files = dict(config_files or {})
+        self.extra_env = dict(env or {})
         self.config_dir = folder / "config"
         self.runtime_dir = folder / "runtime"
         self.data_dir = folder / "data"
@@ -55,6 +69,7 @@ class JupyterServer:
         self.port = 0
         self.ready_secs: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
 
     @property
     def pid(self) -> int:
@@ -70,6 +85,11 @@ class JupyterServer:
             self.stop()
 
     def start(self, timeout_secs: float = 60.0) -> None:
+        self.launch()
+        self.await_ready(timeout_secs)
+
+    def launch(self) -> None:
+        """Starts the process without waiting for it (to start others meanwhile)."""
         for d in (
             self.config_dir,
             self.runtime_dir,
@@ -79,9 +99,12 @@ class JupyterServer:
             self.output_path.parent,
         ):
             d.mkdir(parents=True, exist_ok=True)
-        (self.config_dir / "jupyter_server_config.py").write_text(
-            CONFIG.format(out=os.fspath(self.output_path)), encoding="utf-8"
-        )
+        config = self.config_text
+        if config is None:
+            config = CONFIG.format(out=os.fspath(self.output_path))
+        (self.config_dir / "jupyter_server_config.py").write_text(config, encoding="utf-8")
+        for name, text in self.config_files.items():
+            (self.config_dir / name).write_text(text, encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith(_JUPYTER_ENV_PREFIXES)}
         env.update(
             HOME=str(self.home),
@@ -89,8 +112,11 @@ class JupyterServer:
             JUPYTER_DATA_DIR=str(self.data_dir),
             JUPYTER_RUNTIME_DIR=str(self.runtime_dir),
             JUPYTER_PLATFORM_DIRS="0",
+            PYTHONUNBUFFERED="1",
         )
-        with self.log_path.open("wb") as log:
+        env.update(self.extra_env)
+        self._started = time.monotonic()
+        with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -110,21 +136,29 @@ class JupyterServer:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        started = time.monotonic()
-        info = self.runtime_dir / f"jpserver-{self._proc.pid}.json"
-        while time.monotonic() < started + timeout_secs:
-            if self._proc.poll() is not None:
+
+    def await_ready(self, timeout_secs: float = 60.0) -> None:
+        """Waits until GET /api/status answers 200 with the token (the port read back from the
+        server's jpserver-<pid>.json)."""
+        proc = self._proc
+        if proc is None:
+            raise JupyterServerError("jupyter_server not started")
+        info = self.runtime_dir / f"jpserver-{proc.pid}.json"
+        while time.monotonic() < self._started + timeout_secs:
+            if proc.poll() is not None:
                 raise JupyterServerError(
-                    f"jupyter_server exited with {self._proc.returncode}:\n{self.log_tail()}"
+                    f"jupyter_server exited with {proc.returncode}:\n{self.log_tail()}"
                 )
             if not self.port and info.exists():
                 with contextlib.suppress(ValueError, KeyError):  # being written
                     self.port = int(json.loads(info.read_text())["port"])
             if self.port and self._status_ok():
-                self.ready_secs = time.monotonic() - started
+                self.ready_secs = time.monotonic() - self._started
                 return
             time.sleep(0.05)
-        raise JupyterServerError(f"jupyter_server not ready after {timeout_secs}s")
+        raise JupyterServerError(
+            f"jupyter_server not ready after {timeout_secs}s:\n{self.log_tail()}"
+        )
 
     def _status_ok(self) -> bool:
         request = urllib.request.Request(

@@ -79,7 +79,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
                 daemon_dir / "out" / "events.jsonl",
             )
         assert daemon.stop() == 0
-        assert jupyter.stop() == 0
+        assert jupyter.stop_code() == 0
 
 
 def event(path: str, **changes: Any) -> dict[str, Any]:

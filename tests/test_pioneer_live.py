@@ -152,7 +152,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             served = client.get("/jupyterlab-pioneer/config")
             assert served.status_code == 200, f"{served.text}\n{jupyter.log()}"
             yield Setup(jupyter, client, default, environ, _browser_exporters(served.json()))
-            assert jupyter.stop() == 0
+            assert jupyter.stop_code() == 0
         assert default_process.stop() == 0
         assert environ_process.stop() == 0
 
