@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -20,8 +21,33 @@ def format_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+#: (a whole second, its text up to the decimal point): the date and time of day are formatted
+#: once a second, not once per call.
+_second: list[tuple[float, str]] = [(0.0, "1970-01-01T00:00:00.")]
+
+
 def now_utc() -> str:
-    return datetime.fromtimestamp(time.time(), UTC).strftime(_FORMAT)
+    timestamp = time.time()
+    second, prefix = _second[0]
+    micros = round((timestamp - second) * 1e6)  # exact: `second` is the timestamp's floor
+    if 0 <= micros < 1_000_000:
+        return f"{prefix}{micros:06d}Z"
+    return format_timestamp(timestamp)  # a new second (or a carry into the next one)
+
+
+def format_timestamp(timestamp: float) -> str:
+    """`datetime.fromtimestamp(timestamp, UTC).strftime(_FORMAT)`, the microseconds rounded as
+    datetime rounds them (half to even, a carry into the next second), the rest cached."""
+    fraction, whole = math.modf(timestamp)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    cached = _second[0]
+    if cached[0] != whole:
+        cached = (whole, datetime.fromtimestamp(whole, UTC).strftime(_FORMAT[:-3]))
+        _second[0] = cached  # one store: a thread calling at the same time sees one or the other
+    return f"{cached[1]}{micros:06d}Z"
 
 
 def normalise(value: str) -> str:

@@ -1,15 +1,21 @@
-"""The HTTP source: HTTP/1.1 on the daemon's event loop, parsed by h11 (DESIGN.md §6).
+"""The HTTP source: HTTP/1.1 on the daemon's event loop (DESIGN.md §6).
 
-One task per connection reads, lets h11 turn the bytes into request events, and answers one
-request at a time (keep-alive, pipelining through h11's flow control). The transport enforces
-the limits; telemetryd.http_api routes and answers:
+The listeners are the running loop's servers (uvloop's in the daemon) on sockets bound here;
+each connection is an asyncio.Protocol. What arrives is fed to a sans-IO request reader
+(telemetryd.sources.http_parser, llhttp through httptools) as it arrives, and one task per
+connection answers the requests it yields, one at a time and in order (keep-alive, pipelining),
+calling telemetryd.http_api to route and answer them. Responses are written as bytes, with
+the transport's flow control. The transport enforces the limits:
 
-- headers: h11 buffers at most `http_max_header_bytes` of an unfinished head, then 431;
+- headers: the reader answers a request line and headers over `http_max_header_bytes` 431,
+  finished or not;
 - bodies: a Content-Length over `http_max_body_bytes` is answered 413 before any of the body
   is read, a streamed (chunked) body as soon as it passes the limit;
-- time: a connection that sends nothing for `http_idle_timeout_secs` is closed (408 when it
-  left a request unfinished);
-- connections: past `http_max_connections`, 503 and close.
+- time: a connection that sends nothing for `http_idle_timeout_secs` while it is waited for is
+  closed (408 when it left a request unfinished); one timer per connection;
+- connections: past `http_max_connections`, 503 and close;
+- memory: while a request is answered, reading pauses once PIPELINE_MAX_BYTES more have
+  arrived (a client pipelining, a handler waiting for room in full `block` queues).
 
 An answer sent before the request's body was read closes the connection, after reading and
 discarding what the client still sends for a moment ("lingering close"), so the client reads
@@ -18,18 +24,21 @@ the answer instead of a connection reset. A bug in a handler is a 500; it never 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import http
 import logging
+import os
 import socket
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, cast
+import stat
+from collections import Counter, deque
+from collections.abc import Coroutine
+from typing import Any, Final, cast
 
 import anyio
-import h11
 import msgspec
-from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
 from telemetryd import __version__
@@ -38,7 +47,15 @@ from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings, par
 from telemetryd.http_api import HttpApi, RejectHandler, Request, Response, Route, error_response
 from telemetryd.ingest import Ingestor
 from telemetryd.sink_worker import SinkWorker
-from telemetryd.sources.accept import accept_or_pause
+from telemetryd.sources.channel import Channel, ChannelClosed
+from telemetryd.sources.http_parser import (
+    Body,
+    EndOfMessage,
+    Event,
+    ProtocolError,
+    RequestHead,
+    RequestReader,
+)
 from telemetryd.sources.sse import serve_sse
 from telemetryd.sources.unix import peer_of, refuse_if_in_use
 from telemetryd.sources.websocket import serve_websocket
@@ -47,7 +64,6 @@ from telemetryd.subscribers import SubscriberHub
 
 log = logging.getLogger("telemetryd.http")
 
-RECEIVE_BYTES = 64 * 1024
 #: The body of a request answered without it (404, 405, 415) is read and discarded up to this
 #: size to keep the connection open; a larger one closes the connection instead.
 DISCARD_MAX_BYTES = 64 * 1024
@@ -55,10 +71,28 @@ DISCARD_MAX_BYTES = 64 * 1024
 LINGER_SECS = 2.0
 #: After stop(), how long a request already being read or answered may still take.
 STOP_GRACE_SECS = 10.0
+#: Bytes received while a request is being answered, past which reading pauses until it is.
+PIPELINE_MAX_BYTES = 64 * 1024
+#: Pending connections the kernel may queue on a listening socket (it caps this).
+BACKLOG = 65536
 SERVER = f"telemetryd/{__version__}"
 
-_STATUS_PHRASES = {status.value: status.phrase.encode() for status in http.HTTPStatus}
-_ANSWERABLE = (h11.IDLE, h11.SEND_RESPONSE)
+_STATUS_LINES: Final = {
+    status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())
+    for status in http.HTTPStatus
+}
+_SERVER_LINE: Final = b"server: %s\r\n" % SERVER.encode()
+_NO_CONTENT: Final = _STATUS_LINES[204] + _SERVER_LINE + b"\r\n"
+_CLOSE_LINE: Final = b"connection: close\r\n"
+#: As h11 wrote it when the client's request ended the connection (HTTP/1.0, its own close).
+_CLIENT_CLOSE_LINE: Final = b"Connection: close\r\n"
+_CONTINUE: Final = b"HTTP/1.1 100 \r\n\r\n"
+_CHUNKED_LINE: Final = b"Transfer-Encoding: chunked\r\n"
+
+# what a connection does with the bytes it receives
+_HTTP: Final = 0  # requests
+_STREAM: Final = 1  # a subscription's (SSE, WebSocket)
+_LINGER: Final = 2  # discarded, before the connection is closed
 
 
 class _Closing(Exception):
@@ -69,20 +103,10 @@ class _IdleTimeout(Exception):
     pass
 
 
-@dataclass(eq=False)
-class _Connection:
-    stream: SocketStream
-    h11: h11.Connection
-    origin: bytes  # the anonymous `__origin__`
-    #: Who is at the other end: {"remote": address} over TCP, the kernel's peer credentials
-    #: ({"user", "uid", "gid", "pid"}) on the Unix socket.
-    peer: dict[str, object] = field(default_factory=dict)
-    #: `__origin__` per identity seen on this connection (a client sends one token, mostly).
-    origins: dict[str, bytes] = field(default_factory=dict, repr=False)
-    waiting: bool = True  # no request head read yet: stop() closes the connection right away
-    method: bytes = b""
-    scope: anyio.CancelScope | None = field(default=None, repr=False)
-    read_scope: anyio.CancelScope | None = field(default=None, repr=False)
+class _BadRequest(Exception):
+    def __init__(self, error: ProtocolError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _address(sockaddr: Any) -> str:
@@ -90,21 +114,11 @@ def _address(sockaddr: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _peer(stream: SocketStream) -> dict[str, object]:
-    sock = stream.extra(SocketAttribute.raw_socket)
-    if sock.family == socket.AF_UNIX:
-        peer = peer_of(sock)
-        fields: dict[str, object] = {} if peer.user is None else {"user": peer.user}
-        return fields | {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}
-    return {"remote": stream.extra(SocketAttribute.remote_address)[0]}
-
-
-def _head_bytes(request: h11.Request) -> int:
-    """The size of a request's line and headers as sent (give or take optional whitespace)."""
-    size = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n\r\n")
-    for name, value in request.headers:
-        size += len(name) + len(value) + 4  # ": " and CRLF
-    return size
+def _head(status: int, headers: tuple[tuple[str, str], ...]) -> list[bytes]:
+    """A response's status line and its own headers (the transport's come after)."""
+    parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+    parts += [b"%s: %s\r\n" % (name.encode(), value.encode("latin-1")) for name, value in headers]
+    return parts
 
 
 class HttpSource:
@@ -139,50 +153,67 @@ class HttpSource:
             pioneer=pioneer,
             hub=hub,
         )
+        #: The connections served (those refused for being one too many are not).
         self.connections: set[_Connection] = set()
         self.responses: Counter[int] = Counter()
         self.address = ""  # "host:port" once listening
         self._stopping = False
-        self._serve_scope: anyio.CancelScope | None = None
+        self._open: set[_Connection] = set()  # every connection not closed yet
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._finished: asyncio.Future[None] | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listens until stop(); returns when every connection has finished."""
-        listeners: list[SocketListener] = []
+        loop = self._loop = asyncio.get_running_loop()
+        self._finished = loop.create_future()
+        listening: list[socket.socket] = []
         fields: dict[str, object] = {}
-        if self.settings.http:
-            try:
-                tcp = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-            except OSError as e:
-                raise OSError(
-                    e.errno,
-                    f"cannot listen on {self.settings.http} (server.http): {e.strerror or e}",
-                ) from e
-            addresses = [
-                _address(one.extra(SocketAttribute.local_address)) for one in tcp.listeners
-            ]
-            self.address = addresses[0]
-            fields |= {"http": self.address, "addresses": addresses}
-            listeners += [cast(SocketListener, one) for one in tcp.listeners]
         path = self.unix_path
-        if path is not None:
-            refuse_if_in_use(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            mode = self.settings.unix_socket_mode
-            listeners.append(await anyio.create_unix_listener(path, mode=mode))
-            fields |= {"http_unix_socket": str(path), "mode": oct(mode)}
-        log.info("listening", extra={"fields": fields})
+        bound_path = False  # ours to remove at the end
         try:
-            async with anyio.create_task_group() as connections:
-                with anyio.CancelScope() as self._serve_scope:
-                    async with contextlib.AsyncExitStack() as stack:
-                        for one in listeners:
-                            await stack.enter_async_context(one)
-                        async with anyio.create_task_group() as accepting:
-                            for one in listeners:
-                                accepting.start_soon(self._accept, one, connections)
-                            task_status.started()
-        finally:
+            if self.settings.http:
+                try:
+                    listening += await self._bind_tcp(loop)
+                except OSError as e:
+                    raise OSError(
+                        e.errno,
+                        f"cannot listen on {self.settings.http} (server.http): {e.strerror or e}",
+                    ) from e
+                addresses = [_address(one.getsockname()) for one in listening]
+                self.address = addresses[0]
+                fields |= {"http": self.address, "addresses": addresses}
             if path is not None:
+                refuse_if_in_use(path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                mode = self.settings.unix_socket_mode
+                listening.append(_bind_unix(path, mode))
+                bound_path = True
+                fields |= {"http_unix_socket": str(path), "mode": oct(mode)}
+            for one in listening:
+                if one.family == socket.AF_UNIX:
+                    server = await loop.create_unix_server(
+                        self._connection, sock=one, backlog=BACKLOG
+                    )
+                else:
+                    server = await loop.create_server(self._connection, sock=one, backlog=BACKLOG)
+                self._servers.append(server)
+            listening = []  # the servers own them now
+            log.info("listening", extra={"fields": fields})
+            task_status.started()
+            if self._stopping:  # stop() came first
+                for listener in self._servers:
+                    listener.close()
+                self._check_finished()
+            await self._finished
+        finally:
+            for one in listening:
+                one.close()
+            with anyio.CancelScope(shield=True):
+                await self._close_all()
+            if path is not None and bound_path:
                 with contextlib.suppress(OSError):
                     if path.is_socket():
                         path.unlink()
@@ -190,18 +221,19 @@ class HttpSource:
     def stop(self) -> None:
         """Stop accepting; close connections waiting for a request; let the requests in flight
         finish (for at most STOP_GRACE_SECS), each answered with `Connection: close`."""
+        if self._stopping:
+            return
         self._stopping = True
         self.api.stopping = True
         if self.hub is not None:
             self.hub.close()  # subscriptions end now, not at the grace deadline
-        if self._serve_scope is not None:
-            self._serve_scope.cancel()
-        deadline = anyio.current_time() + STOP_GRACE_SECS
-        for connection in self.connections:
-            if connection.waiting and connection.read_scope is not None:
-                connection.read_scope.cancel()
-            if connection.scope is not None:
-                connection.scope.deadline = min(connection.scope.deadline, deadline)
+        for server in self._servers:
+            server.close()
+        if self._loop is not None:
+            self._grace = self._loop.call_later(STOP_GRACE_SECS, self._abort_all)
+        for connection in list(self._open):
+            connection.stop()
+        self._check_finished()
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -210,178 +242,88 @@ class HttpSource:
             "responses": {str(status): n for status, n in sorted(self.responses.items())},
         }
 
-    async def _accept(self, listener: SocketListener, connections: TaskGroup) -> None:
-        while not self._stopping:
-            stream = await accept_or_pause(listener, self.stats)
-            if stream is not None:
-                connections.start_soon(self._handle, stream)
+    # -- listening ---------------------------------------------------------------------------
 
-    async def _handle(self, stream: SocketStream) -> None:
-        """One client. A bug met here ends this connection, never the daemon."""
-        try:
-            async with stream:
-                await self._serve_connection(stream)
-        except Exception:
-            self.stats.errors["internal"] += 1
-            log.exception("http connection failed")
-
-    async def _serve_connection(self, stream: SocketStream) -> None:
-        parser = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.settings.http_max_header_bytes
+    async def _bind_tcp(self, loop: asyncio.AbstractEventLoop) -> list[socket.socket]:
+        """A listening socket per address of the host (one port for all when it is 0)."""
+        found = await loop.getaddrinfo(
+            self.host, self.port, type=0, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG
         )
-        if len(self.connections) >= self.settings.http_max_connections:
-            self.stats.errors["too_many_connections"] += 1
-            refused = _Connection(stream, parser, b"")
-            await self._send_quietly(
-                refused,
-                error_response(
-                    503,
-                    "too_many_connections",
-                    f"at most {self.settings.http_max_connections} HTTP connections are served",
-                    (("retry-after", "1"),),
-                ),
-                close=True,
-            )
-            await self._linger(refused)
-            return
-        peer = _peer(stream)
-        origin = msgspec.json.encode({"transport": "http", **peer})
-        connection = _Connection(stream, parser, origin, peer)
-        self.connections.add(connection)
-        try:
-            with anyio.CancelScope() as connection.scope:
-                await self._serve_requests(connection)
-        finally:
-            self.connections.discard(connection)
-
-    async def _serve_requests(self, c: _Connection) -> None:
-        while True:
+        sockaddrs = sorted(
+            {(family, addr) for family, kind, _, _, addr in found if kind == socket.SOCK_STREAM}
+        )
+        for _ in range(10):  # ephemeral port collisions across the addresses
+            bound: list[socket.socket] = []
+            port = self.port
             try:
-                if not await self._cycle(c):
-                    return
-            except h11.RemoteProtocolError as e:
-                status = e.error_status_hint
-                reason = "headers_too_large" if status == 431 else "bad_request"
-                if c.h11.our_state in _ANSWERABLE:
-                    if status == 431:
-                        response = self._headers_too_large()
-                    else:
-                        self.stats.errors[reason] += 1
-                        response = error_response(status, reason, f"malformed HTTP request: {e}")
-                    await self._send_quietly(c, response, close=True)
-                    await self._linger(c)
-                return
-            except _IdleTimeout:
-                unfinished = not c.waiting or bool(c.h11.trailing_data[0])
-                if unfinished and c.h11.our_state in _ANSWERABLE:
-                    self.stats.errors["request_timeout"] += 1
-                    await self._send_quietly(
-                        c,
-                        error_response(
-                            408,
-                            "request_timeout",
-                            f"nothing received for {self.settings.http_idle_timeout_secs} s "
-                            "(http_idle_timeout_secs)",
-                        ),
-                        close=True,
-                    )
-                return
-            except _Closing:
-                return
+                for family, addr in sockaddrs:
+                    bound.append(_bind_tcp_one(family, (addr[0], port, *addr[2:])))
+                    if self.port == 0:
+                        port = bound[-1].getsockname()[1]
+            except OSError as e:
+                for one in bound:
+                    one.close()
+                if e.errno == errno.EADDRINUSE and self.port == 0 and port:
+                    sockaddrs.append(sockaddrs.pop(0))
+                    continue
+                raise
+            return bound
+        raise OSError(errno.EADDRINUSE, "no port free on every address of the host")
 
-    async def _cycle(self, c: _Connection) -> bool:
-        """Reads one request and answers it; True when the connection stays open for another."""
-        event = await self._next_event(c)
-        if type(event) is not h11.Request:
-            return False  # ConnectionClosed: the client is done
-        c.waiting = False
-        c.method = event.method
-        response, complete = await self._answer(c, event)
-        if response.stream is not None:
-            await self._stream(c, response)
-            return False
-        close = self._stopping or not complete
-        await self._send(c, response, close=close)
-        if not complete:
-            await self._linger(c)
-            return False
-        if close or c.h11.our_state is not h11.DONE or c.h11.their_state is not h11.DONE:
-            return False
-        c.h11.start_next_cycle()
-        c.waiting = True
-        return True
+    def _connection(self) -> _Connection:
+        return _Connection(self)
 
-    async def _answer(self, c: _Connection, event: h11.Request) -> tuple[Response, bool]:
-        """The response, and whether the request was read to its end."""
-        if _head_bytes(event) > self.settings.http_max_header_bytes:
-            # h11 bounds an unfinished head; a whole head that arrived at once is measured here.
-            return self._headers_too_large(), False
-        content_type: str | None = None
-        content_length: int | None = None
-        authorization: bytes | None = None
-        for name, value in event.headers:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"content-length":
-                content_length = int(value)
-            elif name == b"authorization":
-                # two are ambiguous: neither is used, so the request has no usable credentials
-                authorization = value if authorization is None else b""
-        method = event.method.decode("ascii", "replace")
-        target = event.target.decode("latin-1")
-        route = self.api.route(method, target, content_type)
-        identity = None
-        if not isinstance(route, Response):
-            verdict = self.api.authenticate(route, authorization)
-            if isinstance(verdict, Response):
-                route = verdict  # answered before the body is read
-            else:
-                identity = verdict
-        if isinstance(route, Response):
-            if c.h11.they_are_waiting_for_100_continue:
-                return route, False  # the client sends no body unless told to continue
-            return route, await self._read_body(c, DISCARD_MAX_BYTES) is not None
-        limit = self.settings.http_max_body_bytes
-        if content_length is not None and content_length > limit:
-            return self._too_large(content_length), False
-        if c.h11.they_are_waiting_for_100_continue:
-            await self._send_bytes(
-                c, c.h11.send(h11.InformationalResponse(status_code=100, headers=[]))
-            )
-        body = await self._read_body(c, limit)
-        if body is None:
-            return self._too_large(None), False
-        path, _, query = target.partition("?")
-        origin = c.origin if identity is None else self._origin(c, identity.user)
-        request = Request(
-            method, path, route.media_type, body, origin, identity, query, event.headers
-        )
-        return await self._call(route, request), True
+    # -- connections and tasks ---------------------------------------------------------------
 
-    def _origin(self, c: _Connection, user: str) -> bytes:
-        """`__origin__` of a request with a verified token: its identity is the user."""
-        origin = c.origins.get(user)
-        if origin is None:
-            if len(c.origins) >= 8:
-                c.origins.clear()
-            # The token's identity is the user, first as in every origin; then where from.
-            peer = {key: value for key, value in c.peer.items() if key != "user"}
-            origin = msgspec.json.encode({"transport": "http", "user": user, **peer})
-            c.origins[user] = origin
-        return origin
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
 
-    async def _call(self, route: Route, request: Request) -> Response:
-        try:
-            return await route.handler(request, route.param)
-        except Exception:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
             self.stats.errors["internal"] += 1
-            log.exception(
-                "http handler failed",
-                extra={"fields": {"method": request.method, "path": request.path}},
-            )
-            return error_response(500, "internal_error", "internal error; the daemon logged it")
+            log.error("http task failed", exc_info=task.exception())
+        self._check_finished()
 
-    def _headers_too_large(self) -> Response:
+    def forget(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        finished = self._finished
+        if (
+            self._stopping
+            and not self._open
+            and not self._tasks
+            and finished is not None
+            and not finished.done()
+        ):
+            finished.set_result(None)
+
+    def _abort_all(self) -> None:
+        """The grace period is over: whatever is still open is cut off."""
+        for connection in list(self._open):
+            connection.abort()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _close_all(self) -> None:
+        for server in self._servers:
+            server.close()
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._open or self._tasks:
+            self._abort_all()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=STOP_GRACE_SECS)
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def headers_too_large(self) -> Response:
         self.stats.errors["headers_too_large"] += 1
         return error_response(
             431,
@@ -390,7 +332,7 @@ class HttpSource:
             "(http_max_header_bytes)",
         )
 
-    def _too_large(self, content_length: int | None) -> Response:
+    def too_large(self, content_length: int | None) -> Response:
         self.stats.errors["body_too_large"] += 1
         size = f"{content_length} bytes" if content_length is not None else "the body"
         return error_response(
@@ -400,103 +342,530 @@ class HttpSource:
             "(http_max_body_bytes)",
         )
 
-    async def _read_body(self, c: _Connection, limit: int) -> bytes | None:
+    def too_many_connections(self) -> Response:
+        self.stats.errors["too_many_connections"] += 1
+        return error_response(
+            503,
+            "too_many_connections",
+            f"at most {self.settings.http_max_connections} HTTP connections are served",
+            (("retry-after", "1"),),
+        )
+
+    def response_bytes(
+        self, response: Response, method: bytes, *, close: bool, client_close: bool = False
+    ) -> bytes:
+        status = response.status
+        self.responses[status] += 1
+        if status == 204 and not close and not client_close and not response.headers:
+            return _NO_CONTENT
+        parts = _head(status, response.headers)
+        parts.append(_SERVER_LINE)
+        body = response.body
+        if status != 204:
+            parts.append(b"content-length: %d\r\n" % len(body))
+        if client_close:
+            parts.append(_CLIENT_CLOSE_LINE)
+        elif close:
+            parts.append(_CLOSE_LINE)
+        parts.append(b"\r\n")
+        if body and method != b"HEAD":
+            parts.append(body)
+        return b"".join(parts)
+
+
+def _bind_tcp_one(family: int, sockaddr: tuple[Any, ...]) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_unix(path: os.PathLike[str], mode: int) -> socket.socket:
+    """A listening Unix socket at `path` (a stale socket file there is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.bind(os.fspath(path))
+        os.chmod(path, mode)
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Connection(asyncio.Protocol):
+    """One client: the reader fed as bytes arrive, one task answering its requests."""
+
+    def __init__(self, source: HttpSource) -> None:
+        self.source = source
+        loop = source._loop
+        assert loop is not None
+        self.loop = loop
+        settings = source.settings
+        self.idle_secs = settings.http_idle_timeout_secs
+        self.reader = RequestReader(settings.http_max_header_bytes, settings.http_max_body_bytes)
+        self.events: deque[Event] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.origin = b""  # the anonymous `__origin__`
+        #: Who is at the other end: {"remote": address} over TCP, the kernel's peer
+        #: credentials ({"user", "uid", "gid", "pid"}) on the Unix socket.
+        self.peer: dict[str, object] = {}
+        #: `__origin__` per identity seen on this connection (a client sends one token, mostly).
+        self.origins: dict[str, bytes] = {}
+        self.waiting = True  # no request head read yet: stop() closes the connection right away
+        self.method = b""
+        self.task: asyncio.Task[None] | None = None
+        self.channel: Channel | None = None
+        self._mode = _HTTP
+        self._waiter: asyncio.Future[None] | None = None  # the task waits for events
+        self._lost = False
+        self._eof = False
+        self._timed_out = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._backlog = 0  # bytes received since the task last waited for more
+        self._read_paused = False
+        self._drain: asyncio.Future[None] | None = None  # while the transport's buffer is full
+        self._linger_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = transport
+        source = self.source
+        source._open.add(self)
+        if source._stopping:
+            transport.abort()
+            return
+        if len(source.connections) >= source.settings.http_max_connections:
+            response = source.too_many_connections()
+            transport.write(source.response_bytes(response, b"", close=True))
+            self._linger()
+            return
+        try:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family == socket.AF_UNIX:
+                peer = peer_of(sock)
+                fields: dict[str, object] = {} if peer.user is None else {"user": peer.user}
+                self.peer = fields | {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}
+            else:
+                self.peer = {"remote": transport.get_extra_info("peername")[0]}
+            self.origin = msgspec.json.encode({"transport": "http", **self.peer})
+        except Exception:
+            self._failed()
+            return
+        source.connections.add(self)
+        self.task = source.spawn(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception:
+            self._failed()
+
+    def eof_received(self) -> bool:
+        try:
+            self._received_eof()
+        except Exception:
+            self._failed()
+        return True  # keep the transport open: answers may still be written
+
+    def _failed(self) -> None:
+        """A bug met in a transport callback ends this connection, never the daemon."""
+        self.source.stats.errors["internal"] += 1
+        log.exception("http connection failed")
+        self.abort()
+
+    def _received(self, data: bytes) -> None:
+        mode = self._mode
+        if mode == _HTTP:
+            events = self.reader.feed(data)
+            waiter = self._waiter
+            if events:
+                self.events.extend(events)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)  # its next wait starts a new idle period
+            elif waiter is not None:
+                self._deadline = self.loop.time() + self.idle_secs  # some of a request came
+            if waiter is None:  # the task is answering a request: bound what piles up
+                self._backlog += len(data)
+                if self._backlog > PIPELINE_MAX_BYTES:
+                    self._pause_reading()
+        elif mode == _STREAM:
+            assert self.channel is not None
+            self.channel.received(data)
+        # _LINGER: discarded
+
+    def _received_eof(self) -> None:
+        mode = self._mode
+        if mode == _HTTP:
+            self._eof = True
+            self.events.extend(self.reader.feed_eof())
+            self._wake()
+        elif mode == _STREAM:
+            assert self.channel is not None
+            self.channel.end()
+        else:
+            self._end_linger()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        for timer in (self._timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._linger_timer = None
+        self._wake()
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+        if self.channel is not None:
+            self.channel.end()
+        self.source.forget(self)
+
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        drain = self._drain
+        self._drain = None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- the source's side -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """The daemon stops: a connection waiting for a request is closed now."""
+        if self._mode == _HTTP and self.waiting and self._waiter is not None:
+            self._wake()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- the task ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Answers requests until the connection ends. A bug met here ends this connection,
+        never the daemon."""
+        try:
+            await self._serve_requests()
+        except _Closing:
+            pass
+        except Exception:
+            self.source.stats.errors["internal"] += 1
+            log.exception("http connection failed")
+        finally:
+            self.source.connections.discard(self)
+            if self._mode != _LINGER and self.transport is not None:
+                self.transport.close()
+
+    async def _serve_requests(self) -> None:
+        source = self.source
+        while True:
+            try:
+                if not await self._cycle():
+                    return
+            except _BadRequest as e:
+                status = e.error.status
+                if status == 431:
+                    response = source.headers_too_large()
+                elif status == 413:
+                    response = source.too_large(None)
+                else:
+                    source.stats.errors["bad_request"] += 1
+                    response = error_response(
+                        400, "bad_request", f"malformed HTTP request: {e.error.message}"
+                    )
+                await self._send_quietly(response, close=True)
+                self._linger()
+                return
+            except _IdleTimeout:
+                if not self.waiting or self.reader.pending:
+                    source.stats.errors["request_timeout"] += 1
+                    await self._send_quietly(
+                        error_response(
+                            408,
+                            "request_timeout",
+                            f"nothing received for {source.settings.http_idle_timeout_secs} s "
+                            "(http_idle_timeout_secs)",
+                        ),
+                        close=True,
+                    )
+                return
+
+    async def _cycle(self) -> bool:
+        """Reads one request and answers it; True when the connection stays open for another."""
+        events = self.events
+        head = events.popleft() if events else await self._next_event()
+        if head is None:
+            return False  # the client is done
+        if not isinstance(head, RequestHead):
+            assert isinstance(head, ProtocolError), head
+            raise _BadRequest(head)
+        self.waiting = False
+        self.method = head.method
+        response, complete = await self._answer(head)
+        if response.stream is not None:
+            await self._stream(head, response)
+            return False
+        if head.upgrade and complete:
+            self.events.extend(self.reader.refuse_upgrade())  # not switching: HTTP goes on
+        close = self.source._stopping or not complete or not head.keep_alive
+        await self._write(
+            self.source.response_bytes(
+                response, self.method, close=close, client_close=not head.keep_alive
+            )
+        )
+        if not complete:
+            self._linger()
+            return False
+        if close:
+            return False
+        self.waiting = True
+        return True
+
+    async def _answer(self, head: RequestHead) -> tuple[Response, bool]:
+        """The response, and whether the request was read to its end."""
+        source = self.source
+        api = source.api
+        raw_type = head.content_type
+        content_type = None if raw_type is None else raw_type.decode("latin-1")
+        method = head.method.decode("ascii", "replace")
+        target = head.target.decode("latin-1")
+        route = api.route(method, target, content_type)
+        identity = None
+        if not isinstance(route, Response):
+            # two Authorization headers are ambiguous: b"", no usable credentials
+            verdict = api.authenticate(route, head.authorization)
+            if isinstance(verdict, Response):
+                route = verdict  # answered before the body is read
+            else:
+                identity = verdict
+        if isinstance(route, Response):
+            if head.expect_continue:
+                return route, False  # the client sends no body unless told to continue
+            return route, await self._read_body(DISCARD_MAX_BYTES) is not None
+        limit = source.settings.http_max_body_bytes
+        content_length = head.content_length
+        if content_length is not None and content_length > limit:
+            return source.too_large(content_length), False
+        if head.expect_continue:
+            await self._write(_CONTINUE)
+        body = await self._read_body(limit)
+        if body is None:
+            return source.too_large(None), False
+        path, _, query = target.partition("?")
+        origin = self.origin if identity is None else self._origin(identity.user)
+        request = Request(
+            method, path, route.media_type, body, origin, identity, query, head.headers
+        )
+        return await self._call(route, request), True
+
+    def _origin(self, user: str) -> bytes:
+        """`__origin__` of a request with a verified token: its identity is the user."""
+        origin = self.origins.get(user)
+        if origin is None:
+            if len(self.origins) >= 8:
+                self.origins.clear()
+            # The token's identity is the user, first as in every origin; then where from.
+            peer = {key: value for key, value in self.peer.items() if key != "user"}
+            origin = msgspec.json.encode({"transport": "http", "user": user, **peer})
+            self.origins[user] = origin
+        return origin
+
+    async def _call(self, route: Route, request: Request) -> Response:
+        try:
+            return await route.handler(request, route.param)
+        except Exception:
+            self.source.stats.errors["internal"] += 1
+            log.exception(
+                "http handler failed",
+                extra={"fields": {"method": request.method, "path": request.path}},
+            )
+            return error_response(500, "internal_error", "internal error; the daemon logged it")
+
+    async def _read_body(self, limit: int) -> bytes | None:
         """The whole body, or None as soon as it passes `limit` bytes."""
+        events = self.events
+        if len(events) >= 2 and type(events[1]) is EndOfMessage:
+            first = events[0]
+            if type(first) is Body and len(first.data) <= limit:  # the whole body is here
+                events.popleft()
+                events.popleft()
+                return first.data
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = await self._next_event(c)
-            if type(event) is h11.Data:
+            event = events.popleft() if events else await self._next_event()
+            if isinstance(event, Body):
                 size += len(event.data)
                 if size > limit:
                     return None
                 chunks.append(event.data)
-            elif type(event) is h11.EndOfMessage:
-                return b"".join(chunks)
+            elif isinstance(event, EndOfMessage):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            elif isinstance(event, ProtocolError):
+                if event.status == 413:
+                    return None
+                raise _BadRequest(event)
             else:
                 raise _Closing
 
-    async def _next_event(self, c: _Connection) -> Any:
-        while True:
-            event = c.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            c.h11.receive_data(await self._receive(c))
-
-    async def _receive(self, c: _Connection) -> bytes:
-        """Some bytes, or b"" at the end of the stream."""
-        if c.waiting and self._stopping:
-            raise _Closing
-        c.read_scope = anyio.CancelScope()  # stop() cancels it while c.waiting
-        with anyio.move_on_after(self.settings.http_idle_timeout_secs) as idle, c.read_scope:
+    async def _next_event(self) -> Event | None:
+        """The reader's next event; None once the client has closed its side (or is gone)."""
+        events = self.events
+        while not events:
+            if self._lost or self._eof:
+                return None
+            if self._timed_out:
+                raise _IdleTimeout
+            if self.waiting and self.source._stopping:
+                raise _Closing
+            self._backlog = 0
+            if self._read_paused:
+                self._read_paused = False
+                assert self.transport is not None
+                self.transport.resume_reading()
+            loop = self.loop
+            self._deadline = loop.time() + self.idle_secs
+            if self._timer is None:
+                self._timer = loop.call_at(self._deadline, self._on_timer)
+            waiter = self._waiter = loop.create_future()
             try:
-                return await c.stream.receive(RECEIVE_BYTES)
-            except anyio.EndOfStream:
-                return b""
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                raise _Closing from None
+                await waiter
             finally:
-                c.read_scope = None
-        if idle.cancelled_caught:
-            raise _IdleTimeout
-        raise _Closing
+                self._waiter = None
+        return events.popleft()
 
-    async def _stream(self, c: _Connection, response: Response) -> None:
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None or self._mode != _HTTP:
+            return  # busy answering: armed again when the task next waits
+        deadline = self._deadline
+        if self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        self._timed_out = True
+        self._wake()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self._lost:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        """Writes, then waits while the transport's buffer is over its high mark."""
+        transport = self.transport
+        if self._lost or transport is None or transport.is_closing():
+            raise _Closing
+        transport.write(data)
+        if self._drain is not None:
+            await self._wait_drained()
+
+    async def _wait_drained(self) -> None:
+        drain = self._drain
+        if drain is not None:
+            await drain
+        if self._lost:
+            raise _Closing
+
+    async def _send(self, response: Response, *, close: bool) -> None:
+        await self._write(self.source.response_bytes(response, self.method, close=close))
+
+    async def _send_quietly(self, response: Response, *, close: bool) -> None:
+        with contextlib.suppress(_Closing):
+            await self._send(response, close=close)
+
+    def _linger(self) -> None:
+        """After an answer sent before the request was read: stop sending, then read and
+        discard for a moment, so the client reads the answer rather than a reset."""
+        self._mode = _LINGER
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self._eof:
+            self._end_linger()
+        else:
+            self._linger_timer = self.loop.call_later(LINGER_SECS, self._end_linger)
+
+    def _end_linger(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    async def _stream(self, head: RequestHead, response: Response) -> None:
         """A subscription's records, until the client leaves or the daemon stops."""
         assert response.stream is not None
+        source = self.source
         subscription = response.stream.subscription
         key = response.stream.websocket_key
-        keepalive = self.settings.subscribe_keepalive_secs
-        self.responses[101 if key is not None else response.status] += 1
+        keepalive = source.settings.subscribe_keepalive_secs
+        source.responses[101 if key is not None else response.status] += 1
+        # From here the bytes the client sends are the stream's; pipelined requests are dropped.
+        self._mode = _STREAM
+        self.events.clear()
+        channel = self.channel = Channel(self._write_now, self._wait_drained_or_closed)
+        received = b""
+        if head.upgrade:
+            if key is not None:
+                received = self.reader.accept_upgrade()
+            else:
+                self.reader.refuse_upgrade()
+        if self._eof or self._lost:
+            channel.end()
+        if self._read_paused:
+            self._read_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()  # to notice the client leaving
         try:
             if key is not None:
-                await serve_websocket(c.stream, c.h11, subscription, key, keepalive)
+                await serve_websocket(channel, subscription, key, received, keepalive)
             else:
-                headers = [*response.headers, ("server", SERVER), ("connection", "close")]
-                head = h11.Response(status_code=response.status, headers=headers, reason=b"OK")
-                await serve_sse(c.stream, c.h11, subscription, head, keepalive)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+                parts = _head(response.status, response.headers)
+                parts += (_SERVER_LINE, _CLOSE_LINE, _CHUNKED_LINE, b"\r\n")
+                await serve_sse(channel, subscription, b"".join(parts), keepalive)
+        except ChannelClosed:
             pass  # the subscriber went away mid-write
         finally:
             subscription.close()
 
-    async def _send(self, c: _Connection, response: Response, *, close: bool) -> None:
-        headers = [*response.headers, ("server", SERVER)]
-        status = response.status
-        if status != 204:
-            headers.append(("content-length", str(len(response.body))))
-        if close:
-            headers.append(("connection", "close"))
-        data = c.h11.send(
-            h11.Response(
-                status_code=status, headers=headers, reason=_STATUS_PHRASES.get(status, b"")
-            )
-        )
-        if response.body and c.method != b"HEAD":
-            data = (data or b"") + (c.h11.send(h11.Data(data=response.body)) or b"")
-        data = (data or b"") + (c.h11.send(h11.EndOfMessage()) or b"")
-        self.responses[status] += 1
-        await self._send_bytes(c, data)
+    def _write_now(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self._lost and not transport.is_closing():
+            transport.write(data)
 
-    async def _send_quietly(self, c: _Connection, response: Response, *, close: bool) -> None:
-        with contextlib.suppress(_Closing):
-            await self._send(c, response, close=close)
-
-    async def _send_bytes(self, c: _Connection, data: bytes | None) -> None:
-        if not data:
-            return
+    async def _wait_drained_or_closed(self) -> None:
         try:
-            await c.stream.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise _Closing from None
-
-    async def _linger(self, c: _Connection) -> None:
-        """After an answer sent before the request was read: stop sending, then read and
-        discard for a moment, so the client reads the answer rather than a reset."""
-        with anyio.move_on_after(LINGER_SECS):
-            try:
-                await c.stream.send_eof()
-                while await c.stream.receive(RECEIVE_BYTES):
-                    pass
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
+            await self._wait_drained()
+        except _Closing:
+            raise ChannelClosed from None

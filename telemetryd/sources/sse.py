@@ -11,15 +11,16 @@ from __future__ import annotations
 from typing import Final
 
 import anyio
-import h11
-from anyio.abc import SocketStream
 
+from telemetryd.sources.channel import Channel
 from telemetryd.subscribers import DROP_SUBSCRIBER_FULL, Subscription
 
 CONTENT_TYPE: Final = "text/event-stream"
 KEEPALIVE: Final = b": keepalive\n\n"
 _RECORD: Final = b"event: record\ndata: "
 _END: Final = b"\n\n"
+#: The last chunk of a chunked body (no trailers).
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def encode_batch(records: list[bytes], dropped: int) -> bytes:
@@ -35,34 +36,26 @@ def encode_batch(records: list[bytes], dropped: int) -> bytes:
     return b"".join(parts) or KEEPALIVE
 
 
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (HTTP/1.1 Transfer-Encoding: chunked)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
 async def serve_sse(
-    stream: SocketStream,
-    connection: h11.Connection,
-    subscription: Subscription,
-    head: h11.Response,
-    keepalive_secs: float,
+    channel: Channel, subscription: Subscription, head: bytes, keepalive_secs: float
 ) -> None:
-    """Streams until the client disconnects or the subscription closes. Raises
-    anyio.BrokenResourceError (or ClosedResourceError) when the client is gone mid-write."""
-    await stream.send(connection.send(head) or b"")
-    async with anyio.create_task_group() as group:
-        group.start_soon(_until_client_leaves, stream, group.cancel_scope)
+    """Sends the response head, then a chunk per batch until the subscription closes (the
+    daemon stops: the body is then finished properly) or the client leaves (a subscriber sends
+    nothing after its request: the end of its side means it went away). Raises
+    telemetryd.sources.channel.ChannelClosed when the client is gone mid-write."""
+    with anyio.CancelScope() as scope:
+        channel.on_end(scope.cancel)
+        await channel.send(head)
         while True:
             batch = await subscription.next_batch(keepalive_secs)
             if batch is None:
                 break
             text = encode_batch([r.payload for r in batch.records], batch.dropped)
-            await stream.send(connection.send(h11.Data(data=text)) or b"")
+            await channel.send(chunk(text))
             subscription.delivered(len(batch.records))
-        await stream.send(connection.send(h11.EndOfMessage()) or b"")
-        group.cancel_scope.cancel()
-
-
-async def _until_client_leaves(stream: SocketStream, scope: anyio.CancelScope) -> None:
-    """A subscriber sends nothing after its request: the end of its stream means it left."""
-    try:
-        while await stream.receive(4096):
-            pass  # a pipelined request or stray bytes: not answered on a streaming connection
-    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-        pass
-    scope.cancel()
+        await channel.send(LAST_CHUNK)

@@ -1,10 +1,11 @@
 """WebSocket for GET /api/events/subscribe (RFC 6455, framed by wsproto).
 
 The HTTP/1.1 handshake is checked by telemetryd.http_api (`websocket_key`) and answered 101
-here through h11, which then hands over the bytes after the request; wsproto frames from there.
-Each record is one text message with its §4 JSON, as Jupyter Server's own subscribe socket
-sends events. Client messages other than ping and close are ignored. A quiet connection gets a
-ping; the daemon stopping sends close 1001 (going away).
+here; the bytes the client sent after its request, and all it sends from then on, go to
+wsproto. Each record is one text message with its §4 JSON, as Jupyter Server's own subscribe
+socket sends events. Client messages other than ping and close are ignored: pings are answered
+as they arrive, a close is answered and ends the subscription. A quiet connection gets a ping;
+the daemon stopping sends close 1001 (going away).
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ from __future__ import annotations
 from typing import Final
 
 import anyio
-import h11
-from anyio.abc import SocketStream
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event, Message, Ping, TextMessage
 from wsproto.utilities import generate_accept_token
 
+from telemetryd.sources.channel import Channel
 from telemetryd.subscribers import Subscription
 
 GOING_AWAY: Final = 1001
 #: After sending close, how long the client has to answer it before the socket is closed.
 CLOSE_WAIT_SECS: Final = 2.0
-RECEIVE_BYTES: Final = 16 * 1024
 
 
 def accept_headers(key: str) -> list[tuple[bytes, bytes]]:
@@ -34,64 +33,72 @@ def accept_headers(key: str) -> list[tuple[bytes, bytes]]:
     ]
 
 
+def switching_protocols(key: str) -> bytes:
+    """The 101 response that completes the handshake."""
+    lines = [b"HTTP/1.1 101 \r\n"]
+    lines += [b"%s: %s\r\n" % (name, value) for name, value in accept_headers(key)]
+    return b"".join(lines) + b"\r\n"
+
+
 class _Socket:
-    def __init__(self, stream: SocketStream) -> None:
-        self.stream = stream
+    def __init__(self, channel: Channel, scope: anyio.CancelScope) -> None:
+        self.channel = channel
+        self.scope = scope  # cancelled when the client closes or leaves
         self.ws = Connection(ConnectionType.SERVER)
-        self._lock = anyio.Lock()  # the reader answers pings while the writer sends records
         self.closed = anyio.Event()
 
-    async def send(self, *events: Event) -> None:
+    def _frames(self, events: tuple[Event, ...]) -> bytes | None:
         if self.ws.state is not ConnectionState.OPEN and not isinstance(events[0], CloseConnection):
-            return
-        data = b"".join(self.ws.send(event) for event in events)
-        async with self._lock:
-            await self.stream.send(data)
+            return None
+        return b"".join(self.ws.send(event) for event in events)
 
-    async def read(self, first: bytes, scope: anyio.CancelScope) -> None:
-        """Answers pings and the close handshake; the end of the stream ends the subscription."""
-        data = first
-        try:
-            while True:
-                if data:
-                    self.ws.receive_data(data)
-                    for event in self.ws.events():
-                        await self._on(event)
-                if self.closed.is_set():
-                    break
-                data = await self.stream.receive(RECEIVE_BYTES)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
+    async def send(self, *events: Event) -> None:
+        data = self._frames(events)
+        if data is not None:
+            await self.channel.send(data)
+
+    def received(self, data: bytes) -> None:
+        """Answers pings and the close handshake as the client's bytes arrive."""
+        if self.closed.is_set():
+            return  # after the close handshake: nothing more is read
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, Ping):
+                self._write(event.response())
+            elif isinstance(event, CloseConnection):
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._write(event.response())
+                self.ended()
+            elif isinstance(event, Message):
+                pass  # a subscriber has nothing to say; its filter is in the URL
+
+    def _write(self, event: Event) -> None:
+        data = self._frames((event,))
+        if data is not None:
+            self.channel.write(data)
+
+    def ended(self) -> None:
+        """The client closed the WebSocket, or the connection: the subscription ends."""
         self.closed.set()
-        scope.cancel()
-
-    async def _on(self, event: Event) -> None:
-        if isinstance(event, Ping):
-            await self.send(event.response())
-        elif isinstance(event, CloseConnection):
-            if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                await self.send(event.response())
-            self.closed.set()
-        elif isinstance(event, Message):
-            pass  # a subscriber has nothing to say; its filter is in the URL
+        self.scope.cancel()
 
 
 async def serve_websocket(
-    stream: SocketStream,
-    connection: h11.Connection,
+    channel: Channel,
     subscription: Subscription,
     key: str,
+    received: bytes,
     keepalive_secs: float,
 ) -> None:
-    """Completes the handshake, then streams records until either side closes."""
-    await stream.send(
-        connection.send(h11.InformationalResponse(status_code=101, headers=accept_headers(key)))
-        or b""
-    )
-    trailing, _ = connection.trailing_data
-    socket = _Socket(stream)
-    async with anyio.create_task_group() as group:
-        group.start_soon(socket.read, trailing, group.cancel_scope)
+    """Completes the handshake, then streams records until either side closes. `received`:
+    what the client sent after its request, already read."""
+    await channel.send(switching_protocols(key))
+    with anyio.CancelScope() as scope:
+        socket = _Socket(channel, scope)
+        channel.on_data(socket.received)
+        channel.on_end(socket.ended)
+        if received:
+            socket.received(received)
         while True:
             batch = await subscription.next_batch(keepalive_secs)
             if batch is None:
@@ -107,4 +114,3 @@ async def serve_websocket(
         await socket.send(CloseConnection(code=GOING_AWAY, reason="the daemon is stopping"))
         with anyio.move_on_after(CLOSE_WAIT_SECS):
             await socket.closed.wait()
-        group.cancel_scope.cancel()
