@@ -70,7 +70,7 @@ PACKAGES = (
     "jupyter_events",
     "anyio",
     "uvloop",
-    "h11",
+    "httptools",
     "jupyter_server",
     "tornado",
 )
