@@ -1,6 +1,6 @@
 """The HTTP API's endpoints (DESIGN.md §6): a parsed request in, a response out, no sockets.
 
-telemetryd.sources.http speaks HTTP/1.1 (parsed by httptools) and enforces the transport's limits; this
+telemetryd.sources.http speaks HTTP/1.1 (parsed by httptools) and enforces the limits; this
 module routes a request (404, 405, 415 before its body is read) and answers it. Events go
 through the same Ingestor, bus and dead-letter as on the Unix socket, so one payload is judged
 the same way on either transport.
@@ -99,7 +99,7 @@ class Request:
     origin: bytes  # `__origin__`, with the token's identity as `user` when one was sent
     identity: Identity | None = None  # the verified token's, None for an anonymous request
     query: str = ""  # the target after "?", undecoded
-    headers: Sequence[tuple[bytes, bytes]] = ()  # lower-case names, as the request reader gives them
+    headers: Sequence[tuple[bytes, bytes]] = ()  # names in lower case
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]  # (request, path parameter)
