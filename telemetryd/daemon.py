@@ -25,6 +25,7 @@ from telemetryd import __version__
 from telemetryd.auth import Authenticator
 from telemetryd.bus import Bus, Route
 from telemetryd.config import Config, ConfigError, load_config
+from telemetryd.http_api import HttpApi
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import make_registry
 from telemetryd.plugins import load_sink_class
@@ -93,20 +94,22 @@ class Daemon:
         self.http: HttpSource | None = None
         if config.server.http or config.server.http_unix_socket is not None:
             self.http = HttpSource(
-                config.server,
-                self.ingestor,
-                self.bus,
-                self.reject,
-                self.http_stats,
-                workers=self.all_workers,
-                metrics=make_registry(
-                    lambda: [self.source_stats, self.http_stats],
-                    lambda: self.all_workers,
-                    self.hub,
-                ),
-                auth=config.auth,
-                pioneer=config.pioneer,
-                hub=self.hub,
+                HttpApi(
+                    config.server,
+                    self.ingestor,
+                    self.bus,
+                    self.reject,
+                    self.http_stats,
+                    workers=self.all_workers,
+                    metrics=make_registry(
+                        lambda: [self.source_stats, self.http_stats],
+                        lambda: self.all_workers,
+                        self.hub,
+                    ),
+                    auth=config.auth,
+                    pioneer=config.pioneer,
+                    hub=self.hub,
+                )
             )
         self._stop = anyio.Event()
         self.started_at = time.monotonic()

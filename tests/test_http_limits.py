@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from telemetryd.bus import Bus
 from telemetryd.config import ServerSettings
+from telemetryd.http_api import HttpApi
 from telemetryd.ingest import Ingestor
 from telemetryd.registry import SchemaRegistry
 from telemetryd.rejections import Rejection
@@ -244,12 +245,14 @@ async def test_a_bug_in_a_handler_is_a_500_and_the_connection_goes_on() -> None:
 
     ingestor = Ingestor(SchemaRegistry.load())
     source = HttpSource(
-        ServerSettings(unix_socket=None, http="127.0.0.1:0"),
-        ingestor,
-        Bus([]),
-        dead_letter,
-        ComponentStats("source", "http"),
-        workers=[],
+        HttpApi(
+            ServerSettings(unix_socket=None, http="127.0.0.1:0"),
+            ingestor,
+            Bus([]),
+            dead_letter,
+            ComponentStats("source", "http"),
+            workers=[],
+        )
     )
 
     def broken(*args: object, **kwargs: object) -> Any:

@@ -39,14 +39,10 @@ from typing import Any, Final, cast
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
-from prometheus_client import CollectorRegistry
 
 from telemetryd import __version__
-from telemetryd.bus import Bus
-from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings, parse_host_port
-from telemetryd.http_api import HttpApi, RejectHandler, Request, Response, Route, error_response
-from telemetryd.ingest import Ingestor
-from telemetryd.sink_worker import SinkWorker
+from telemetryd.config import parse_host_port
+from telemetryd.http_api import HttpApi, Request, Response, Route, error_response
 from telemetryd.sources.channel import Channel, ChannelClosed
 from telemetryd.sources.http_parser import (
     Body,
@@ -59,8 +55,6 @@ from telemetryd.sources.http_parser import (
 from telemetryd.sources.sse import serve_sse
 from telemetryd.sources.unix import peer_of, refuse_if_in_use
 from telemetryd.sources.websocket import serve_websocket
-from telemetryd.stats import ComponentStats
-from telemetryd.subscribers import SubscriberHub
 
 log = logging.getLogger("telemetryd.http")
 
@@ -122,37 +116,14 @@ def _head(status: int, headers: tuple[tuple[str, str], ...]) -> list[bytes]:
 
 
 class HttpSource:
-    def __init__(
-        self,
-        settings: ServerSettings,
-        ingestor: Ingestor,
-        bus: Bus,
-        on_rejected: RejectHandler,
-        stats: ComponentStats,
-        *,
-        workers: list[SinkWorker],
-        metrics: CollectorRegistry | None = None,
-        auth: AuthSettings | None = None,
-        pioneer: PioneerSettings | None = None,
-        hub: SubscriberHub | None = None,
-    ) -> None:
-        self.settings = settings
-        self.hub = hub
+    def __init__(self, api: HttpApi) -> None:
+        """Serves `api` (its settings, stats and subscriber hub) on the configured listeners."""
+        self.api = api
+        self.settings = settings = api.settings
+        self.hub = api.hub
         self.host, self.port = parse_host_port(settings.http) if settings.http else ("", 0)
         self.unix_path = settings.http_unix_socket
-        self.stats = stats
-        self.api = HttpApi(
-            settings,
-            ingestor,
-            bus,
-            on_rejected,
-            stats,
-            workers=workers,
-            metrics=metrics,
-            auth=auth,
-            pioneer=pioneer,
-            hub=hub,
-        )
+        self.stats = api.stats
         #: The connections served (those refused for being one too many are not).
         self.connections: set[_Connection] = set()
         self.responses: Counter[int] = Counter()
