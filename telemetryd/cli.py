@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from telemetryd import __version__
+
+if TYPE_CHECKING:
+    from telemetryd.client import Rejection
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -57,8 +62,6 @@ def _event_lines(args: argparse.Namespace) -> list[bytes]:
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    from telemetryd.send import SendError, send_events
-
     socket_path = args.socket
     if socket_path is None:
         from telemetryd.config import ConfigError, load_config
@@ -75,19 +78,50 @@ def _cmd_send(args: argparse.Namespace) -> int:
             )
             return 2
         socket_path = server.unix_socket
-    try:
-        verdicts = send_events(Path(socket_path), _event_lines(args))
-    except SendError as e:
-        print(f"telemetryd send: {e}", file=sys.stderr)
+    lines = _event_lines(args)
+    verdicts = _send(Path(socket_path), lines, args.timeout)
+    if isinstance(verdicts, str):
+        print(f"telemetryd send: {verdicts}", file=sys.stderr)
         return 3
     rejected = 0
-    for verdict in verdicts:
-        if verdict.accepted:
-            print(f"{verdict.line}: accepted")
+    for number in range(1, len(lines) + 1):
+        rejection = verdicts.get(number)
+        if rejection is None:
+            print(f"{number}: accepted")
         else:
             rejected += 1
-            print(f"{verdict.line}: rejected: {verdict.reason}: {verdict.message}")
+            print(f"{number}: rejected: {rejection.reason}: {rejection.message}")
     return 1 if rejected else 0
+
+
+def _send(path: Path, lines: list[bytes], timeout_secs: float) -> dict[int, Rejection] | str:
+    """Sends with the client library; the rejections by line number, or why it failed."""
+    from telemetryd.client import Client
+
+    rejections: dict[int, Rejection] = {}
+    client = Client(
+        path,
+        on_rejected=lambda rejection: rejections.__setitem__(rejection.seq, rejection),
+        flush_at_exit_secs=0,
+        max_buffer_events=max(len(lines), 1),
+        max_buffer_bytes=sum(map(len, lines)) + 1024 * (len(lines) + 1),
+    )
+    try:
+        for line in lines:
+            client.emit_line(line)  # the client numbers events from 1, as lines are numbered
+        deadline = time.monotonic() + timeout_secs
+        while not client.flush(timeout=0.05):
+            stats = client.stats()
+            if stats.connects == 0 and stats.connect_failures > 0:
+                return f"cannot send to telemetryd at {path}: {client.last_error}"
+            if time.monotonic() > deadline:
+                return (
+                    f"telemetryd at {path} settled {stats.acknowledged} of {len(lines)} events "
+                    f"in {timeout_secs:g}s"
+                )
+        return rejections
+    finally:
+        client.close(timeout=0)
 
 
 def _cmd_hash_token(args: argparse.Namespace) -> int:
@@ -159,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--timestamp", help="RFC 3339 time of the event (default: now)")
     send.add_argument("-s", "--socket", type=Path, help="daemon socket (default: from the config)")
     send.add_argument("-c", "--config", type=Path)
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the daemon's verdicts (default: 30)",
+    )
     send.set_defaults(func=_cmd_send)
     return parser
 
