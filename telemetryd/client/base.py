@@ -25,6 +25,10 @@ SOCKET_ENV: Final = "TELEMETRYD_SOCKET"
 RejectionCallback = Callable[[Rejection], None]
 
 _time = time.time
+#: What encoding data can raise: msgspec's errors, and RecursionError for data that contains
+#: itself. Anything else that msgspec cannot encode is written as its str(), as json.dumps(
+#: default=str) would, and left to the daemon's validation to judge.
+_UNENCODABLE = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
 
 
 def socket_path(path: str | os.PathLike[str] | None) -> str:
@@ -100,13 +104,13 @@ class ClientBase:
         if head is None or timestamp is not None:
             try:
                 entry = self._encoder.entry(schema_id, version, data, timestamp)
-            except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as e:
+            except _UNENCODABLE as e:
                 self._unencodable(schema_id, e)
                 return
         else:
             try:
                 body = self._encode(data)
-            except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as e:
+            except _UNENCODABLE as e:
                 self._unencodable(schema_id, e)
                 return
             entry = (head, body, _time(), len(head) + len(body) + ENTRY_OVERHEAD_BYTES)
