@@ -203,10 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The `server` extra's modules: without them only the client and `telemetryd send` work.
+SERVER_MODULES = frozenset(
+    {"anyio", "uvloop", "pydantic", "fastjsonschema", "jsonschema", "yaml", "httptools"}
+    | {"prometheus_client", "wsproto", "httpx", "jsonschema_specifications"}
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] not in SERVER_MODULES:
+            raise
+        print(
+            f"telemetryd {args.command}: this needs the daemon's dependencies ({e.name} is not "
+            "installed): pip install 'telemetryd[server]'",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:
         # `telemetryd schemas list | head`: the reader left; that is not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

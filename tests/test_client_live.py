@@ -289,3 +289,50 @@ def test_the_async_client_starts_at_the_first_emit_in_a_running_loop(
 
     assert asyncio.run(main())
     assert arrived(daemon, 1) == ["lazy"]
+
+
+# --- the client without the daemon's dependencies -------------------------------------------
+
+#: Runs the CLI in a process where the `server` extra's modules cannot be imported, as after a
+#: plain `pip install telemetryd`.
+WITHOUT_SERVER_EXTRA = """
+import sys
+from telemetryd.cli import SERVER_MODULES, main
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in SERVER_MODULES:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Absent())
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_the_client_and_send_work_without_the_daemons_dependencies(
+    daemon: DaemonProcess,
+) -> None:
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", WITHOUT_SERVER_EXTRA, *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    sent = cli(
+        "send",
+        "--socket",
+        str(daemon.socket_path),
+        CONTENTS,
+        "1",
+        '{"action": "save", "path": "light"}',
+    )
+    assert (sent.returncode, sent.stdout, sent.stderr) == (0, "1: accepted\n", "")
+    assert arrived(daemon, 1, "light") == ["light"]
+    run = cli("run", "--config", str(daemon.config_path))
+    assert run.returncode == 2
+    assert "pip install 'telemetryd[server]'" in run.stderr
+    assert "Traceback" not in run.stderr
