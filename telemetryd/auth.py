@@ -9,6 +9,10 @@ raw Authorization header that carried it, so the next requests sending the same 
 one dict lookup (no parsing, no sha256). The cache belongs to the Authenticator, which a
 SIGHUP reload replaces with a new one: a revoked token stops working at once.
 
+With `[auth.jupyterhub]`, a token that matches none of the configured hashes is shown to
+JupyterHub (telemetryd.hub_auth): a cached answer is returned here at once, and only a miss
+returns a coroutine for the caller to await.
+
 The identity (`__origin__.user`) comes only from the token, never from the request body.
 """
 
@@ -19,11 +23,14 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from telemetryd.config import AuthSettings
+
+if TYPE_CHECKING:
+    from telemetryd.hub_auth import HubClient, HubVerifier
 
 HASH_PREFIX: Final = "sha256:"
 HASH_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")
@@ -70,6 +77,19 @@ class Identity:
 
     user: str
     permits: Callable[[str], bool] | None = field(default=None, repr=False)  # None: all
+    #: JupyterHub's kind of the token's owner when it is not a user ("service"), which
+    #: `__origin__.kind` then tells; "" for users and [[auth.tokens]].
+    kind: str = ""
+    hub: bool = False  # vouched for by JupyterHub, not one of [[auth.tokens]]
+
+    @property
+    def allowed_schemas_key(self) -> str:
+        """Where the allowed_schemas that apply to this identity are configured."""
+        return (
+            "[auth.jupyterhub] allowed_schemas"
+            if self.hub
+            else "allowed_schemas in [[auth.tokens]]"
+        )
 
     def allows(self, schema_id: str) -> bool:
         return self.permits is None or self.permits(schema_id)
@@ -77,7 +97,7 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class AuthFailure:
-    status: int  # 401: no usable credentials; 403: a token that is not configured
+    status: int  # 401: no usable credentials; 403: a token not accepted; 503: hub not asked
     reason: str
     message: str
 
@@ -96,10 +116,17 @@ class _Stored:
     identity: Identity
 
 
-class Authenticator:
-    """Checks a request's Authorization header against the configured tokens."""
+#: What authenticate() answers: a verdict now, or (a JupyterHub cache miss) one to await.
+Verdict = Identity | AuthFailure | None
+Pending = Coroutine[Any, Any, Identity | AuthFailure]
 
-    def __init__(self, settings: AuthSettings) -> None:
+
+class Authenticator:
+    """Checks a request's Authorization header against the configured tokens, then JupyterHub."""
+
+    def __init__(self, settings: AuthSettings, hub_client: HubClient | None = None) -> None:
+        """`hub_client`: the connections to JupyterHub, the caller's to close (one is made
+        when none is given and [auth.jupyterhub] is configured: close `hub.client` then)."""
         self.settings = settings
         self._tokens = tuple(
             _Stored(
@@ -108,26 +135,38 @@ class Authenticator:
             )
             for token in settings.tokens
         )
-        #: Without tokens there is nothing to check against: the header is ignored.
-        self.enabled = bool(self._tokens)
+        self.hub: HubVerifier | None = None
+        if settings.jupyterhub is not None:
+            from telemetryd.hub_auth import HubClient, HubVerifier
+
+            hub = settings.jupyterhub
+            self.hub = HubVerifier(
+                hub, hub_client or HubClient(), _schema_filter(hub.allowed_schemas)
+            )
+        #: Without tokens nor a hub there is nothing to check against: the header is ignored.
+        self.enabled = bool(self._tokens) or self.hub is not None
         #: Authorization header values already verified, and the identity of their token.
         self._cache: dict[bytes, Identity] = {}
 
-    def authenticate(
-        self, header: bytes | None, *, required: bool
-    ) -> Identity | AuthFailure | None:
+    def authenticate(self, header: bytes | None, *, required: bool) -> Verdict | Pending:
         """The token's identity; None for an anonymous request that may go on; or the failure.
 
         No header (or one of another scheme, or without a token) is anonymous, which an
         endpoint that requires a token answers 401. A token that matches no configured hash is
         403 whether or not the endpoint requires one: a client that sends credentials expects
-        them checked.
+        them checked. With [auth.jupyterhub] such a token is JupyterHub's to judge: its cached
+        answer comes back at once; without one, a coroutine that asks the hub (await it).
         """
         if header is None or not self.enabled:
             return MISSING if required else None
         identity = self._cache.get(header)
         if identity is not None:
             return identity  # this exact header was verified (in constant time) before
+        hub = self.hub
+        if hub is not None:
+            answer = hub.cached(header)
+            if answer is not None:
+                return answer
         token = _token(header)
         if token is None:
             return MISSING if required else None
@@ -136,7 +175,7 @@ class Authenticator:
             if hmac.compare_digest(digest, stored.digest):
                 identity = stored.identity
         if identity is None:
-            return UNKNOWN
+            return UNKNOWN if hub is None else hub.verify(header, token)
         if len(self._cache) >= CACHE_MAX_TOKENS:
             self._cache.clear()
         self._cache[bytes(header)] = identity

@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -181,6 +182,83 @@ class PioneerSettings(_Section):
     )
 
 
+class JupyterHubSettings(_Section):
+    """[auth.jupyterhub]: JupyterHub vouches for the tokens that are none of [[auth.tokens]]."""
+
+    api_url: str = Field(
+        "",
+        validate_default=True,
+        description='JupyterHub\'s REST API, such as "http://127.0.0.1:8081/hub/api"; empty: '
+        "$JUPYTERHUB_API_URL (which JupyterHub sets for the services it starts). A token is "
+        "checked with GET {api_url}/user, sending the token itself: telemetryd needs no token "
+        "of its own.",
+    )
+    cache_secs: float = Field(
+        60.0,
+        ge=0,
+        description="How long the hub's answer about a valid token is kept (a token revoked in "
+        "the hub works this much longer; a SIGHUP empties the cache); 0: ask every time.",
+    )
+    negative_cache_secs: float = Field(
+        5.0,
+        ge=0,
+        description="How long a token the hub refused is answered 403 without asking again.",
+    )
+    timeout_secs: float = Field(
+        5.0,
+        gt=0,
+        description="How long a request waits for the hub's answer (its turn and the call); "
+        "then it is answered 503 with Retry-After, never let through.",
+    )
+    max_concurrent_requests: int = Field(
+        8,
+        gt=0,
+        description="Calls to the hub in flight at once; requests sending one token at the "
+        "same time share one call.",
+    )
+    kinds: list[Literal["user", "service"]] = Field(
+        ["user"],
+        min_length=1,
+        description='Whose tokens are accepted: "user", "service" (a service\'s records carry '
+        '__origin__.kind = "service").',
+    )
+    allowed_users: list[str] = Field(
+        default_factory=list,
+        description="Hub users accepted; with allowed_groups, a user in either is; both empty: "
+        "every user.",
+    )
+    allowed_groups: list[str] = Field(
+        default_factory=list, description="Hub groups whose members are accepted."
+    )
+    access_scopes: list[str] = Field(
+        default_factory=list,
+        description="The token must hold one of these scopes, such as "
+        '"access:services!service=telemetryd" (as HubAuth.access_scopes); empty: any token.',
+    )
+    allowed_schemas: list[str] = Field(
+        default_factory=list,
+        description="Schema id glob patterns hub-verified tokens may send; empty allows all.",
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        value = value or os.environ.get("JUPYTERHUB_API_URL", "")
+        if not value:
+            raise ValueError(
+                'no JupyterHub API URL: set api_url, such as "http://127.0.0.1:8081/hub/api", '
+                "or $JUPYTERHUB_API_URL"
+            )
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                'expected an http:// or https:// URL, such as "http://127.0.0.1:8081/hub/api"'
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("expected the API's URL without a query or fragment")
+        return value.rstrip("/")
+
+
 class AuthSettings(_Section):
     required: bool = Field(False, description="Ingest endpoints need a valid token.")
     protect_health: bool = Field(False, description="/healthz and /readyz need a valid token.")
@@ -188,16 +266,21 @@ class AuthSettings(_Section):
     tokens: list[TokenSettings] = Field(
         default_factory=list, description="The accepted tokens ([[auth.tokens]])."
     )
+    jupyterhub: JupyterHubSettings | None = Field(
+        None,
+        description="Tokens that are none of [[auth.tokens]] are checked with JupyterHub "
+        "([auth.jupyterhub]); the hub's user name is the records' __origin__.user.",
+    )
 
     @model_validator(mode="after")
     def _check_tokens(self) -> AuthSettings:
         wanted = [
             key for key in ("required", "protect_health", "protect_metrics") if getattr(self, key)
         ]
-        if wanted and not self.tokens:
+        if wanted and not self.tokens and self.jupyterhub is None:
             raise ValueError(
-                f"{', '.join(f'auth.{key}' for key in wanted)} is true but no [[auth.tokens]] "
-                "is configured: no request could pass"
+                f"{', '.join(f'auth.{key}' for key in wanted)} is true but neither "
+                "[[auth.tokens]] nor [auth.jupyterhub] is configured: no request could pass"
             )
         seen: dict[str, int] = {}
         for i, token in enumerate(self.tokens):

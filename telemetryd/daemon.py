@@ -22,7 +22,6 @@ import anyio
 from anyio.abc import TaskStatus
 
 from telemetryd import __version__
-from telemetryd.auth import Authenticator
 from telemetryd.bus import Bus, Route
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.http_api import HttpApi
@@ -147,10 +146,19 @@ class Daemon:
         self.ingestor.registry = registry
         log.info("schemas reloaded", extra={"fields": {"schemas": len(registry)}})
         if self.http is not None and config.auth != self.config.auth:
-            # Tokens apply at once, so a revoked token stops working without a restart.
-            self.http.api.auth = Authenticator(config.auth)
+            # Tokens apply at once, so a revoked token stops working without a restart; the
+            # answers cached from JupyterHub go with the old Authenticator.
+            self.http.api.reload_auth(config.auth)
             self.config = self.config.model_copy(update={"auth": config.auth})
-            log.info("tokens reloaded", extra={"fields": {"tokens": len(config.auth.tokens)}})
+            log.info(
+                "tokens reloaded",
+                extra={
+                    "fields": {
+                        "tokens": len(config.auth.tokens),
+                        "jupyterhub": config.auth.jupyterhub is not None,
+                    }
+                },
+            )
         unapplied = [
             section
             for section in ("server", "log", "sinks", "dead_letter")

@@ -9,7 +9,7 @@ the same way on either transport.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, cast
 from urllib.parse import parse_qs, unquote
@@ -21,10 +21,11 @@ from prometheus_client import CollectorRegistry
 
 from telemetryd import openapi, pioneer
 from telemetryd import rejections as R
-from telemetryd.auth import REALM, Authenticator, AuthFailure, Identity
+from telemetryd.auth import REALM, Authenticator, AuthFailure, Identity, Pending
 from telemetryd.bus import Bus
 from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
 from telemetryd.framing import Frame, LineFramer
+from telemetryd.hub_auth import HUB_RETRY_AFTER_SECS, HubClient
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import render
 from telemetryd.record import Record
@@ -189,7 +190,9 @@ class HttpApi:
         #: Requests inside bus.publish: more than zero only while `block` queues are full.
         self.waiting = 0
         self.metrics = metrics
-        self.auth = Authenticator(auth or AuthSettings())
+        #: The connections to JupyterHub ([auth.jupyterhub]), kept across reloads.
+        self.hub_client = HubClient()
+        self.auth = Authenticator(auth or AuthSettings(), self.hub_client)
         self.ingestor = ingestor
         self.bus = bus
         self.on_rejected = on_rejected
@@ -250,8 +253,18 @@ class HttpApi:
 
     # -- authentication ----------------------------------------------------------------------
 
-    def authenticate(self, route: Route, header: bytes | None) -> Identity | Response | None:
-        """The request's identity (None: anonymous), or the 401/403 that answers it."""
+    def reload_auth(self, settings: AuthSettings) -> None:
+        """New tokens and hub settings, with empty caches (a revoked token stops at once)."""
+        self.auth = Authenticator(settings, self.hub_client)
+
+    async def aclose(self) -> None:
+        await self.hub_client.aclose()
+
+    def authenticate(
+        self, route: Route, header: bytes | None
+    ) -> Identity | Response | Coroutine[Any, Any, Identity | Response] | None:
+        """The request's identity (None: anonymous), or the 401/403/503 that answers it; or,
+        for a token JupyterHub must be asked about (not cached), a coroutine to await for it."""
         auth = self.auth
         if not auth.enabled:
             return None
@@ -267,11 +280,26 @@ class HttpApi:
             else access == SUBSCRIBE
         )
         verdict = auth.authenticate(header, required=required)
+        if verdict is None or type(verdict) is Identity:
+            return verdict
         if isinstance(verdict, AuthFailure):
-            self.stats.errors[verdict.reason] += 1
-            headers = (("www-authenticate", REALM),) if verdict.status == 401 else ()
-            return error_response(verdict.status, verdict.reason, verdict.message, headers)
+            return self._refuse(verdict)
+        if isinstance(verdict, Coroutine):
+            return self._settle(verdict)
         return verdict
+
+    async def _settle(self, pending: Pending) -> Identity | Response:
+        verdict = await pending
+        return self._refuse(verdict) if isinstance(verdict, AuthFailure) else verdict
+
+    def _refuse(self, failure: AuthFailure) -> Response:
+        self.stats.errors[failure.reason] += 1
+        headers: tuple[tuple[str, str], ...] = ()
+        if failure.status == 401:
+            headers = (("www-authenticate", REALM),)
+        elif failure.status == 503:
+            headers = (("retry-after", str(HUB_RETRY_AFTER_SECS)),)
+        return error_response(failure.status, failure.reason, failure.message, headers)
 
     def _process(
         self, request: Request, lines: list[Frame], timestamp: str, received: float, first: int
@@ -297,7 +325,7 @@ class HttpApi:
                 Rejection(
                     R.SCHEMA_NOT_ALLOWED,
                     f"the token of {identity.user!r} may not send schema {record.schema_id!r} "
-                    "(its allowed_schemas in [[auth.tokens]])",
+                    f"(its {identity.allowed_schemas_key})",
                     raw,
                     len(raw),
                     number,

@@ -41,6 +41,7 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from telemetryd import __version__
+from telemetryd.auth import Identity
 from telemetryd.config import parse_host_port
 from telemetryd.http_api import HttpApi, Request, Response, Route, error_response
 from telemetryd.sources.channel import Channel, ChannelClosed
@@ -184,6 +185,7 @@ class HttpSource:
                 one.close()
             with anyio.CancelScope(shield=True):
                 await self._close_all()
+                await self.api.aclose()
             if path is not None and bound_path:
                 with contextlib.suppress(OSError):
                     if path.is_socket():
@@ -394,7 +396,7 @@ class _Connection(asyncio.Protocol):
         #: credentials ({"user", "uid", "gid", "pid"}) on the Unix socket.
         self.peer: dict[str, object] = {}
         #: `__origin__` per identity seen on this connection (a client sends one token, mostly).
-        self.origins: dict[str, bytes] = {}
+        self.origins: dict[Identity, bytes] = {}
         self.waiting = True  # no request head read yet: stop() closes the connection right away
         self.method = b""
         self.task: asyncio.Task[None] | None = None
@@ -622,6 +624,8 @@ class _Connection(asyncio.Protocol):
         if not isinstance(route, Response):
             # two Authorization headers are ambiguous: b"", no usable credentials
             verdict = api.authenticate(route, head.authorization)
+            if isinstance(verdict, Coroutine):  # a token JupyterHub must be asked about
+                verdict = await verdict
             if isinstance(verdict, Response):
                 route = verdict  # answered before the body is read
             else:
@@ -640,22 +644,26 @@ class _Connection(asyncio.Protocol):
         if body is None:
             return source.too_large(None), False
         path, _, query = target.partition("?")
-        origin = self.origin if identity is None else self._origin(identity.user)
+        origin = self.origin if identity is None else self._origin(identity)
         request = Request(
             method, path, route.media_type, body, origin, identity, query, head.headers
         )
         return await self._call(route, request), True
 
-    def _origin(self, user: str) -> bytes:
-        """`__origin__` of a request with a verified token: its identity is the user."""
-        origin = self.origins.get(user)
+    def _origin(self, identity: Identity) -> bytes:
+        """`__origin__` of a request with a verified token: its identity is the user (and a
+        JupyterHub service's kind follows it)."""
+        origin = self.origins.get(identity)
         if origin is None:
             if len(self.origins) >= 8:
                 self.origins.clear()
             # The token's identity is the user, first as in every origin; then where from.
             peer = {key: value for key, value in self.peer.items() if key != "user"}
-            origin = msgspec.json.encode({"transport": "http", "user": user, **peer})
-            self.origins[user] = origin
+            kind = {"kind": identity.kind} if identity.kind else {}
+            origin = msgspec.json.encode(
+                {"transport": "http", "user": identity.user, **kind, **peer}
+            )
+            self.origins[identity] = origin
         return origin
 
     async def _call(self, route: Route, request: Request) -> Response:
