@@ -25,6 +25,9 @@ SOCKET_ENV: Final = "TELEMETRYD_SOCKET"
 RejectionCallback = Callable[[Rejection], None]
 
 _time = time.time
+#: Float timestamps below this (9999-12-31T23:59:59Z) are kept as floats until written; NaN,
+#: negative or later ones take the checked path, which refuses what cannot be formatted.
+_MAX_FLOAT_TIMESTAMP: Final = 253402300799.0
 #: What encoding data can raise: msgspec's errors, and RecursionError for data that contains
 #: itself. Anything else that msgspec cannot encode is written as its str(), as json.dumps(
 #: default=str) would, and left to the daemon's validation to judge.
@@ -99,9 +102,13 @@ class ClientBase:
         `timestamp` (RFC 3339 text, a datetime, or seconds since the epoch) defaults to now.
         Data that cannot be encoded as JSON is dropped and counted (`unencodable`), logged once.
         """
-        # The common case inlined (a known head, no timestamp): this is the caller's cost.
+        # The common case inlined (a known head; no timestamp, or seconds since the epoch as
+        # time.time() gives them, formatted by the writer): this is the caller's cost.
         head = self._heads.get((schema_id, version))
-        if head is None or timestamp is not None:
+        if head is None or (
+            timestamp is not None
+            and not (type(timestamp) is float and 0.0 <= timestamp < _MAX_FLOAT_TIMESTAMP)
+        ):
             try:
                 entry = self._encoder.entry(schema_id, version, data, timestamp)
             except _UNENCODABLE as e:
@@ -113,7 +120,12 @@ class ClientBase:
             except _UNENCODABLE as e:
                 self._unencodable(schema_id, e)
                 return
-            entry = (head, body, _time(), len(head) + len(body) + ENTRY_OVERHEAD_BYTES)
+            entry = (
+                head,
+                body,
+                _time() if timestamp is None else timestamp,
+                len(head) + len(body) + ENTRY_OVERHEAD_BYTES,
+            )
         if self._closed:
             self._count_drop("closed")
         elif self._outbox.put(entry):
