@@ -145,9 +145,12 @@ class Daemon:
             return
         self.ingestor.registry = registry
         log.info("schemas reloaded", extra={"fields": {"schemas": len(registry)}})
-        if self.http is not None and config.auth != self.config.auth:
+        if self.http is not None and (
+            config.auth != self.config.auth or config.auth.jupyterhub is not None
+        ):
             # Tokens apply at once, so a revoked token stops working without a restart; the
-            # answers cached from JupyterHub go with the old Authenticator.
+            # answers cached from JupyterHub go with the old Authenticator, on every SIGHUP
+            # (a token revoked in the hub then stops working at once too).
             self.http.api.reload_auth(config.auth)
             self.config = self.config.model_copy(update={"auth": config.auth})
             log.info(

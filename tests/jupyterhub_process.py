@@ -1,0 +1,205 @@
+"""A real JupyterHub on loopback, for the tests of [auth.jupyterhub] (test_jupyterhub_live.py).
+
+`with JupyterHubProcess(workdir) as hub:` writes a jupyterhub_config.py into `workdir` (the
+dummy authenticator, every user allowed, random free ports, the sqlite database, cookie secret
+and pid files in `workdir`), starts `python -m jupyterhub` with configurable-http-proxy (from
+npm) as its proxy, and waits until the hub says it is running. `hub.api_url` is what
+telemetryd's `[auth.jupyterhub] api_url` takes; `hub.create_user`, `hub.create_group` and
+`hub.new_token` go through the REST API with the token of a `test-admin` service. Leaving the
+block stops the hub (SIGTERM), which stops its proxy.
+
+The services: `telemetryd`, declared without a token (telemetryd sends its clients' tokens,
+never one of its own; the declaration is what makes `access:services!service=telemetryd` a scope
+tokens can hold), and `test-admin`. The `user` role adds `access:services!service=telemetryd` to
+`self`, so users may create tokens scoped to telemetryd alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+SERVICE = "telemetryd"
+TELEMETRYD_SCOPE = f"access:services!service={SERVICE}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def missing() -> str | None:
+    """Why a JupyterHub cannot be started here, or None."""
+    if importlib.util.find_spec("jupyterhub") is None:
+        return "jupyterhub is not installed (pip install -e '.[dev]')"
+    if shutil.which("configurable-http-proxy") is None:
+        return (
+            "configurable-http-proxy is not on PATH "
+            "(npm install -g configurable-http-proxy@5, as .ci/run does)"
+        )
+    return None
+
+
+CONFIG = """
+c = get_config()  # noqa: F821
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {proxy_port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.pid_file = {proxy_pid!r}
+c.JupyterHub.pid_file = {hub_pid!r}
+c.JupyterHub.db_url = "sqlite:///{db}"
+c.JupyterHub.cookie_secret_file = {cookie_secret!r}
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.services = [
+    {{"name": "{service}"}},
+    {{"name": "test-admin", "api_token": {admin_token!r}}},
+]
+c.JupyterHub.load_roles = [
+    {{"name": "user", "scopes": ["self", "{scope}"]}},
+    {{
+        "name": "test-admin",
+        "scopes": ["admin:users", "admin:groups", "tokens", "{scope}"],
+        "services": ["test-admin"],
+    }},
+]
+"""
+
+
+class JupyterHubProcess:
+    def __init__(self, workdir: Path, *, start_timeout_secs: float = 30) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.hub_port = free_port()
+        self.proxy_api_port = free_port()
+        self.admin_token = secrets.token_hex(32)
+        self.config_path = workdir / "jupyterhub_config.py"
+        self.log_path = workdir / "jupyterhub.log"
+        self.proxy_pid_path = workdir / "jupyterhub-proxy.pid"
+        self.start_timeout_secs = start_timeout_secs
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.config_path.write_text(
+            CONFIG.format(
+                proxy_port=free_port(),
+                hub_port=self.hub_port,
+                proxy_api_port=self.proxy_api_port,
+                proxy_pid=str(self.proxy_pid_path),
+                hub_pid=str(workdir / "jupyterhub.pid"),
+                db=workdir / "jupyterhub.sqlite",
+                cookie_secret=str(workdir / "jupyterhub_cookie_secret"),
+                service=SERVICE,
+                admin_token=self.admin_token,
+                scope=TELEMETRYD_SCOPE,
+            )
+        )
+
+    @property
+    def api_url(self) -> str:
+        """The hub's REST API, as JupyterHub gives its services in $JUPYTERHUB_API_URL."""
+        return f"http://127.0.0.1:{self.hub_port}/hub/api"
+
+    def __enter__(self) -> JupyterHubProcess:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + self.start_timeout_secs
+        while "JupyterHub is now running" not in self.log():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jupyterhub not running after {deadline} s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM (the hub then stops its proxy); SIGKILL after 20 s, and to a proxy left."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            self._kill_proxy()  # the hub had no time to stop it
+
+    def _kill_proxy(self) -> None:
+        """The proxy this hub started, by the pid in its pid file, if it is still that proxy."""
+        try:
+            pid = int(self.proxy_pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"configurable-http-proxy" in cmdline and b":%d" % self.proxy_api_port in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- the REST API, as the test-admin service ---------------------------------------------
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(
+            method,
+            f"{self.api_url}/{path}",
+            json=body,
+            headers={"authorization": f"token {self.admin_token}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def create_user(self, name: str) -> None:
+        self._admin("POST", f"users/{name}")
+
+    def create_group(self, name: str, users: Sequence[str]) -> None:
+        self._admin("POST", f"groups/{name}", {"users": list(users)})
+
+    def new_token(self, user: str, scopes: Sequence[str] | None = None) -> str:
+        """A new API token of `user` (with the user's own scopes when `scopes` is None)."""
+        body: dict[str, Any] = {"note": "telemetryd live test"}
+        if scopes is not None:
+            body["scopes"] = list(scopes)
+        token: str = self._admin("POST", f"users/{user}/tokens", body)["token"]
+        return token
