@@ -13,6 +13,9 @@ Scenarios (see benchmarks.scenarios):
                            waiting for its 204 (no pipelining)
     jupyter_server_post    the HTTP baseline: a live Jupyter Server answering the same requests
                            from the same load, its EventLogger writing through a FileHandler
+    client_emit            telemetryd.client.Client.emit, each call timed in the caller's thread
+                           (against jupyter_events' EventLogger.emit, timed the same way)
+    jupyter_events_handler EventLogger.emit with a TelemetrydHandler as its only handler
 
 Every scenario counts the records that reached its output file; a run that loses (or
 duplicates) events is FAILED, never fast. `--quick` is the CI smoke test: it checks counts,

@@ -23,6 +23,7 @@ from benchmarks.scenarios import (
     ProgressFn,
     ScenarioResult,
     failed,
+    run_client_emit,
     run_http,
     run_jupyter_events,
     run_jupyter_server_post,
@@ -40,7 +41,12 @@ SCENARIOS = (
     "http_batch",
     "http_single",
     "jupyter_server_post",
+    "client_emit",
+    "jupyter_events_handler",
 )
+#: The client library's emit cost, compared per call with jupyter_events' EventLogger.emit.
+EMIT_SCENARIOS = ("client_emit", "jupyter_events_handler")
+TARGET_EMIT_P50_SECS = 2e-6
 #: The scenarios that measure telemetryd's socket (and get a ratio to python_minimal).
 TELEMETRYD_SCENARIOS = ("socket_file", "socket_file_4clients")
 #: telemetryd's HTTP scenarios (and get a ratio to jupyter_server_post).
@@ -274,6 +280,17 @@ def run_scenarios(
             "http_single", single, batch_events=0, shape=single_shape, folder=d, progress=p
         ),
         "jupyter_server_post": lambda d, p: run_jupyter_server_post(single, single_shape, d, p),
+        "client_emit": lambda d, p: run_client_emit(
+            "client_emit", events, "client", d, p, requested=events
+        ),
+        "jupyter_events_handler": lambda d, p: run_client_emit(
+            "jupyter_events_handler",
+            min(events, jupyter_events_max),
+            "jupyter_events_handler",
+            d,
+            p,
+            requested=events,
+        ),
     }
     results = []
     for name in names:
@@ -325,6 +342,27 @@ def _targets(results: list[ScenarioResult]) -> None:
             single.target_ratio = (
                 single.ratio_to_jupyter_server_post / TARGET_SINGLE_X_JUPYTER_SERVER
             )
+    jupyter_events = by_name.get("jupyter_events")
+    baseline_emit = (
+        jupyter_events.latency_p50_secs
+        if jupyter_events is not None and jupyter_events.ok
+        else None
+    )
+    for name in EMIT_SCENARIOS:
+        emitted = by_name.get(name)
+        if emitted is None or not emitted.ok or not emitted.latency_p50_secs or not baseline_emit:
+            continue
+        cost = emitted.latency_p50_secs
+        emitted.details["emit_p50_ratio_to_jupyter_events"] = cost / baseline_emit
+        emitted.notes.append(
+            f"emit p50 {cost * 1e6:.2f} us against jupyter_events' EventLogger.emit into a "
+            f"FileHandler {baseline_emit * 1e6:.2f} us ({baseline_emit / cost:.1f}x less)"
+        )
+    client = by_name.get("client_emit")
+    if client is not None:
+        client.target = f"emit p50 <= {TARGET_EMIT_P50_SECS * 1e6:g} us"
+        if client.ok and client.latency_p50_secs:
+            client.target_ratio = TARGET_EMIT_P50_SECS / client.latency_p50_secs
     for r in results:
         if r.target is None:
             continue

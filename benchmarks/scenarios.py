@@ -28,6 +28,7 @@ from benchmarks.baselines import (
     start_minimal_server,
 )
 from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
+from benchmarks.emit_load import emit_loads
 from benchmarks.http_load import HttpTarget, http_loads
 from benchmarks.jupyter_server import JupyterServer
 from benchmarks.load import LoadError, LoadGroup, LoadReport, split, unix_loads
@@ -164,6 +165,55 @@ def run_socket_file(
     )
 
 
+def run_client_emit(
+    name: str, events: int, kind: str, folder: Path, progress: ProgressFn, *, requested: int
+) -> ScenarioResult:
+    """The client library's cost in the caller's thread (benchmarks.emit_load), with the
+    daemon delivering every event into the file sink."""
+    what = {
+        "client": "telemetryd.client.Client.emit calls",
+        "jupyter_events_handler": "jupyter_events EventLogger.emit calls with a "
+        "TelemetrydHandler as the only handler",
+    }[kind]
+    result = ScenarioResult(
+        name,
+        f"{events:,} {what} in one process, acknowledged over the Unix socket, into the file sink",
+        events,
+    )
+    if events < requested:
+        result.notes.append(f"capped at {events:,} of the {requested:,} events (as jupyter_events)")
+    return _run_daemon(
+        result,
+        DaemonConfig(),
+        folder=folder,
+        make_loads=lambda daemon: emit_loads(daemon.socket_path, events, kind),
+        source="unix",
+        progress=progress,
+    )
+
+
+_EMIT_LATENCY = "per emit call, in the caller's thread"
+
+
+def _emit_latencies(result: ScenarioResult, reports: list[LoadReport]) -> None:
+    """The emit calls' times as the scenario's latency (the daemon's histogram to details)."""
+    latencies = array("q")
+    for r in reports:
+        latencies.frombytes(r.latencies_ns)
+    ordered = sorted(latencies)
+    result.details["daemon_latency_p50_secs"] = result.latency_p50_secs
+    result.details["daemon_latency_p99_secs"] = result.latency_p99_secs
+    result.latency_kind = _EMIT_LATENCY
+    result.latency_p50_secs = nearest_rank(ordered, 0.5) / 1e9
+    result.latency_p99_secs = nearest_rank(ordered, 0.99) / 1e9
+    result.details["emit_mean_secs"] = sum(ordered) / max(1, len(ordered)) / 1e9
+    result.details["emit_p999_secs"] = nearest_rank(ordered, 0.999) / 1e9
+    result.details["emit_max_secs"] = (ordered[-1] / 1e9) if ordered else None
+    result.details["flush_secs"] = max(r.closed for r in reports) - max(
+        r.last_byte for r in reports
+    )
+
+
 @dataclass(frozen=True)
 class HttpLoadShape:
     """How many load processes, and keep-alive connections in each, drive an HTTP scenario."""
@@ -285,6 +335,8 @@ def _run_daemon(
             result.elapsed_secs = written_at - min(r.first_byte for r in reports)
         if source == "http":
             _check_http_loads(result, reports)
+        elif any(r.latencies_ns for r in reports):
+            _emit_latencies(result, reports)
     _verify(result, verify_delivery([daemon.output_path], events))
     return _finish(result)
 

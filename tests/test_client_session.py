@@ -44,7 +44,7 @@ def test_lines_are_the_protocols_event_lines() -> None:
     outbox.put(encoder.entry(SCHEMA, 1, {"action": "save", "path": "a"}, "2026-11-22T01:30:21Z"))
     outbox.put(encoder.entry(SCHEMA, "1", {"action": "save", "path": "b"}))
     outbox.put(raw_entry(b'{"not": "checked by the client"}\r\n'))
-    lines = render(outbox.take(1, 10)[1]).splitlines(keepends=True)
+    lines = render(outbox.take(10)[1]).splitlines(keepends=True)
     assert all(line.endswith(b"\n") for line in lines)
     first, second, third = (json.loads(line) for line in lines)
     assert first == {
@@ -160,7 +160,7 @@ def test_the_buffer_keeps_the_newest_events_within_its_byte_limit() -> None:
     assert stats.buffered == 3
     assert stats.buffered_bytes <= one[3] * 3
     assert stats.dropped == {"buffer_full": 7}
-    assert paths(render(outbox.take(1, 10)[1])) == ["p7", "p8", "p9"]
+    assert paths(render(outbox.take(10)[1])) == ["p7", "p8", "p9"]
 
 
 # --- properties -----------------------------------------------------------------------------

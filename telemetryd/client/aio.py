@@ -169,7 +169,7 @@ class AsyncClient(ClientBase):
                 self._written += data.count(b"\n")
                 await writer.drain()
                 continue
-            if outbox.rest(session.next_seq):
+            if outbox.rest():
                 self._wakeup.clear()
                 wake = asyncio.create_task(self._wakeup.wait())
                 await asyncio.wait((wake, replies), return_when=asyncio.FIRST_COMPLETED)

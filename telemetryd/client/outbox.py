@@ -42,14 +42,19 @@ class OutboxStats:
 
 
 class Outbox:
+    """Two deques: `_inflight` (written to the current connection, not yet acknowledged) and
+    `_unsent`, so the writer takes and the acknowledgements settle from the left ends in O(1).
+    A new connection moves the in-flight events back in front of the unsent ones."""
+
     def __init__(self, max_events: int, max_bytes: int) -> None:
         if max_events < 1 or max_bytes < 1:
             raise ValueError("the client's buffer needs room for at least one event")
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.lock = threading.Lock()
-        self._entries: deque[Entry] = deque()
-        #: Sequence number of _entries[0]; the next event put gets head + len(_entries).
+        self._inflight: deque[Entry] = deque()
+        self._unsent: deque[Entry] = deque()
+        #: Sequence number of the oldest event buffered (in flight, else unsent).
         self.head = 1
         self._bytes = 0
         self.emitted = 0
@@ -62,20 +67,21 @@ class Outbox:
     def put(self, entry: Entry) -> bool:
         """Buffers one event; True when the writer is idle and should be woken."""
         with self.lock:
-            entries = self._entries
-            entries.append(entry)
+            unsent = self._unsent
+            unsent.append(entry)
             self._bytes += entry[3]
             self.emitted += 1
-            if len(entries) > self.max_events or self._bytes > self.max_bytes:
+            if len(unsent) + len(self._inflight) > self.max_events or self._bytes > self.max_bytes:
                 self._drop_oldest()
             return self.idle
 
     def _drop_oldest(self) -> None:
         dropped = 0
-        while len(self._entries) > 1 and (
-            len(self._entries) > self.max_events or self._bytes > self.max_bytes
+        inflight, unsent = self._inflight, self._unsent
+        while len(inflight) + len(unsent) > 1 and (
+            len(inflight) + len(unsent) > self.max_events or self._bytes > self.max_bytes
         ):
-            self._bytes -= self._entries.popleft()[3]
+            self._bytes -= (inflight or unsent).popleft()[3]
             self.head += 1
             dropped += 1
         self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + dropped
@@ -83,8 +89,9 @@ class Outbox:
     def drop_all(self, reason: str) -> int:
         """Gives up on every buffered event (close() past its timeout; a forked child)."""
         with self.lock:
-            count = len(self._entries)
-            self._entries.clear()
+            count = len(self._inflight) + len(self._unsent)
+            self._inflight.clear()
+            self._unsent.clear()
             self._bytes = 0
             self.head += count
             if count:
@@ -94,31 +101,47 @@ class Outbox:
     @property
     def tail(self) -> int:
         """The sequence number the next event will get."""
-        return self.head + len(self._entries)
+        return self.head + len(self._inflight) + len(self._unsent)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._inflight) + len(self._unsent)
+
+    def rewind(self) -> None:
+        """A new connection: what was in flight on the last one is to be written again."""
+        with self.lock:
+            self._unsent.extendleft(reversed(self._inflight))
+            self._inflight.clear()
+
+    def take(self, max_events: int) -> tuple[int, list[Entry]]:
+        """Up to `max_events` unsent events, now in flight: the first one's number, and them."""
+        with self.lock:
+            first = self.head + len(self._inflight)
+            unsent = self._unsent
+            count = min(max_events, len(unsent))
+            taken = [unsent.popleft() for _ in range(count)]
+            self._inflight.extend(taken)
+            return first, taken
 
     def settle(self, upto: int) -> int:
-        """Forgets the events numbered below `upto` (acknowledged); returns how many."""
+        """Forgets the in-flight events numbered below `upto` (acknowledged); how many."""
         with self.lock:
-            count = min(upto - self.head, len(self._entries))
+            inflight = self._inflight
+            count = min(upto - self.head, len(inflight))
             if count <= 0:
                 return 0
-            entries = self._entries
             freed = 0
             for _ in range(count):
-                freed += entries.popleft()[3]
+                freed += inflight.popleft()[3]
             self._bytes -= freed
             self.head += count
             self.acknowledged += count
             return count
 
-    def rest(self, written_upto: int) -> bool:
-        """Marks the writer idle unless events from `written_upto` on are waiting; True when
-        it may sleep (put() will wake it)."""
+    def rest(self) -> bool:
+        """Marks the writer idle unless unsent events wait; True when it may sleep (put()
+        will wake it)."""
         with self.lock:
-            self.idle = self.head + len(self._entries) <= written_upto
+            self.idle = not self._unsent
             return self.idle
 
     def reject(self, reason: str) -> None:
@@ -126,24 +149,12 @@ class Outbox:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def get(self, seq: int) -> Entry | None:
-        """The buffered event numbered `seq`, if it is still here."""
+        """The in-flight event numbered `seq`, if it is still buffered."""
         with self.lock:
             index = seq - self.head
-            if 0 <= index < len(self._entries):
-                return self._entries[index]
+            if 0 <= index < len(self._inflight):
+                return self._inflight[index]
             return None
-
-    def take(self, start: int, max_events: int) -> tuple[int, list[Entry]]:
-        """Up to `max_events` events from number `start` on (or from the oldest, if `start`
-        was dropped): the first one's number and the entries."""
-        with self.lock:
-            first = max(start, self.head)
-            index = first - self.head
-            entries = self._entries
-            stop = min(len(entries), index + max_events)
-            # A deque slices no faster than this; the events taken are near its left end
-            # unless the daemon lags far behind.
-            return first, [entries[i] for i in range(index, stop)]
 
     def stats(self) -> OutboxStats:
         with self.lock:
@@ -152,6 +163,6 @@ class Outbox:
                 acknowledged=self.acknowledged,
                 rejected=dict(self.rejected),
                 dropped=dict(self.dropped),
-                buffered=len(self._entries),
+                buffered=len(self._inflight) + len(self._unsent),
                 buffered_bytes=self._bytes,
             )

@@ -50,6 +50,7 @@ class Session:
         #: new run starts only when the outbox dropped unwritten events in between.
         self._runs: deque[tuple[int, int]] = deque()
         self._lines = 0  # event lines written on this connection
+        outbox.rewind()
         self._next = outbox.head  # sequence number of the next event to write
         self._acked_line = 0
         self._buffer = b""
@@ -66,7 +67,7 @@ class Session:
         """The next lines to write (b"" when there are none, or before the daemon's hello)."""
         if not self.greeted:
             return b""
-        first, entries = self.outbox.take(self._next, self.batch_events)
+        first, entries = self.outbox.take(self.batch_events)
         if not entries:
             return b""
         if first != self._next or not self._runs:

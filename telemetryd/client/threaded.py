@@ -164,7 +164,7 @@ class Client(ClientBase):
                 elif not pending and writing:
                     selector.modify(sock, selectors.EVENT_READ)
                     writing = False
-                if not pending and session.greeted and not outbox.rest(session.next_seq):
+                if not pending and session.greeted and not outbox.rest():
                     continue  # an event arrived between next_batch and rest
                 for key, mask in selector.select():
                     if key.fileobj is self._wake_reader:
