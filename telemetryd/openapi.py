@@ -73,10 +73,13 @@ A bug in an endpoint is a `500` (`internal_error`); the daemon goes on serving.
 
 **Authentication.** `Authorization: token <token>` or `Authorization: Bearer <token>`, with
 the tokens of `[[auth.tokens]]` (stored hashed); a token maps to the identity recorded as
-`__origin__.user`. Without configured tokens the header is ignored. With tokens, a token that
-matches none is `403` on every endpoint; no token is `401` where one is needed:
-ingest under `[auth] required`, `/healthz` and `/readyz` under `protect_health`, `/metrics`
-under `protect_metrics`, and live records always.
+`__origin__.user`. With `[auth.jupyterhub]`, a token that is none of them is JupyterHub's to
+vouch for (`GET {api_url}/user`, cached): its user name is `__origin__.user`. Without tokens
+or a hub the header is ignored. Otherwise a token that is not accepted is `403` on every
+endpoint; no token is `401` where one is needed: ingest under `[auth] required`, `/healthz`
+and `/readyz` under `protect_health`, `/metrics` under `protect_metrics`, and live records
+always. A token JupyterHub must be asked about while it cannot answer is `503`
+(`hub_unavailable`, with `Retry-After`), never let through.
 """
 
 
@@ -400,8 +403,9 @@ _RECORD: Final[Schema] = {
         "__origin__": {
             "type": "object",
             "description": "Where the event came from, from authentication, never from the "
-            "body: `transport` (`unix` or `http`), and `user` (SO_PEERCRED's or the token's "
-            "identity), `uid`, `gid`, `pid`, `remote` as the transport knows them.",
+            "body: `transport` (`unix` or `http`), and `user` (SO_PEERCRED's, the token's "
+            "identity, or the JupyterHub user's name), `kind` (`service` for a JupyterHub "
+            "service's token), `uid`, `gid`, `pid`, `remote` as the transport knows them.",
             "required": ["transport"],
             "properties": {"transport": {"type": "string"}, "user": {"type": "string"}},
         },
@@ -476,8 +480,9 @@ _RESPONSES: Final[dict[str, Schema]] = {
         },
     ),
     "Forbidden": _error(
-        "`forbidden`: the token sent matches none of `[[auth.tokens]]` (a token sent is "
-        "always checked, also where none is needed)."
+        "`forbidden`: the token sent matches none of `[[auth.tokens]]` and JupyterHub does not "
+        "accept it (`[auth.jupyterhub]`), or accepts it for an owner its settings refuse (a "
+        "token sent is always checked, also where none is needed)."
     ),
     "NotFound": _error("`not_found`: nothing is served at this path."),
     "MethodNotAllowed": _error(
@@ -514,9 +519,11 @@ _RESPONSES: Final[dict[str, Schema]] = {
     ),
     "ServiceUnavailable": _error(
         "`too_many_connections`: `http_max_connections` connections are already open; the "
-        "connection is closed. On ingest endpoints also `queue_full` (the sink queues stayed "
-        "full for `http_enqueue_timeout_secs`) and `stopping` (the daemon is shutting down): "
-        "none of the request's events was accepted.",
+        "connection is closed. `hub_unavailable`: the token had to be checked with JupyterHub "
+        "(`[auth.jupyterhub]`), which could not be asked (unreachable, slower than "
+        "`timeout_secs`, or an error). On ingest endpoints also `queue_full` (the sink queues "
+        "stayed full for `http_enqueue_timeout_secs`) and `stopping` (the daemon is shutting "
+        "down): none of the request's events was accepted.",
         **{"Retry-After": _RETRY_AFTER},
     ),
 }
@@ -532,8 +539,8 @@ _AUTH_NOTES: Final = {
     _INGEST: "Needs a token when `[auth] required` is true.",
     _HEALTH: "Needs a token when `[auth] protect_health` is true.",
     _METRICS: "Needs a token when `[auth] protect_metrics` is true.",
-    _SUBSCRIBE: "Needs a token whenever `[[auth.tokens]]` are configured: records may hold "
-    "personal data.",
+    _SUBSCRIBE: "Needs a token whenever `[[auth.tokens]]` or `[auth.jupyterhub]` are "
+    "configured: records may hold personal data.",
     _OPEN: "Needs no token.",
 }
 
