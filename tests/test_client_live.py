@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from telemetryd.client import AsyncClient, Client
-from tests.daemon_process import (
+from daemon_process import (
     CONTENTS,
     DaemonProcess,
     assert_record_shape,

@@ -28,6 +28,7 @@ class AsyncClient(ClientBase):
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()  # set when events are settled or the writer stops
+        self._urgent = asyncio.Event()  # set while flush() waits: no lingering
         self._stop = False
 
     async def start(self) -> None:
@@ -55,6 +56,7 @@ class AsyncClient(ClientBase):
         """Waits until every buffered event is acknowledged; False on timeout or when the
         writer is not running."""
         await self.start()
+        self._urgent.set()
         self._wakeup.set()
         try:
             async with asyncio.timeout(timeout):
@@ -63,6 +65,8 @@ class AsyncClient(ClientBase):
                     await self._progress.wait()
         except TimeoutError:
             return False
+        finally:
+            self._urgent.clear()
         return len(self._outbox) == 0
 
     async def aclose(self, timeout: float | None = 5.0) -> bool:  # noqa: ASYNC109 (as Client)
@@ -175,6 +179,11 @@ class AsyncClient(ClientBase):
                 await asyncio.wait((wake, replies), return_when=asyncio.FIRST_COMPLETED)
                 wake.cancel()
                 outbox.idle = False
+                if self.linger_secs > 0 and not self._urgent.is_set():
+                    # Events trickle in: let more join the batch (see Client).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.linger_secs):
+                            await self._urgent.wait()
 
     async def _read(
         self, reader: asyncio.StreamReader, session: Session, greeted: asyncio.Event

@@ -46,6 +46,8 @@ class ClientBase:
     - `max_buffer_events`, `max_buffer_bytes`: the buffer of events not yet acknowledged; when
       it is full the oldest event is dropped and counted (`stats().dropped["buffer_full"]`).
     - `batch_events`: events written at most in one go.
+    - `linger_secs`: when the writer wakes for a new event, how long it lets more events join
+      the batch before writing (0: write at once); `flush()` cuts it short.
     - `connect_timeout_secs`; `reconnect_initial_secs` and `reconnect_max_secs`: the backoff
       between attempts while the daemon is away (doubling, with jitter).
     - `on_rejected`: called in the writer with each event the daemon refused; by default
@@ -59,6 +61,7 @@ class ClientBase:
         max_buffer_events: int = 100_000,
         max_buffer_bytes: int = 64 << 20,
         batch_events: int = 1024,
+        linger_secs: float = 0.005,
         connect_timeout_secs: float = 5.0,
         reconnect_initial_secs: float = 0.05,
         reconnect_max_secs: float = 5.0,
@@ -66,6 +69,7 @@ class ClientBase:
     ) -> None:
         self.path = socket_path(path)
         self.batch_events = batch_events
+        self.linger_secs = linger_secs
         self.connect_timeout_secs = connect_timeout_secs
         self.reconnect_initial_secs = reconnect_initial_secs
         self.reconnect_max_secs = reconnect_max_secs

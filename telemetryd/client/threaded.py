@@ -42,6 +42,8 @@ class Client(ClientBase):
         super().__init__(path, **options)
         self.flush_at_exit_secs = flush_at_exit_secs
         self._settled = threading.Condition()
+        #: Set while flush() waits: the writer then writes at once instead of lingering.
+        self._urgent = threading.Event()
         self._stop = False
         self._start_writer()
         _live.add(self)
@@ -64,14 +66,18 @@ class Client(ClientBase):
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until every buffered event is acknowledged; False if `timeout` (seconds)
         passed first or the client is closed."""
+        self._urgent.set()
         self._wake()
-        with self._settled:
-            return (
-                self._settled.wait_for(
-                    lambda: len(self._outbox) == 0 or not self._thread.is_alive(), timeout
+        try:
+            with self._settled:
+                return (
+                    self._settled.wait_for(
+                        lambda: len(self._outbox) == 0 or not self._thread.is_alive(), timeout
+                    )
+                    and len(self._outbox) == 0
                 )
-                and len(self._outbox) == 0
-            )
+        finally:
+            self._urgent.clear()
 
     def close(self, timeout: float | None = 5.0) -> bool:
         """Flushes for up to `timeout` seconds, then stops the writer; events still buffered
@@ -166,9 +172,11 @@ class Client(ClientBase):
                     writing = False
                 if not pending and session.greeted and not outbox.rest():
                     continue  # an event arrived between next_batch and rest
+                woken = False
                 for key, mask in selector.select():
                     if key.fileobj is self._wake_reader:
                         self._drain_wakes()
+                        woken = True
                         continue
                     if mask & selectors.EVENT_READ:
                         was_greeted = session.greeted
@@ -180,6 +188,10 @@ class Client(ClientBase):
                         self._count_written(sent, pending)
                         del pending[:sent]
                 outbox.idle = False
+                if woken and self.linger_secs > 0:
+                    # Events trickle in: let more join the batch, so a busy app costs one
+                    # write and one acknowledgement per `linger_secs`, not per event.
+                    self._urgent.wait(self.linger_secs)
 
     def _read(self, sock: socket.socket, session: Session) -> None:
         data = sock.recv(READ_BYTES)
