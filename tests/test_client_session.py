@@ -225,3 +225,39 @@ def test_every_event_is_settled_once_or_dropped_and_counted(
     assert stats.emitted == emitted
     assert stats.acknowledged + stats.dropped.get("buffer_full", 0) == emitted
     assert len(set(seen)) >= stats.acknowledged
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.binary(max_size=64)
+        | st.sampled_from(
+            [
+                b'{"ack":1}\n',
+                b'{"rejected":1,"reason":"r","message":"m"}\n',
+                b"\n",
+                b'{"ack":-1}\n',
+                b'{"ack":"1"}\n',
+                b"[1]\n",
+                b'{"rejected":99}\n',
+                b"\xff\n",
+                b'{"error":"x"}\n',
+            ]
+        ),
+        max_size=20,
+    )
+)
+def test_any_reply_bytes_settle_or_raise_protocol_error_only(chunks: list[bytes]) -> None:
+    """The client's parser of the daemon's replies, fuzzed: whatever a peer sends, the client
+    settles events or drops the connection with ProtocolError; it never fails otherwise."""
+    outbox = Outbox(100, 1 << 20)
+    fill(outbox, 3)
+    session = greeted(outbox)
+    session.next_batch()
+    try:
+        for chunk in chunks:
+            for rejection in session.receive(chunk):
+                assert 1 <= rejection.seq <= 3
+    except ProtocolError:
+        pass
+    assert 0 <= len(outbox) <= 3

@@ -142,6 +142,8 @@ class Session:
 
     def _seq(self, line: int) -> int:
         """The sequence number of the event written as this connection's line `line`."""
+        if not 1 <= line <= self._lines:
+            raise ProtocolError(f"the daemon answered line {line} of {self._lines} written")
         runs = self._runs
         for first_line, first_seq in reversed(runs):
             if first_line <= line:
@@ -149,7 +151,7 @@ class Session:
         raise ProtocolError(f"the daemon answered line {line}, which was never written")
 
     def _ack(self, line: int) -> None:
-        if line > self._lines:
+        if not 0 <= line <= self._lines:
             raise ProtocolError(f"the daemon acknowledged line {line} of {self._lines} written")
         if line <= self._acked_line:
             return
