@@ -41,6 +41,7 @@ class TelemetrydHandler(logging.Handler):
         super().__init__(level)
         self._owns_client = client is None
         self.client = client if client is not None else Client(path, **options)
+        self._options = options
 
     def emit(self, record: logging.LogRecord) -> None:
         capsule = record.msg
@@ -56,7 +57,10 @@ class TelemetrydHandler(logging.Handler):
             return
         try:
             data = {key: value for key, value in capsule.items() if key[:2] != "__"}
-            self.client.emit(
+            client = self.client
+            if client._closed and self._owns_client:
+                client = self._reopen()
+            client.emit(
                 schema_id,
                 capsule.get("__schema_version__", ""),
                 data,
@@ -65,12 +69,20 @@ class TelemetrydHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    def _reopen(self) -> Client:
+        """A new client after close(), as a FileHandler reopens its file. Traitlets
+        applications (Jupyter Server, JupyterHub) call logging.config.dictConfig after they
+        load the config file that made this handler, and dictConfig closes every handler that
+        exists. `emit` runs under the handler's lock, so one client is made."""
+        self.client = Client(self.client.path, **self._options)
+        return self.client
+
     def flush(self) -> None:
         self.client.flush(timeout=1.0)
 
     def close(self) -> None:
         """Flushes (for up to the client's exit timeout) and, if the handler made its client,
-        closes it."""
+        closes it; an event handled after this makes a new client (see `_reopen`)."""
         if self._owns_client:
             self.client.close(self.client.flush_at_exit_secs)
         super().close()
