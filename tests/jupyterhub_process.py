@@ -6,7 +6,14 @@ and pid files in `workdir`), starts `python -m jupyterhub` with configurable-htt
 npm) as its proxy, and waits until the hub says it is running. `hub.api_url` is what
 telemetryd's `[auth.jupyterhub] api_url` takes; `hub.create_user`, `hub.create_group` and
 `hub.new_token` go through the REST API with the token of a `test-admin` service. Leaving the
-block stops the hub (SIGTERM), which stops its proxy.
+block stops the hub (SIGTERM), which stops its proxy and the single-user servers it runs.
+
+`extra_config` lines are appended to jupyterhub_config.py. `spawner_config(workdir)` gives the
+lines for single-user servers that run here and in CI, as root: SimpleLocalProcessSpawner with
+homes under `workdir/home`, `python -m jupyterhub.singleuser --allow-root`, and Jupyter's
+config, data and runtime folders in `workdir`. `hub.start_server`/`hub.stop_server` start and
+stop a server through the REST API and wait until it is ready, or gone. A single-user server
+the hub leaves behind (it was killed, or its cleanup failed) is killed when the block ends.
 
 The services: `telemetryd`, declared without a token (telemetryd sends its clients' tokens,
 never one of its own; the declaration is what makes `access:services!service=telemetryd` a scope
@@ -77,15 +84,46 @@ c.JupyterHub.load_roles = [
     {{"name": "user", "scopes": ["self", "{scope}"]}},
     {{
         "name": "test-admin",
-        "scopes": ["admin:users", "admin:groups", "tokens", "{scope}"],
+        "scopes": ["admin:users", "admin:groups", "servers", "tokens", "{scope}"],
         "services": ["test-admin"],
     }},
 ]
 """
 
+SPAWNER_CONFIG = """
+c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+c.SimpleLocalProcessSpawner.home_dir_template = {home!r}
+c.Spawner.cmd = [{python!r}, "-m", "jupyterhub.singleuser"]
+c.Spawner.args = ["--allow-root"]
+c.Spawner.notebook_dir = {home!r}
+c.Spawner.environment = {environment!r}
+c.Spawner.start_timeout = 30
+c.Spawner.http_timeout = 30
+"""
+
+
+def spawner_config(workdir: Path) -> str:
+    """jupyterhub_config.py lines for single-user servers running here, as this user (root
+    included), each in `workdir/home/<name>`, with Jupyter's folders in `workdir/jupyter`."""
+    jupyter = workdir / "jupyter"
+    environment = {
+        "JUPYTER_CONFIG_DIR": str(jupyter / "config"),
+        "JUPYTER_DATA_DIR": str(jupyter / "data"),
+        "JUPYTER_RUNTIME_DIR": str(jupyter / "runtime"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return SPAWNER_CONFIG.format(
+        home=str(workdir / "home" / "{username}"),
+        python=sys.executable,
+        environment=environment,
+    )
+
 
 class JupyterHubProcess:
-    def __init__(self, workdir: Path, *, start_timeout_secs: float = 30) -> None:
+    def __init__(
+        self, workdir: Path, *, extra_config: str = "", start_timeout_secs: float = 30
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.hub_port = free_port()
@@ -109,6 +147,7 @@ class JupyterHubProcess:
                 admin_token=self.admin_token,
                 scope=TELEMETRYD_SCOPE,
             )
+            + extra_config
         )
 
     @property
@@ -150,18 +189,44 @@ class JupyterHubProcess:
                 raise TimeoutError(f"jupyterhub not running after {deadline} s:\n{self.log()}")
             time.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def stop(self) -> None:
-        """SIGTERM (the hub then stops its proxy); SIGKILL after 20 s, and to a proxy left."""
+        """SIGTERM (the hub then stops its proxy and its servers); SIGKILL after 20 s, and to a
+        proxy or single-user server left."""
         proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            self._kill_proxy()  # the hub had no time to stop it
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # left when the hub was killed, or died: by then, it would have stopped them
+        self._kill_proxy()
+        self._kill_servers()
+
+    def _kill_servers(self) -> None:
+        """Single-user servers still running in this hub's homes (`spawner_config`), by pid."""
+        homes = self.workdir / "home"
+        if not homes.is_dir():
+            return
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cwd = Path(os.readlink(entry / "cwd"))
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cwd.is_relative_to(homes) and b"jupyterhub.singleuser" in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
 
     def _kill_proxy(self) -> None:
         """The proxy this hub started, by the pid in its pid file, if it is still that proxy."""
@@ -170,7 +235,8 @@ class JupyterHubProcess:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return
-        if b"configurable-http-proxy" in cmdline and b":%d" % self.proxy_api_port in cmdline:
+        args = cmdline.split(b"\0")
+        if b"configurable-http-proxy" in cmdline and b"%d" % self.proxy_api_port in args:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -192,6 +258,35 @@ class JupyterHubProcess:
 
     def create_user(self, name: str) -> None:
         self._admin("POST", f"users/{name}")
+
+    def user(self, name: str) -> dict[str, Any]:
+        model: dict[str, Any] = self._admin("GET", f"users/{name}")
+        return model
+
+    def start_server(self, user: str, server: str = "", timeout_secs: float = 30) -> None:
+        """Starts a server of `user` and waits until the hub says it is ready."""
+        self._admin("POST", f"users/{user}/servers/{server}" if server else f"users/{user}/server")
+        self._wait_server(user, server, True, timeout_secs)
+
+    def stop_server(self, user: str, server: str = "", timeout_secs: float = 30) -> None:
+        """Stops a server of `user` and waits until the hub no longer lists it."""
+        path = f"users/{user}/servers/{server}" if server else f"users/{user}/server"
+        self._admin("DELETE", path)
+        self._wait_server(user, server, False, timeout_secs)
+
+    def _wait_server(self, user: str, server: str, ready: bool, timeout_secs: float) -> None:
+        deadline = time.monotonic() + timeout_secs
+        while True:
+            model = self.user(user)["servers"].get(server)
+            if (model is not None and model["ready"]) if ready else model is None:
+                return
+            if time.monotonic() > deadline:
+                state = "ready" if ready else "gone"
+                raise TimeoutError(
+                    f"server {user}/{server} not {state} after {timeout_secs} s: {model}\n"
+                    f"{self.log()}"
+                )
+            time.sleep(0.1)
 
     def create_group(self, name: str, users: Sequence[str]) -> None:
         self._admin("POST", f"groups/{name}", {"users": list(users)})

@@ -7,6 +7,11 @@ access_scopes and allowed_groups read the scopes and groups the hub reports; and
 stopped, a cached token still works while an uncached one is 503 with Retry-After, until a
 SIGHUP empties the cache.
 
+The hub's own events: with `c.EventLogger.handlers = [TelemetrydHandler(socket)]` in
+jupyterhub_config.py, the `server-action` events of a single-user server's start and stop
+(SimpleLocalProcessSpawner, so it runs here and in CI, as root) are stored with the hub's peer
+credentials as `__origin__`.
+
 CI installs jupyterhub (the test extra) and configurable-http-proxy (npm, in .ci/run), so these
 run there; elsewhere they are skipped, with the reason, when either is missing.
 """
@@ -16,17 +21,29 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from daemon_process import DaemonProcess, file_sink, records_so_far, wait_for, wait_for_records
+from daemon_process import (
+    DaemonProcess,
+    assert_record_shape,
+    daemon_config,
+    file_sink,
+    parse_record_time,
+    read_records,
+    records_so_far,
+    wait_for,
+    wait_for_records,
+)
 from http_client import http_config, http_port, jupyter_event
-from jupyterhub_process import TELEMETRYD_SCOPE, JupyterHubProcess, missing
+from jupyterhub_process import TELEMETRYD_SCOPE, JupyterHubProcess, missing, spawner_config
 from prometheus_client.parser import text_string_to_metric_families
 
 MISSING = missing()
@@ -40,10 +57,13 @@ pytestmark = [
 HTTP = {"transport": "http", "remote": "127.0.0.1"}
 
 
-def start_hub(workdir: Path) -> JupyterHubProcess:
+SERVER_ACTION = "https://schema.jupyter.org/jupyterhub/events/server-action"
+
+
+def start_hub(workdir: Path, extra_config: str = "") -> JupyterHubProcess:
     if MISSING is not None:  # only under CI, which must run these
         pytest.fail(f"CI runs the live JupyterHub tests, but {MISSING}")
-    return JupyterHubProcess(workdir)
+    return JupyterHubProcess(workdir, extra_config=extra_config)
 
 
 @dataclass
@@ -258,3 +278,41 @@ def test_a_stopped_hub_makes_uncached_tokens_503_with_retry_after(tmp_path: Path
             daemon.stored(path)
             for path in ("down/uncached-0", "down/uncached-1", "down/after-reload")
         )
+
+
+def test_the_hubs_server_action_events_reach_telemetryd_through_the_handler(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "daemon" / "out" / "events.jsonl"
+    rejected = tmp_path / "daemon" / "out" / "rejected.jsonl"
+    (tmp_path / "daemon").mkdir()
+    with DaemonProcess(tmp_path / "daemon", daemon_config(tmp_path / "daemon")) as daemon:
+        handler = f"""
+from telemetryd.client import TelemetrydHandler
+c.EventLogger.handlers = [TelemetrydHandler({str(daemon.socket_path)!r})]
+"""
+        workdir = tmp_path / "hub"
+        with start_hub(workdir, spawner_config(workdir) + handler) as hub:
+            hub.create_user("alice")
+            started = datetime.now(UTC)
+            try:
+                hub.start_server("alice")
+            finally:  # a server that started, even if never ready, is stopped
+                hub.stop_server("alice")
+            actions = wait_for_records(
+                events, lambda r: r["__schema__"] == SERVER_ACTION, count=2, timeout=10
+            )
+            finished = datetime.now(UTC)
+            hub_pid = hub.pid
+        assert daemon.stop() == 0
+
+    assert Counter(r["action"] for r in actions) == {"start": 1, "stop": 1}
+    assert [r["action"] for r in actions] == ["start", "stop"]
+    for record in actions:
+        data = assert_record_shape(record, SERVER_ACTION, hub_pid, version="1")
+        assert data == {"action": record["action"], "username": "alice", "servername": ""}
+        assert started <= parse_record_time(record["__timestamp__"]) <= finished
+    # nothing else was stored (after the daemon stopped, every record is in the file), and
+    # nothing was refused
+    assert read_records(events) == actions
+    assert not rejected.exists() or read_records(rejected) == []
