@@ -118,7 +118,9 @@ class TelemetrydExtension(LoggingConfigurable):
         self.handler: TelemetrydHandler | None = None
         self.event_logger: EventLogger | None = None
         self._added_handler = False
+        self._had_emit = False  # the EventLogger's emit was an instance attribute already
         self._original_emit: Callable[..., Any] | None = None
+        self._fast_emit: Callable[..., Any] | None = None
 
     def attach(self, event_logger: EventLogger) -> TelemetrydHandler:
         """Gives `event_logger` a handler for `socket_path` (or finds the one it has),
@@ -142,7 +144,9 @@ class TelemetrydExtension(LoggingConfigurable):
         self.handler = handler
         registered = self._register_schemas(event_logger)
         if not self.validate_in_process:
+            self._had_emit = "emit" in vars(event_logger)
             self._original_emit = install_fast_emit(event_logger, handler)
+            self._fast_emit = vars(event_logger)["emit"]
         self.log.info(
             "telemetryd: sending events to %s (%s handler; %s; telemetryd schemas registered: %d)",
             handler.client.path,
@@ -174,10 +178,14 @@ class TelemetrydExtension(LoggingConfigurable):
         event_logger, handler = self.event_logger, self.handler
         if event_logger is None or handler is None:
             return True
-        if self._original_emit is not None:
-            if event_logger.__dict__.get("emit") is not None:
+        if self._original_emit is not None and vars(event_logger).get("emit") is self._fast_emit:
+            # (Left alone if something replaced it since: that holds the fast path as its
+            # original, and taking it away from under it would undo that too.)
+            if self._had_emit:
+                event_logger.emit = self._original_emit  # type: ignore[method-assign]
+            else:
                 del event_logger.emit
-            self._original_emit = None
+        self._original_emit = self._fast_emit = None
         flushed = True
         if self._added_handler:
             event_logger.remove_handler(handler)

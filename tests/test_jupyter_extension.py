@@ -397,7 +397,7 @@ def attach(daemon: Daemon) -> Iterator[Callable[[], Attached]]:
     Called in the test, not at setup: pytest attaches its log capture handlers to every
     non-propagating logger that exists when a test phase starts, jupyter_events' included,
     and another handler there rightly turns the fast path off."""
-    made: list[TelemetrydExtension] = []
+    made: list[tuple[EventLogger, Callable[..., Any], TelemetrydExtension]] = []
 
     def attach() -> Attached:
         logger = _event_logger()
@@ -410,12 +410,15 @@ def attach(daemon: Daemon) -> Iterator[Callable[[], Attached]]:
 
         logger.emit = counted  # type: ignore[method-assign]
         extension = _load_jupyter_server_extension(FakeServerApp(logger, socket_path=daemon.socket))
-        made.append(extension)
+        assert vars(logger)["emit"] is not counted
+        made.append((logger, counted, extension))
         return logger, extension, slow_calls
 
     yield attach
-    for extension in made:
+    for logger, counted, extension in made:
         assert extension.detach(10)
+        assert vars(logger)["emit"] is counted  # what was there before
+        assert logger.handlers == []
 
 
 def test_fast_path_sends_the_event_with_the_returned_capsules_time(
@@ -584,6 +587,8 @@ def test_a_configured_handler_for_the_socket_is_used_not_doubled(
     finally:
         second.detach()
         first.detach()
+        assert "emit" not in vars(logger)
+        assert logger.handlers == [configured, other]  # not theirs to remove
         configured.close()
         other.client.close(0)
         other.close()
