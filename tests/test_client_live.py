@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from telemetryd.client import AsyncClient, Client
 from daemon_process import (
     CONTENTS,
     DaemonProcess,
@@ -30,6 +28,8 @@ from daemon_process import (
     records_so_far,
     wait_for,
 )
+
+from telemetryd.client import AsyncClient, Client
 
 KERNEL = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
