@@ -16,6 +16,7 @@ Scenarios (see benchmarks.scenarios):
     client_emit            telemetryd.client.Client.emit, each call timed in the caller's thread
                            (against jupyter_events' EventLogger.emit, timed the same way)
     jupyter_events_handler EventLogger.emit with a TelemetrydHandler as its only handler
+    jupyter_server_fast    EventLogger.emit with the Jupyter Server extension's fast path
 
 Every scenario counts the records that reached its output file; a run that loses (or
 duplicates) events is FAILED, never fast. `--quick` is the CI smoke test: it checks counts,

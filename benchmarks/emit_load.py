@@ -4,6 +4,9 @@ caller's thread: what an application pays per event.
     client                 telemetryd.client.Client.emit
     jupyter_events_handler jupyter_events' EventLogger.emit with a TelemetrydHandler as its
                            only handler (jupyter_events still validates in-process)
+    jupyter_server_fast    the same EventLogger with the fast path the Jupyter Server
+                           extension installs (telemetryd.jupyter, validate_in_process=False):
+                           what a Jupyter Server's own emit costs with the extension
 
 Each reports a LoadReport (benchmarks.load) whose `latencies_ns` are the emit calls' times; its
 `closed` is when the client's flush returned, i.e. when the daemon had acknowledged every event.
@@ -22,7 +25,7 @@ from typing import Any
 from benchmarks.events import SCHEMA_ID, SCHEMA_PATH, SCHEMA_VERSION, event_data
 from benchmarks.load import LoadGroup, LoadReport, ReadyFn, cpu_seconds_self, max_rss_bytes_self
 
-KINDS = ("client", "jupyter_events_handler")
+KINDS = ("client", "jupyter_events_handler", "jupyter_server_fast")
 FLUSH_TIMEOUT_SECS = 600.0
 
 
@@ -38,11 +41,16 @@ def emit_load(ready: ReadyFn, socket_path: str, start: int, count: int, kind: st
     call: Callable[[dict[str, Any]], object] | None = None
     if kind == "client":
         pass  # timed without a wrapper, below
-    elif kind == "jupyter_events_handler":
+    elif kind in ("jupyter_events_handler", "jupyter_server_fast"):
         from jupyter_events import EventLogger
 
-        logger = EventLogger(handlers=[TelemetrydHandler(client=client)])
+        handler = TelemetrydHandler(client=client)
+        logger = EventLogger(handlers=[handler])
         logger.register_event_schema(SCHEMA_PATH)
+        if kind == "jupyter_server_fast":
+            from telemetryd.jupyter import install_fast_emit
+
+            install_fast_emit(logger, handler)
         log_emit = logger.emit
 
         def call(data: dict[str, Any]) -> object:

@@ -174,6 +174,8 @@ def run_client_emit(
         "client": "telemetryd.client.Client.emit calls",
         "jupyter_events_handler": "jupyter_events EventLogger.emit calls with a "
         "TelemetrydHandler as the only handler",
+        "jupyter_server_fast": "jupyter_events EventLogger.emit calls with the Jupyter Server "
+        "extension's fast path (validate_in_process = False)",
     }[kind]
     result = ScenarioResult(
         name,
