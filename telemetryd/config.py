@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from telemetryd.plugins import UnknownSinkType, load_sink_class
+from telemetryd.plugins import SinkUnavailable, UnknownSinkType, load_sink_class
 from telemetryd.settings_types import FileMode
 from telemetryd.sinks.base import SinkSettings
 
@@ -367,7 +367,7 @@ def _sink_settings(
         return None, [(f"{key}.type", 'missing: every sink needs a type, such as "file"')]
     try:
         cls = load_sink_class(sink_type)
-    except UnknownSinkType as e:
+    except (UnknownSinkType, SinkUnavailable) as e:
         return None, [(f"{key}.type", str(e))]
     try:
         return cls.settings_model.model_validate(table), []

@@ -23,9 +23,25 @@ def sink_types() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+#: The extra that installs each shipped sink's client library.
+SINK_EXTRAS = {"nats": "nats", "redis": "redis", "postgres": "postgres"}
+
+
+class SinkUnavailable(ImportError):
+    """A sink plugin whose module (or a library it needs) cannot be imported."""
+
+
 def load_sink_class(name: str) -> type[Sink]:
     for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
-        cls = ep.load()
+        try:
+            cls = ep.load()
+        except ModuleNotFoundError as e:
+            extra = SINK_EXTRAS.get(name)
+            hint = f": pip install 'telemetryd[{extra}]'" if extra else ""
+            raise SinkUnavailable(
+                f"sink type {name!r} needs the Python package {e.name!r}, which is not "
+                f"installed{hint}"
+            ) from e
         if not (isinstance(cls, type) and issubclass(cls, Sink)):
             raise TypeError(f"sink plugin {name!r} ({ep.value}) is not a telemetryd Sink class")
         return cls
