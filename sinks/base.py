@@ -51,6 +51,16 @@ class SinkSettings(BaseModel):
     )
 
 
+class RetryLater(Exception):
+    """Raised by write_batch when the destination asked to be retried later (HTTP 429 or 503
+    with Retry-After, a server's own backpressure): the worker waits at least
+    `retry_after_secs` before the next attempt, instead of its backoff if that is shorter."""
+
+    def __init__(self, message: str, retry_after_secs: float) -> None:
+        super().__init__(message)
+        self.retry_after_secs = max(0.0, retry_after_secs)
+
+
 @dataclass(frozen=True)
 class SinkHealth:
     healthy: bool

@@ -16,7 +16,7 @@ import anyio
 from telemetryd.latency import BATCH_SIZE_BUCKETS, Histogram, LatencyHistogram
 from telemetryd.record import Record
 from telemetryd.sink_queue import SinkQueue
-from telemetryd.sinks.base import Sink, SinkHealth
+from telemetryd.sinks.base import RetryLater, Sink, SinkHealth
 from telemetryd.stats import ComponentStats
 
 log = logging.getLogger("telemetryd.sink")
@@ -78,6 +78,8 @@ class SinkWorker:
                 self.stats.errors[type(e).__name__] += 1
                 self.retries += 1
                 pause = random.uniform(0, delay)  # full jitter: spreads retries of many daemons
+                if isinstance(e, RetryLater):  # the destination said when: never sooner
+                    pause = max(pause, min(e.retry_after_secs, settings.retry_max_secs))
                 log.warning(
                     "sink write failed; retrying",
                     extra={
