@@ -1,0 +1,318 @@
+"""The http sink in-process against a real HTTP server on loopback: what it sends, and what it
+does with each kind of answer (the daemon-level tests are in test_sink_http.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from webhook_receiver import Answer, WebhookReceiver
+
+from telemetryd.plugins import load_sink_class
+from telemetryd.record import Record
+from telemetryd.sinks.base import RetryLater
+from telemetryd.sinks.http import (
+    HttpSettings,
+    HttpSink,
+    HttpSinkError,
+    Refused,
+    as_event,
+    retry_after_secs,
+)
+
+TOKEN = "agent-token-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def record(i: int, padding: int = 0) -> Record:
+    payload = (
+        b'{"__timestamp__":"2026-11-22T01:30:21.%06dZ","__schema__":"urn:test",'
+        b'"__schema_version__":"1","__metadata_version__":1,'
+        b'"__origin__":{"transport":"unix","user":"alice","uid":1000},'
+        b'"i":%d,"p":"%s"}' % (i, i, b"x" * padding)
+    )
+    return Record(schema_id="urn:test", version="1", payload=payload, received=0.0)
+
+
+def records(start: int, count: int, padding: int = 0) -> list[Record]:
+    return [record(i, padding) for i in range(start, start + count)]
+
+
+def settings(url: str, **overrides: Any) -> HttpSettings:
+    return HttpSettings.model_validate({"name": "forward", "type": "http", "url": url, **overrides})
+
+
+async def started(url: str, **overrides: Any) -> HttpSink:
+    sink = HttpSink(settings(url, **overrides))
+    await sink.start()
+    return sink
+
+
+def numbers(hook: WebhookReceiver) -> list[int]:
+    return [r["i"] for r in hook.records()]
+
+
+@pytest.fixture
+def hook() -> Any:
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.mark.anyio
+async def test_posts_every_record_as_one_ndjson_line_with_the_headers(
+    hook: WebhookReceiver,
+) -> None:
+    sink = await started(hook.url, auth_token=TOKEN, headers={"X-Tenant": "lab"})
+    await sink.write_batch(records(0, 10))
+    await sink.write_batch(records(10, 5))
+    await sink.close()
+
+    first, second = hook.requests
+    assert first.lines() == [r.payload for r in records(0, 10)]
+    assert second.lines() == [r.payload for r in records(10, 5)]
+    assert first.path == "/hook"
+    assert first.headers["content-type"] == "application/x-ndjson"
+    assert first.headers["authorization"] == f"Bearer {TOKEN}"
+    assert first.headers["x-tenant"] == "lab"
+    assert "content-encoding" not in first.headers
+    assert sink.stats.delivered == 15
+    assert sink.health().healthy
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("padding", [0, 200])  # small bodies on the loop, large in a thread
+async def test_gzip_bodies_decode_to_the_records(
+    hook: WebhookReceiver, tmp_path: Path, padding: int
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {TOKEN}\n")
+    sink = await started(hook.url, gzip=True, auth_token_file=str(token_file))
+    batch = records(0, 500, padding)
+    await sink.write_batch(batch)
+    await sink.close()
+
+    (request,) = hook.requests
+    assert request.headers["content-encoding"] == "gzip"
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert gzip.decompress(request.raw) == request.body
+    assert len(request.raw) < len(request.body) / 3
+    assert request.lines() == [r.payload for r in batch]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [503, 429])
+async def test_retry_after_seconds_is_raised_as_retry_later(
+    hook: WebhookReceiver, status: int
+) -> None:
+    hook.script(Answer(status, {"Retry-After": "7"}, b"busy"))
+    sink = await started(hook.url)
+    with pytest.raises(RetryLater, match=f"{status}") as raised:
+        await sink.write_batch(records(0, 3))
+    assert raised.value.retry_after_secs == 7
+    assert not sink.health().healthy
+    assert "busy" in sink.health().detail
+    await sink.write_batch(records(0, 3))  # the worker's retry
+    assert sink.health().healthy
+    await sink.close()
+    assert numbers(hook) == [0, 1, 2]
+
+
+@pytest.mark.anyio
+async def test_retry_after_as_an_http_date(hook: WebhookReceiver) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=20)
+    hook.script(Answer(503, {"Retry-After": format_datetime(when, usegmt=True)}))
+    sink = await started(hook.url)
+    with pytest.raises(RetryLater) as raised:
+        await sink.write_batch(records(0, 1))
+    assert 17 <= raised.value.retry_after_secs <= 20
+    await sink.close()
+
+
+def test_retry_after_parsing() -> None:
+    now = datetime(2026, 11, 22, 1, 30, tzinfo=UTC)
+    assert retry_after_secs("120", now) == 120
+    assert retry_after_secs(" 1.5 ", now) == 1.5
+    assert retry_after_secs("-3", now) == 0
+    assert retry_after_secs("Sun, 22 Nov 2026 01:31:00 GMT", now) == 60
+    assert retry_after_secs("Sun, 22 Nov 2026 01:29:00 GMT", now) == 0  # already past
+    assert retry_after_secs("soon", now) is None
+    assert retry_after_secs("inf", now) is None
+    assert retry_after_secs(None, now) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [500, 502, 408])
+async def test_server_errors_and_408_are_retried(hook: WebhookReceiver, status: int) -> None:
+    hook.script(Answer(status, body=b"oops"))
+    sink = await started(hook.url)
+    with pytest.raises(HttpSinkError, match=rf"{status}.*oops"):
+        await sink.write_batch(records(0, 2))
+    await sink.write_batch(records(0, 2))
+    await sink.close()
+    assert numbers(hook) == [0, 1]
+
+
+@pytest.mark.anyio
+async def test_a_413_halves_the_batch_until_the_pieces_fit(hook: WebhookReceiver) -> None:
+    hook.responder = lambda body: Answer(413) if body.count(b"\n") > 3 else Answer()
+    sink = await started(hook.url)
+    await sink.write_batch(records(0, 10))
+    await sink.close()
+    assert numbers(hook) == list(range(10))
+    assert all(len(r.lines()) <= 3 for r in hook.delivered())
+
+
+@pytest.mark.anyio
+async def test_a_retry_after_a_split_resends_only_what_was_not_delivered(
+    hook: WebhookReceiver,
+) -> None:
+    # 413 for the whole batch, then its first half lands, then the second half meets a 503.
+    hook.script(Answer(413), Answer(200), Answer(503))
+    sink = await started(hook.url)
+    batch = records(0, 8)
+    with pytest.raises(HttpSinkError, match="503"):
+        await sink.write_batch(batch)
+    await sink.write_batch(batch)  # the worker hands the same batch back
+    await sink.write_batch(records(8, 2))  # a new batch starts from its beginning
+    await sink.close()
+    assert numbers(hook) == list(range(10))
+
+
+@pytest.mark.anyio
+async def test_a_refused_batch_without_dead_letter_path_is_kept_and_retried(
+    hook: WebhookReceiver,
+) -> None:
+    hook.script(Answer(400, body=b"bad payload"), Answer(422))
+    sink = await started(hook.url)
+    with pytest.raises(Refused, match=r"400.*bad payload.*dead_letter_path"):
+        await sink.write_batch(records(0, 2))
+    with pytest.raises(Refused, match="422"):
+        await sink.write_batch(records(0, 2))
+    assert "dead_letter_path" in sink.health().detail
+    await sink.write_batch(records(0, 2))
+    await sink.close()
+    assert numbers(hook) == [0, 1]
+
+
+@pytest.mark.anyio
+async def test_a_refused_batch_goes_to_dead_letter_path_and_the_sink_moves_on(
+    hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    dead = tmp_path / "refused" / "http.jsonl"
+    hook.responder = lambda body: Answer(413) if b'"i":3,' in body else Answer()
+    sink = await started(hook.url, dead_letter_path=str(dead))
+    await sink.write_batch(records(0, 6))  # record 3 alone is still too large
+    hook.script(Answer(400, body=b"no"))
+    await sink.write_batch(records(6, 2))
+    await sink.write_batch(records(8, 2))
+    await sink.close()
+
+    assert numbers(hook) == [0, 1, 2, 4, 5, 8, 9]
+    stored = [json.loads(line)["i"] for line in dead.read_bytes().splitlines()]
+    assert stored == [3, 6, 7]
+    assert sink.stats.dead_lettered == 3
+    health = sink.health()
+    assert health.healthy
+    assert str(dead) in health.detail
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_wrong_token_or_url_is_retried_never_dead_lettered(
+    hook: WebhookReceiver, tmp_path: Path, status: int
+) -> None:
+    dead = tmp_path / "refused.jsonl"
+    hook.script(Answer(status))
+    sink = await started(hook.url, dead_letter_path=str(dead))
+    with pytest.raises(HttpSinkError, match=rf"{status}.*check url and auth_token"):
+        await sink.write_batch(records(0, 2))
+    await sink.write_batch(records(0, 2))
+    await sink.close()
+    assert dead.read_bytes() == b""
+    assert numbers(hook) == [0, 1]
+
+
+@pytest.mark.anyio
+async def test_no_server_is_an_error_naming_the_url() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{free.getsockname()[1]}/hook"
+    sink = await started(url, connect_timeout_secs=2)
+    with pytest.raises(HttpSinkError, match="ConnectError"):
+        await sink.write_batch(records(0, 1))
+    health = sink.health()
+    assert not health.healthy
+    assert url in health.detail
+    await sink.close()
+
+
+def test_a_record_turns_back_into_its_event() -> None:
+    event = json.loads(as_event(record(7)))
+    assert event == {
+        "schema_id": "urn:test",
+        "version": "1",
+        "data": {"i": 7, "p": ""},
+        "timestamp": "2026-11-22T01:30:21.000007Z",
+    }
+
+
+@pytest.mark.anyio
+async def test_events_format_posts_events(hook: WebhookReceiver) -> None:
+    sink = await started(hook.url, format="events")
+    await sink.write_batch(records(0, 3))
+    await sink.close()
+    assert [json.loads(line) for line in hook.requests[0].lines()] == [
+        json.loads(as_event(r)) for r in records(0, 3)
+    ]
+
+
+def test_settings_defaults() -> None:
+    s = settings("https://collector.example.org/api/events/batch")
+    assert s.format == "records"
+    assert s.headers == {}
+    assert s.auth_token is None
+    assert s.gzip is False
+    assert s.timeout_secs == 30
+    assert s.connect_timeout_secs == 5
+    assert s.dead_letter_path is None
+    assert TOKEN not in repr(settings("http://h/", auth_token=TOKEN))
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"url": "ftp://h/x"}, "http:// or https://"),
+        ({"url": "http:///x"}, "with a host"),
+        ({"format": "json"}, "format"),
+        ({"headers": {"Content-Type": "text/plain"}}, "sets Content-Type itself"),
+        ({"headers": {"bad name": "x"}}, "not a valid header name"),
+        ({"headers": {"X-A": "a\r\nX-B: b"}}, "line break"),
+        ({"auth_token": "a", "auth_token_file": "f"}, "not both"),
+        ({"auth_token": "a", "headers": {"Authorization": "x"}}, "exclude each other"),
+        ({"gzip": True, "format": "events"}, "does not accept Content-Encoding"),
+        ({"timeout_secs": 0}, "timeout_secs"),
+        ({"timeout": 5}, "timeout"),
+    ],
+)
+def test_settings_reject_bad_values_clearly(bad: dict[str, Any], message: str) -> None:
+    values = {"url": "http://127.0.0.1:1/hook"} | bad
+    with pytest.raises(ValidationError, match=message):
+        settings(**values)
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_token_file_fails_start_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-token"
+    sink = HttpSink(settings("http://127.0.0.1:1/", auth_token_file=str(missing)))
+    with pytest.raises(OSError, match="auth_token_file"):
+        await sink.start()
+
+
+def test_entry_point_loads_the_http_sink() -> None:
+    assert load_sink_class("http") is HttpSink
