@@ -32,7 +32,28 @@ class SinkSettings(BaseModel):
         description="What to do when the queue is full: push back on ingestion (block), "
         "drop the incoming event (drop_newest) or evict the oldest queued one (drop_oldest).",
     )
-    buffer: Literal["memory"] = Field("memory", description="Where queued events are kept.")
+    buffer: Literal["memory", "disk"] = Field(
+        "memory",
+        description="Where queued events are kept: in memory (lost if the daemon crashes) or "
+        "on disk (a segmented, checksummed log that survives a crash and a restart).",
+    )
+    buffer_path: str | None = Field(
+        None,
+        description='The disk buffer\'s directory; default "var/buffer/<sink name>" (relative '
+        "to the daemon's working directory, as other relative paths).",
+    )
+    buffer_max_bytes: int = Field(
+        1 << 30, gt=0, description="The disk buffer's limit: undelivered records, in bytes."
+    )
+    buffer_segment_bytes: int = Field(
+        16 << 20, gt=0, description="Size at which the disk buffer starts a new segment file."
+    )
+    buffer_fsync: Literal["batch", "never"] = Field(
+        "batch",
+        description="batch: fsync each write before the events are acknowledged (survives a "
+        "power loss); never: leave it to the OS (survives a crash of the daemon, not of the "
+        "machine).",
+    )
     queue_max_events: int = Field(100_000, gt=0, description="Queue limit, in events.")
     queue_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Queue limit, in bytes.")
     batch_max_events: int = Field(1_000, gt=0, description="Most events handed over at once.")

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import DROP_SHUTDOWN, SinkQueue
+from telemetryd.sink_queue import DROP_SHUTDOWN, EventQueue
 from telemetryd.subscribers import SubscriberHub
 
 
 @dataclass(frozen=True)
 class Route:
     name: str
-    queue: SinkQueue
+    queue: EventQueue
     filter: RouteFilter
 
 

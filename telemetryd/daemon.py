@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +25,7 @@ from anyio.abc import TaskStatus
 from telemetryd import __version__
 from telemetryd.bus import Bus, Route
 from telemetryd.config import Config, ConfigError, load_config
+from telemetryd.disk_queue import DiskQueue
 from telemetryd.http_api import HttpApi
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import make_registry
@@ -32,7 +34,7 @@ from telemetryd.record import Record
 from telemetryd.registry import SchemaLoadError, SchemaRegistry
 from telemetryd.rejections import Rejection, dead_letter_record
 from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed, SinkQueue
+from telemetryd.sink_queue import DROP_SHUTDOWN, EventQueue, QueueClosed, SinkQueue
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sinks.base import Sink, SinkSettings
 from telemetryd.sources.http import HttpSource
@@ -56,9 +58,20 @@ def load_registry(config: Config) -> SchemaRegistry:
 def _worker(settings: SinkSettings) -> SinkWorker:
     sink: Sink = load_sink_class(settings.type)(settings)
     stats = ComponentStats("sink", settings.name)
-    queue = SinkQueue(
-        settings.queue_max_events, settings.queue_max_bytes, settings.when_full, stats
-    )
+    queue: EventQueue
+    if settings.buffer == "disk":
+        queue = DiskQueue(
+            Path(settings.buffer_path or f"var/buffer/{settings.name}"),
+            max_bytes=settings.buffer_max_bytes,
+            segment_bytes=settings.buffer_segment_bytes,
+            fsync=settings.buffer_fsync,
+            when_full=settings.when_full,
+            stats=stats,
+        )
+    else:
+        queue = SinkQueue(
+            settings.queue_max_events, settings.queue_max_bytes, settings.when_full, stats
+        )
     return SinkWorker(sink, queue, stats)
 
 
@@ -284,6 +297,7 @@ class Daemon:
                 await worker.sink.close()
             except Exception:
                 log.exception("sink failed to close", extra={"fields": {"sink": worker.name}})
+            worker.queue.shutdown()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -353,7 +367,11 @@ def run(config: Config) -> int:
             "refusing to start: bad schemas", extra={"fields": {"problems": str(e).splitlines()}}
         )
         return 2
-    daemon = Daemon(config, registry)
+    try:
+        daemon = Daemon(config, registry)  # opens the disk buffers, which lock their directory
+    except OSError as e:
+        log.error("refusing to start", extra={"fields": {"error": str(e)}})
+        return 1
     try:
         anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
     except (StartupError, OSError) as e:

@@ -599,7 +599,10 @@ class HttpApi:
             health = worker.health()
             queue = worker.queue.statistics()
             queued = queue.queued_events + queue.inflight_events
-            below = queued < READY_QUEUE_FRACTION * queue.max_events
+            # A disk buffer has no limit in events (max_events 0): its bytes decide.
+            below = (
+                queue.max_events == 0 or queued < READY_QUEUE_FRACTION * queue.max_events
+            ) and queue.queued_bytes < READY_QUEUE_FRACTION * queue.max_bytes
             sinks.append(
                 {
                     "name": worker.name,
@@ -618,7 +621,7 @@ class HttpApi:
                 503,
                 "not_ready",
                 f"sinks not ready (unhealthy, or queue at {READY_QUEUE_FRACTION:.0%} or more "
-                f"of queue_max_events): {', '.join(waiting)}",
+                f"of its limit in events or bytes): {', '.join(waiting)}",
                 sinks=sinks,
             )
         return json_response(200, {"status": "ready", "sinks": sinks})

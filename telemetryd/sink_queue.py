@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import Protocol
 
 import anyio
 
@@ -39,6 +40,41 @@ class QueueStatistics:
     max_events: int
     max_bytes: int
     waiting_putters: int
+
+
+class EventQueue(Protocol):
+    """What the bus, the sink worker and the daemon need of a sink's queue: SinkQueue (memory)
+    and telemetryd.disk_queue.DiskQueue (disk) both provide it."""
+
+    max_events: int  # 0: no limit in events
+    max_bytes: int
+    when_full: WhenFull
+    stats: ComponentStats
+
+    async def put_many(
+        self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN
+    ) -> None: ...
+
+    def count_lost(self, count: int, reason: str = DROP_SHUTDOWN) -> None: ...
+
+    async def take(
+        self, max_events: int, max_bytes: int, max_delay_secs: float
+    ) -> list[Record]: ...
+
+    def commit(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abandon(self, reason: str = DROP_SHUTDOWN) -> int: ...
+
+    def shutdown(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def statistics(self) -> QueueStatistics: ...
 
 
 class SinkQueue:
@@ -218,6 +254,9 @@ class SinkQueue:
             self.stats.dropped[reason] += lost
         self._wake(room=True)
         return lost
+
+    def shutdown(self) -> None:
+        """Nothing to release: the memory goes with the queue."""
 
     # -- state -------------------------------------------------------------------------------
 

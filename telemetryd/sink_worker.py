@@ -15,7 +15,7 @@ import anyio
 
 from telemetryd.latency import BATCH_SIZE_BUCKETS, Histogram, LatencyHistogram
 from telemetryd.record import Record
-from telemetryd.sink_queue import SinkQueue
+from telemetryd.sink_queue import EventQueue
 from telemetryd.sinks.base import RetryLater, Sink, SinkHealth
 from telemetryd.stats import ComponentStats
 
@@ -23,7 +23,7 @@ log = logging.getLogger("telemetryd.sink")
 
 
 class SinkWorker:
-    def __init__(self, sink: Sink, queue: SinkQueue, stats: ComponentStats) -> None:
+    def __init__(self, sink: Sink, queue: EventQueue, stats: ComponentStats) -> None:
         self.sink = sink
         self.queue = queue
         self.stats = stats

@@ -1,0 +1,308 @@
+"""A sink's queue kept on disk (`buffer = "disk"`): the SinkQueue contract over a DiskLog.
+
+Every record put is appended to the sink's log before `put_many` returns, and (with
+`buffer_fsync = "batch"`, the default) fsynced: an event a source acknowledges is on disk for
+every sink with a disk buffer. The worker takes batches read back from the log, and a commit
+moves the log's cursor past them, so after a crash or a SIGKILL the daemon delivers, from the
+cursor on, everything not yet delivered: at least once (a batch in flight at the crash is
+delivered again).
+
+Bounded by `buffer_max_bytes` of undelivered records on disk; beyond it `when_full` applies as
+for a memory queue (block, drop_newest, drop_oldest). Memory holds only the batch in flight.
+At shutdown nothing is abandoned: what was not delivered stays on disk for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import anyio
+
+from telemetryd.disk_log import DiskLog, Frame, Position, encode_frame
+from telemetryd.record import Record
+from telemetryd.sink_queue import (
+    DROP_EVICTED,
+    DROP_QUEUE_FULL,
+    DROP_SHUTDOWN,
+    QueueClosed,
+    QueueStatistics,
+)
+from telemetryd.sinks.base import WhenFull
+from telemetryd.stats import ComponentStats
+
+log = logging.getLogger("telemetryd.disk_buffer")
+
+DROP_DAMAGED = "disk_damaged"
+Fsync = Literal["batch", "never"]
+
+
+class DiskQueue:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        segment_bytes: int,
+        fsync: Fsync,
+        when_full: WhenFull,
+        stats: ComponentStats,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.max_events = 0  # no limit in events: bytes on disk bound it
+        self.when_full = when_full
+        self.fsync = fsync
+        self.stats = stats
+        self.log = DiskLog(directory, segment_bytes)
+        self._events = 0  # undelivered, in flight included
+        self._bytes = 0
+        self._read = self.log.cursor  # where the next take() reads
+        self._inflight: tuple[int, int] | None = None  # (events, bytes) taken, not committed
+        self._closed = False
+        self._room: anyio.Event | None = None
+        self._ready: anyio.Event | None = None
+        self._waiting_putters = 0
+        self.recovered = self._recover()
+
+    def _recover(self) -> int:
+        """Counts what the log holds after the cursor; cuts a torn tail. Blocking, at start."""
+        cut = self.log.truncate_torn_tail()
+        events = size = damaged = 0
+        for frames, skipped in self.log.scan(self.log.cursor):
+            events += len(frames)
+            size += sum(f.size for f in frames)
+            damaged += skipped
+        self._events, self._bytes = events, size
+        self.stats.received += events  # received = sent + dropped + queued holds across starts
+        if cut or damaged:
+            self.stats.errors["disk_damaged_bytes"] += cut + damaged
+            log.error(
+                "disk buffer damaged; skipped what does not check",
+                extra={
+                    "fields": {
+                        "buffer": str(self.directory),
+                        "torn_tail_bytes": cut,
+                        "damaged_bytes": damaged,
+                    }
+                },
+            )
+        if events:
+            log.info(
+                "disk buffer recovered",
+                extra={"fields": {"buffer": str(self.directory), "events": events, "bytes": size}},
+            )
+        return events
+
+    # -- producers ---------------------------------------------------------------------------
+
+    async def put_many(
+        self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN
+    ) -> None:
+        if self._closed:
+            self.count_lost(len(records))
+            raise QueueClosed
+        frames = [encode_frame(r.schema_id, r.version, r.payload) for r in records]
+        if self.when_full == "block":
+            start = 0
+            try:
+                while start < len(frames):
+                    end = self._fits(frames, start)
+                    if end == start:
+                        self._wake(ready=True)
+                        self._waiting_putters += 1
+                        try:
+                            await self._wait("_room")
+                        finally:
+                            self._waiting_putters -= 1
+                        if self._closed:
+                            raise QueueClosed
+                        continue
+                    await self._append(frames[start:end])
+                    start = end
+            except BaseException:
+                self.count_lost(len(frames) - start, lost_reason)
+                raise
+        else:
+            if self.when_full == "drop_oldest":
+                self._evict_for(sum(map(len, frames)))
+            end = self._fits(frames, 0)
+            if end < len(frames):
+                self.stats.received += len(frames) - end
+                self.stats.dropped[DROP_QUEUE_FULL] += len(frames) - end
+            if end:
+                await self._append(frames[:end])
+        self._wake(ready=True)
+
+    def _fits(self, frames: Sequence[bytes], start: int) -> int:
+        total = self._bytes
+        end = start
+        while end < len(frames):
+            size = len(frames[end])
+            if total + size > self.max_bytes and not (total == 0 and end == start):
+                break
+            total += size
+            end += 1
+        return end
+
+    async def _append(self, frames: Sequence[bytes]) -> None:
+        data = b"".join(frames)
+        self.log.append(data)
+        self._events += len(frames)
+        self._bytes += len(data)
+        self.stats.received += len(frames)
+        if self.fsync == "batch":
+            # Off the event loop: an fsync takes milliseconds. The put (and so the source's
+            # acknowledgement) waits for it: an acknowledged event is on the disk.
+            await anyio.to_thread.run_sync(self.log.fsync)
+
+    def _evict_for(self, size: int) -> None:
+        """drop_oldest: skips the oldest undelivered records (not the batch in flight) until
+        `size` more bytes fit."""
+        evicted = 0
+        while self._bytes + size > self.max_bytes and self._read < self.log.end:
+            start = self._read
+            frames, after, skipped = self.log.read(start, 64 << 10)
+            if skipped:
+                self._damaged(skipped)
+            if not frames:
+                if after == start:
+                    break
+                self._read = after
+                continue
+            for frame in frames:
+                self._events -= 1
+                self._bytes -= frame.size
+                evicted += 1
+                self._read = self.log.frame_end(frame)
+                if self._bytes + size <= self.max_bytes:
+                    break
+            else:
+                self._read = after
+        if evicted:
+            self.stats.dropped[DROP_EVICTED] += evicted
+            if self._inflight is None:
+                self.log.commit(self._read)
+
+    def count_lost(self, count: int, reason: str = DROP_SHUTDOWN) -> None:
+        if count:
+            self.stats.received += count
+            self.stats.dropped[reason] += count
+
+    # -- the worker --------------------------------------------------------------------------
+
+    async def take(self, max_events: int, max_bytes: int, max_delay_secs: float) -> list[Record]:
+        if self._inflight is not None:
+            raise RuntimeError("commit() the batch taken before taking another")
+        while self._events == 0:
+            if self._closed:
+                return []
+            await self._wait("_ready")
+        if self._events < max_events and max_delay_secs > 0 and not self._closed:
+            with anyio.move_on_after(max_delay_secs):
+                while self._events < max_events and not self._closed and not self._waiting_putters:
+                    await self._wait("_ready")
+        frames, after = self._read_batch(max_events, max_bytes)
+        self._read = after
+        now = time.monotonic()
+        batch = [Record(f.schema_id, f.version, f.payload, now) for f in frames]
+        self._inflight = (len(frames), sum(f.size for f in frames))
+        return batch
+
+    def _read_batch(self, max_events: int, max_bytes: int) -> tuple[list[Frame], Position]:
+        frames: list[Frame] = []
+        size = 0
+        position = self._read
+        while len(frames) < max_events and size < max_bytes and position < self.log.end:
+            got, after, skipped = self.log.read(position, max(1, max_bytes - size))
+            if skipped:
+                self._damaged(skipped)
+            if not got:
+                if after == position:
+                    break
+                position = after  # past damage, or into the next segment
+                continue
+            room = max_events - len(frames)
+            if len(got) > room:  # read a little further than wanted: stop after `room`
+                got = got[:room]
+                after = self.log.frame_end(got[-1])
+            frames.extend(got)
+            size += sum(f.size for f in got)
+            position = after
+        return frames, position
+
+    def _damaged(self, skipped: int) -> None:
+        self.stats.errors["disk_damaged_bytes"] += skipped
+        log.error(
+            "disk buffer damaged; skipped what does not check",
+            extra={"fields": {"buffer": str(self.directory), "damaged_bytes": skipped}},
+        )
+
+    def commit(self) -> None:
+        if self._inflight is None:
+            return
+        events, size = self._inflight
+        self._inflight = None
+        self.stats.sent += events
+        self._events -= events
+        self._bytes -= size
+        if self._events <= 0:
+            self._events = self._bytes = 0
+        self.log.commit(self._read)
+        self._wake(room=True)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake(ready=True, room=True)
+
+    def abandon(self, reason: str = DROP_SHUTDOWN) -> int:
+        """Shutdown timeout: nothing is dropped, the rest waits on disk for the next start."""
+        left = self._events
+        if left:
+            log.warning(
+                "disk buffer keeps undelivered events for the next start",
+                extra={"fields": {"buffer": str(self.directory), "events": left}},
+            )
+        self._wake(room=True)
+        return 0
+
+    def shutdown(self) -> None:
+        self.log.close()
+
+    # -- state -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._events
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> QueueStatistics:
+        inflight_events, inflight_bytes = self._inflight or (0, 0)
+        return QueueStatistics(
+            queued_events=self._events - inflight_events,
+            queued_bytes=self._bytes - inflight_bytes,
+            inflight_events=inflight_events,
+            max_events=self.max_events,
+            max_bytes=self.max_bytes,
+            waiting_putters=self._waiting_putters,
+        )
+
+    async def _wait(self, name: str) -> None:
+        event: anyio.Event | None = getattr(self, name)
+        if event is None:
+            event = anyio.Event()
+            setattr(self, name, event)
+        await event.wait()
+
+    def _wake(self, *, ready: bool = False, room: bool = False) -> None:
+        if ready and self._ready is not None:
+            self._ready.set()
+            self._ready = None
+        if room and self._room is not None:
+            self._room.set()
+            self._room = None
