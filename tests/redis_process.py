@@ -1,0 +1,210 @@
+"""Real redis-server processes for the Redis sink's tests: one node, or a cluster of six.
+
+Every server listens on loopback on a free port, keeps its files in a temporary folder and is
+killed when its context ends, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+from redis.cluster import RedisCluster
+
+
+def redis_binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not on PATH (.ci/run installs redis-server)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """`with RedisServer(folder) as server:` a redis-server on 127.0.0.1:`server.port`.
+
+    `extra` are more command-line options, e.g. ["--requirepass", "secret"]. The port and
+    folder stay the same across stop() and start(), so a persistent server comes back with
+    its data."""
+
+    def __init__(self, folder: Path, extra: list[str] | None = None, port: int = 0) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.extra = extra or []
+        self.log_path = folder / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            redis_binary("redis-server"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.folder),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(self.log_path),
+            *self.extra,  # later options win: a test may turn appendonly on
+        ]
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            if self._answers():
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server not answering after {timeout}s:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                reply = sock.recv(64)
+        except OSError:
+            return False
+        # -NOAUTH (a password is set) also means it is up; -LOADING means not yet.
+        return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed that was not already."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    def client(self, password: str | None = None) -> redis.Redis:
+        return redis.Redis(port=self.port, password=password, socket_timeout=10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> RedisServer:
+        try:
+            self.start()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+
+class RedisClusterProcesses:
+    """Six cluster-enabled redis-servers joined by `redis-cli --cluster create` into three
+    masters with one replica each; `with` waits until every node says cluster_state:ok."""
+
+    NODES = 6
+
+    def __init__(self, folder: Path) -> None:
+        self.nodes = [
+            RedisServer(
+                folder / f"node{i}",
+                extra=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(folder / f"node{i}" / "nodes.conf"),
+                    "--cluster-port",
+                    str(free_port()),  # the bus port, not port + 10000, which may be taken
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--repl-diskless-sync-delay",
+                    "0",  # replicas in sync at once, not after 5 s
+                ],
+            )
+            for i in range(self.NODES)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [
+                redis_binary("redis-cli"),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while not all(self._node_ok(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ok after {timeout}s")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _node_ok(node: RedisServer) -> bool:
+        with node.client() as client:
+            info = client.execute_command("CLUSTER INFO")
+        return bool(info.get("cluster_state") == "ok")
+
+    def client(self) -> RedisCluster:
+        return RedisCluster(host="127.0.0.1", port=self.ports[0], socket_timeout=10)
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def __enter__(self) -> RedisClusterProcesses:
+        try:
+            self.start()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
