@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from telemetryd.record import Record
+from telemetryd.routing import Rule
 
 WhenFull = Literal["block", "drop_newest", "drop_oldest"]
 
@@ -63,12 +64,14 @@ class SinkSettings(BaseModel):
     )
     retry_initial_secs: float = Field(0.1, gt=0, description="First retry delay after a failure.")
     retry_max_secs: float = Field(30.0, gt=0, description="Cap of the exponential retry delay.")
-    include: list[str] = Field(
+    include: list[Rule] = Field(
         default_factory=list,
-        description="Schema id glob patterns this sink receives; empty means every schema.",
+        description="What this sink receives: schema id globs, or {schema, versions} tables; "
+        "empty means every schema.",
     )
-    exclude: list[str] = Field(
-        default_factory=list, description="Schema id glob patterns this sink never receives."
+    exclude: list[Rule] = Field(
+        default_factory=list,
+        description="What this sink never receives: schema id globs, or {schema, versions} tables.",
     )
 
 

@@ -1,4 +1,5 @@
-"""Fan-out: every accepted record goes to the queue of every sink whose routing wants it.
+"""Fan-out: every accepted record goes to the queue of every sink whose routing wants it,
+through that sink's privacy policy (telemetryd.policy).
 
 Sinks are served in a fixed order and a blocking queue makes `publish` wait, which is how a
 `block` sink pushes back on the sources. Records of one publish keep their order in every queue.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from telemetryd.policy import PASS_THROUGH, SinkPolicy
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
 from telemetryd.sink_queue import DROP_SHUTDOWN, EventQueue
@@ -20,6 +22,7 @@ class Route:
     name: str
     queue: EventQueue
     filter: RouteFilter
+    policy: SinkPolicy = PASS_THROUGH  # the sink's privacy policy (telemetryd.policy)
 
 
 class Bus:
@@ -35,6 +38,8 @@ class Bus:
         wanting queue are counted as that sink's drops with `lost_reason`."""
         for index, route in enumerate(self.routes):
             selected = route.filter.select(records)
+            if selected and route.policy is not PASS_THROUGH:
+                selected = route.policy.apply(selected)
             if not selected:
                 continue
             try:
