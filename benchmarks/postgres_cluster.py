@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 SERVER_USER = "postgres"  # the system account the server runs as when we are root
 SUPERUSER = "postgres"  # the cluster's superuser role (trust on loopback)
@@ -94,7 +95,7 @@ class PostgresCluster:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> PostgresCluster:
+    def __enter__(self) -> Self:
         try:
             self.init()
             self.start()
