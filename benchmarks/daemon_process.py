@@ -71,6 +71,9 @@ class DaemonConfig:
     http_enqueue_timeout_secs: float = 60.0
     #: `sha256:<hex>` of the one token of `[auth] required = true`; "" leaves auth off.
     token_hash: str = ""
+    #: The archive sink's buffer: "memory", or "disk" (in the scenario's folder).
+    buffer: str = "memory"
+    buffer_fsync: str = "batch"
 
     def render(self, folder: Path) -> str:
         server: dict[str, object] = {
@@ -104,6 +107,15 @@ class DaemonConfig:
                         "fsync": self.sink_fsync,
                         "batch_max_events": self.batch_max_events,
                         "when_full": "block",
+                        **(
+                            {
+                                "buffer": "disk",
+                                "buffer_path": folder / "buffer" / "archive",
+                                "buffer_fsync": self.buffer_fsync,
+                            }
+                            if self.buffer == "disk"
+                            else {}
+                        ),
                     },
                 ),
                 _table(

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from benchmarks.daemon_process import DaemonConfig
 from benchmarks.events import REPO_ROOT
 from benchmarks.scenarios import (
     HttpLoadShape,
@@ -35,6 +36,7 @@ from benchmarks.scenarios import (
 SCENARIOS = (
     "socket_file",
     "socket_file_4clients",
+    "socket_file_disk",
     "python_minimal",
     "jupyter_events",
     "socket_floor",
@@ -49,7 +51,7 @@ SCENARIOS = (
 EMIT_SCENARIOS = ("client_emit", "jupyter_events_handler", "jupyter_server_fast")
 TARGET_EMIT_P50_SECS = 2e-6
 #: The scenarios that measure telemetryd's socket (and get a ratio to python_minimal).
-TELEMETRYD_SCENARIOS = ("socket_file", "socket_file_4clients")
+TELEMETRYD_SCENARIOS = ("socket_file", "socket_file_4clients", "socket_file_disk")
 #: telemetryd's HTTP scenarios (and get a ratio to jupyter_server_post).
 HTTP_SCENARIOS = ("http_batch", "http_single")
 DEFAULT_EVENTS = 1_000_000
@@ -263,6 +265,9 @@ def run_scenarios(
         "socket_file": lambda d, p: run_socket_file("socket_file", events, 1, d, p),
         "socket_file_4clients": lambda d, p: run_socket_file(
             "socket_file_4clients", events, 4, d, p
+        ),
+        "socket_file_disk": lambda d, p: run_socket_file(
+            "socket_file_disk", events, 1, d, p, config=DaemonConfig(buffer="disk")
         ),
         "jupyter_events": lambda d, p: run_jupyter_events(
             min(events, jupyter_events_max), events, d, p

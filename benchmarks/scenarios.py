@@ -145,13 +145,25 @@ def _check_daemon(
 
 
 def run_socket_file(
-    name: str, events: int, clients: int, folder: Path, progress: ProgressFn
+    name: str,
+    events: int,
+    clients: int,
+    folder: Path,
+    progress: ProgressFn,
+    *,
+    config: DaemonConfig | None = None,
 ) -> ScenarioResult:
-    config = DaemonConfig()
+    config = config or DaemonConfig()
+    buffer = (
+        f", through a disk buffer (buffer_fsync={config.buffer_fsync})"
+        if config.buffer == "disk"
+        else ""
+    )
     result = ScenarioResult(
         name,
         f"{events:,} events over the Unix socket (plain mode) from {clients} load "
-        f"process{'es' if clients > 1 else ''} into the file sink (fsync={config.sink_fsync})",
+        f"process{'es' if clients > 1 else ''} into the file sink (fsync={config.sink_fsync})"
+        f"{buffer}",
         events,
         latency_kind="accept to write (daemon histogram)",
     )
