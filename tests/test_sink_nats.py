@@ -1,0 +1,250 @@
+"""The NATS sink against real nats-server processes (JetStream, one node or a 3-node cluster),
+driven through the real daemon: every accepted event is counted in the stream."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from daemon_process import (
+    CONTENTS,
+    DaemonProcess,
+    acked_connection,
+    assert_record_shape,
+    daemon_config,
+    event_line,
+    wait_for,
+)
+from http_client import http_port
+from nats.js.api import StorageType, StreamConfig
+from nats_process import (
+    NatsServer,
+    StoredMessage,
+    add_stream,
+    delete_stream,
+    read_stream,
+    stream_info,
+)
+
+from telemetryd.sinks.nats_subjects import msg_id
+
+pytestmark = pytest.mark.integration
+
+KERNEL = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+CONTENTS_SUBJECT = "telemetryd.events_jupyter_org.jupyter_server.contents_service.v1.1"
+KERNEL_SUBJECT = "telemetryd.events_jupyter_org.jupyter_server.kernel_actions.v1.1"
+
+
+def nats_sink(servers: list[str], extra: str = "", name: str = "bus") -> str:
+    return f"""
+[[sinks]]
+name = "{name}"
+type = "nats"
+servers = {json.dumps(servers)}
+retry_initial_secs = 0.05
+retry_max_secs = 1
+{extra}
+"""
+
+
+def nats_daemon_config(workdir: Path, sinks: str) -> str:
+    return daemon_config(workdir, server='http = "127.0.0.1:0"', sinks=sinks)
+
+
+def readyz(daemon: DaemonProcess) -> dict[str, Any]:
+    """The daemon's /readyz answer, by sink name."""
+    reply = httpx.get(f"http://127.0.0.1:{http_port(daemon)}/readyz", timeout=10)
+    return {sink["name"]: sink for sink in reply.json()["sinks"]}
+
+
+def paths(messages: list[StoredMessage]) -> Counter[str]:
+    return Counter(json.loads(m.data)["path"] for m in messages)
+
+
+@contextlib.contextmanager
+def node_stopped_at_exit(node: NatsServer) -> Iterator[NatsServer]:
+    try:
+        yield node
+    finally:
+        node.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path) as node:
+        yield node
+
+
+class AckedLoad:
+    """Events `<tag>-<n>` over one acknowledged connection, about `rate` a second from a
+    thread, while another reads the daemon's acknowledgements."""
+
+    def __init__(self, daemon: DaemonProcess, tag: str, rate: int) -> None:
+        self.sock, self.reader, _ = acked_connection(daemon)
+        self.tag = tag
+        self.rate = rate
+        self.sent = 0
+        self.acked = 0
+        self.replies_other: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._sender = threading.Thread(target=self._send, daemon=True)
+        self._receiver = threading.Thread(target=self._receive, daemon=True)
+
+    def __enter__(self) -> AckedLoad:
+        self._sender.start()
+        self._receiver.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.sock.close()
+
+    def _send(self) -> None:
+        step = max(1, self.rate // 20)
+        while not self._stop.is_set():
+            lines = [
+                event_line(f"{self.tag}-{n}") + b"\n" for n in range(self.sent, self.sent + step)
+            ]
+            self.sock.sendall(b"".join(lines))
+            self.sent += step
+            time.sleep(0.05)
+
+    def _receive(self) -> None:
+        while (reply := self.reader.line()) is not None:
+            if "ack" in reply:
+                self.acked = reply["ack"]
+            else:
+                self.replies_other.append(reply)
+
+    def finish(self, timeout: float = 30) -> int:
+        """Stops sending; returns the number sent once the daemon acknowledged all of them."""
+        self._stop.set()
+        self._sender.join()
+        wait_for(lambda: self.acked >= self.sent, timeout, f"acks of {self.sent} events")
+        assert self.replies_other == []
+        return self.sent
+
+
+# --- one node ------------------------------------------------------------------------------
+
+
+def test_records_reach_the_stream_once_on_their_subjects(
+    tmp_path: Path, server: NatsServer
+) -> None:
+    limits = (
+        "max_age_secs = 3600\nmax_bytes = 10485760\nmax_msgs = 50000\n"
+        "duplicate_window_secs = 60\nbatch_max_events = 100\nmax_outstanding_acks = 64"
+    )
+    config = nats_daemon_config(tmp_path, nats_sink([server.url], limits))
+    with DaemonProcess(tmp_path, config) as daemon:
+        assert readyz(daemon)["bus"]["healthy"]
+        sock, reader, _ = acked_connection(daemon)
+        with sock:
+            lines = [event_line(f"one-{n}") for n in range(1000)]
+            data = {"action": "start", "msg": "kernel started", "kernel_id": "k-1"}
+            kernel = {"schema_id": KERNEL, "version": "1", "data": data}
+            lines.append(json.dumps(kernel).encode())
+            sock.sendall(b"".join(line + b"\n" for line in lines))
+            assert reader.until_ack(len(lines))[-1] == {"ack": len(lines)}
+        wait_for(lambda: stream_info([server.url], "TELEMETRYD").state.messages == 1001, 10)
+        assert daemon.stop() == 0
+        log = daemon.log_lines()
+
+    info = stream_info([server.url], "TELEMETRYD")
+    stream = info.config
+    assert (stream.subjects, stream.num_replicas, stream.storage) == (
+        ["telemetryd.>"],
+        1,
+        StorageType.FILE,
+    )
+    assert (stream.max_age, stream.max_bytes, stream.max_msgs) == (3600, 10485760, 50000)
+    assert stream.duplicate_window == 60
+    stored = read_stream([server.url], "TELEMETRYD")
+    contents = [m for m in stored if m.subject == CONTENTS_SUBJECT]
+    assert paths(contents) == Counter({f"one-{n}": 1 for n in range(1000)})
+    assert [json.loads(m.data)["path"] for m in contents] == [f"one-{n}" for n in range(1000)]
+    (kernel_message,) = [m for m in stored if m.subject == KERNEL_SUBJECT]
+    assert (
+        assert_record_shape(json.loads(kernel_message.data), KERNEL, os.getpid())["action"]
+        == "start"
+    )
+    for message in stored:
+        assert message.msg_id == msg_id(message.data)
+    assert assert_record_shape(json.loads(contents[0].data), CONTENTS, os.getpid()) == {
+        "action": "save",
+        "path": "one-0",
+    }
+    closed = [line for line in log if line.get("msg") == "NATS sink closed"]
+    assert [(c["published"], c["duplicates"]) for c in closed] == [(1001, 0)]
+
+
+def test_an_existing_stream_is_checked_and_never_changed(
+    tmp_path: Path, server: NatsServer
+) -> None:
+    theirs = StreamConfig(
+        name="TELEMETRYD", subjects=["other.>"], storage=StorageType.MEMORY, max_msgs=10
+    )
+    add_stream([server.url], theirs)
+    config = nats_daemon_config(tmp_path, nats_sink([server.url]))
+    with DaemonProcess(tmp_path, config) as daemon:
+        sock, reader, _ = acked_connection(daemon)
+        with sock:
+            sock.sendall(event_line("waits") + b"\n")
+            reader.until_ack(1)
+
+        def reported() -> str | None:
+            bus = readyz(daemon)["bus"]
+            return bus["detail"] if not bus["healthy"] and "Mismatch" in bus["detail"] else None
+
+        detail = wait_for(reported, 10, "the stream mismatch in /readyz")
+        assert "subjects ['other.>'] do not include 'telemetryd.>'" in detail
+        assert "storage is memory (the config says file)" in detail
+        assert "max_msgs is 10 (the config says 0)" in detail
+        assert "never changes an existing stream" in detail
+        unchanged = stream_info([server.url], "TELEMETRYD")
+        assert unchanged.config.subjects == ["other.>"]
+        assert unchanged.config.storage == StorageType.MEMORY
+
+        delete_stream([server.url], "TELEMETRYD")  # the operator's fix: the sink creates it
+        wait_for(lambda: readyz(daemon)["bus"]["healthy"], 10, "the sink to recover")
+        assert paths(read_stream([server.url], "TELEMETRYD")) == Counter({"waits": 1})
+        assert daemon.stop() == 0
+
+
+def test_a_server_down_at_start_does_not_stop_the_daemon(tmp_path: Path) -> None:
+    node = NatsServer(tmp_path)  # not started yet: its port refuses connections
+    config = nats_daemon_config(tmp_path, nats_sink([node.url]))
+    with DaemonProcess(tmp_path, config) as daemon, node_stopped_at_exit(node):
+        warning = [
+            line for line in daemon.log_lines() if line.get("logger") == "telemetryd.sink.nats"
+        ]
+        assert (
+            warning[0]["msg"]
+            == "NATS not available at start; the sink retries with its first batch"
+        )
+        assert "cannot connect to NATS" in warning[0]["error"]
+        sock, reader, _ = acked_connection(daemon)
+        with sock:
+            sock.sendall(b"".join(event_line(f"early-{n}") + b"\n" for n in range(50)))
+            reader.until_ack(50)  # accepted, queued for the sink
+        bus = readyz(daemon)["bus"]
+        assert not bus["healthy"]
+        assert f"cannot connect to NATS: {node.url}: " in bus["detail"]
+        assert bus["queued"] == 50
+
+        node.start()
+        wait_for(lambda: readyz(daemon)["bus"]["healthy"], 10, "the sink to connect")
+        assert paths(read_stream([node.url], "TELEMETRYD")) == Counter(
+            {f"early-{n}": 1 for n in range(50)}
+        )
+        assert daemon.stop() == 0
