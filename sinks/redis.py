@@ -208,7 +208,6 @@ class RedisSink(Sink):
             options["ssl"] = True
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-            cluster_error_retry_attempts=0,
             **options,
         )
 

@@ -1,0 +1,387 @@
+"""The redis sink against real redis-servers: one node and a 3 masters + 3 replicas cluster.
+
+Events go through the real daemon, which also writes them to a file sink: every stream entry
+must carry exactly the bytes of a record in that file, with its schema id and version beside
+it, and every accepted event must be there, a 30 s crash of the server included."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import httpx
+import pytest
+import redis
+from daemon_process import (
+    CONTENTS,
+    DaemonProcess,
+    acked_connection,
+    daemon_config,
+    event_line,
+    file_sink,
+    wait_for,
+)
+from http_client import http_port
+from pydantic import ValidationError
+from redis.cluster import RedisCluster
+from redis_process import RedisClusterProcesses, RedisServer
+
+from telemetryd.config import ConfigError, parse_config
+from telemetryd.record import Record
+from telemetryd.sinks.redis import RedisSettings, RedisSink
+
+pytestmark = pytest.mark.integration
+
+KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+GATEWAY = "https://events.jupyter.org/jupyter_server/gateway_client/v1"
+SCHEMAS = (CONTENTS, KERNELS, GATEWAY)
+BATCH_MAX_EVENTS = 200
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def stream_name(schema_id: str, prefix: str = "telemetryd:", version: str = "1") -> str:
+    return f"{prefix}{{{schema_id}}}:{version}"
+
+
+def line(schema_id: str, i: int) -> bytes:
+    if schema_id == CONTENTS:
+        return event_line(f"n/{i}.ipynb")
+    data: dict[str, str] = {"action": "start", "msg": f"m-{i}"}
+    if schema_id == GATEWAY:
+        data = {"status": "success", "msg": f"m-{i}"}
+    return json.dumps({"schema_id": schema_id, "version": "1", "data": data}).encode()
+
+
+def mixed_lines(count: int) -> list[bytes]:
+    return [line(SCHEMAS[i % 3], i) for i in range(count)]
+
+
+def redis_sink(url: str, extra: str = "") -> str:
+    return f"""
+[[sinks]]
+name = "streams"
+type = "redis"
+url = "{url}"
+batch_max_events = {BATCH_MAX_EVENTS}
+retry_initial_secs = 0.05
+retry_max_secs = 1
+{extra}
+"""
+
+
+def config(workdir: Path, sink: str) -> str:
+    """The HTTP API on a free port for /readyz; a file sink beside, with the exact records."""
+    sinks = file_sink("archive", workdir / "out" / "events.jsonl") + sink
+    return daemon_config(workdir, server='http = "127.0.0.1:0"', sinks=sinks)
+
+
+def send(daemon: DaemonProcess, lines: list[bytes]) -> None:
+    sock, reader, _ = acked_connection(daemon)
+    with sock:
+        sock.sendall(b"".join(line + b"\n" for line in lines))
+        replies = reader.until_ack(len(lines))
+    assert not [r for r in replies if "reject" in r or "rejected" in r], replies
+
+
+def archived(workdir: Path) -> dict[str, list[bytes]]:
+    """The file sink's records, by schema id, in order."""
+    by_schema: dict[str, list[bytes]] = {}
+    for raw in (workdir / "out" / "events.jsonl").read_bytes().splitlines():
+        by_schema.setdefault(json.loads(raw)["__schema__"], []).append(raw)
+    return by_schema
+
+
+def entries(client: redis.Redis | RedisCluster, key: str) -> Entries:
+    return cast(Entries, client.xrange(key))
+
+
+def assert_streams_hold(
+    client: redis.Redis | RedisCluster, workdir: Path, prefix: str = "telemetryd:"
+) -> None:
+    """Each schema's stream holds exactly its records from the file sink, in order."""
+    for schema_id, records in archived(workdir).items():
+        found = entries(client, stream_name(schema_id, prefix))
+        assert [fields[b"record"] for _, fields in found] == records
+        assert {fields[b"schema_id"] for _, fields in found} == {schema_id.encode()}
+        assert {fields[b"version"] for _, fields in found} == {b"1"}
+        assert all(set(fields) == {b"record", b"schema_id", b"version"} for _, fields in found)
+
+
+def total_len(client: redis.Redis | RedisCluster, prefix: str = "telemetryd:") -> int:
+    return sum(int(client.xlen(stream_name(s, prefix))) for s in SCHEMAS)
+
+
+def readyz_sink(daemon: DaemonProcess, name: str = "streams") -> dict[str, Any]:
+    answer = httpx.get(f"http://127.0.0.1:{http_port(daemon)}/readyz", timeout=10).json()
+    for sink in answer["sinks"]:
+        if sink["name"] == name:
+            entry: dict[str, Any] = sink
+            return entry
+    raise AssertionError(f"no sink {name!r} in /readyz: {answer}")
+
+
+def unhealthy(daemon: DaemonProcess) -> dict[str, Any] | None:
+    health = readyz_sink(daemon)
+    return None if health["healthy"] else health
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as running:
+        yield running
+
+
+@pytest.fixture
+def node(server: RedisServer) -> Iterator[redis.Redis]:
+    with server.client() as client:
+        client.flushall()
+        yield client
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    with RedisClusterProcesses(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def settings(**keys: Any) -> RedisSettings:
+    return RedisSettings.model_validate({"name": "streams", "type": "redis", **keys})
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"url": "http://127.0.0.1:6379"}, "redis://, rediss:// or unix://"),
+        ({"startup_nodes": ["127.0.0.1:7000"]}, "startup_nodes needs cluster = true"),
+        ({"cluster": True, "startup_nodes": ["127.0.0.1"]}, "is not host:port"),
+        ({"cluster": True, "url": "unix:///run/redis.sock"}, "over TCP"),
+        ({"cluster": True, "url": "redis://127.0.0.1:7000/2"}, "only database 0"),
+        ({"stream_prefix": ""}, "set stream, or a stream_prefix"),
+        ({"max_len": -1}, "greater than or equal to 0"),
+        ({"method": "multi"}, "'script' or 'pipeline'"),
+        ({"timeout_secs": 0}, "greater than 0"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_reason(keys: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        settings(**keys)
+
+
+def test_an_unknown_key_is_a_config_error_naming_it() -> None:
+    text = daemon_config(Path("/tmp/x"), sinks=redis_sink("redis://127.0.0.1:1", "maxlen = 5"))
+    with pytest.raises(ConfigError, match=r"sinks\[0\]\.maxlen.*unknown key"):
+        parse_config(text)
+
+
+def test_the_password_is_never_shown() -> None:
+    shown = repr(settings(password="hunter2-secret"))
+    assert "hunter2-secret" not in shown
+
+
+# --- one node, through the daemon --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["script", "pipeline"])
+def test_every_event_lands_in_its_schemas_stream_byte_for_byte(
+    tmp_path: Path, server: RedisServer, node: redis.Redis, method: str
+) -> None:
+    lines = mixed_lines(3_000)
+    sink = redis_sink(server.url, f'method = "{method}"')
+    with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
+        send(daemon, lines)
+        wait_for(lambda: total_len(node) >= len(lines), 30, "every event in redis")
+        assert readyz_sink(daemon)["healthy"]
+        assert daemon.stop() == 0
+    assert {stream_name(s).encode() for s in SCHEMAS} == set(node.keys())
+    assert [node.xlen(stream_name(s)) for s in SCHEMAS] == [1_000, 1_000, 1_000]
+    assert_streams_hold(node, tmp_path)
+
+
+def test_one_shared_stream_holds_every_schema(
+    tmp_path: Path, server: RedisServer, node: redis.Redis
+) -> None:
+    lines = mixed_lines(900)
+    sink = redis_sink(server.url, 'stream = "jupyter-events"')
+    with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
+        send(daemon, lines)
+        wait_for(lambda: node.xlen("jupyter-events") >= len(lines), 30, "every event")
+        assert daemon.stop() == 0
+    assert node.keys() == [b"jupyter-events"]
+    found = entries(node, "jupyter-events")
+    by_schema: dict[str, list[bytes]] = {}
+    for _, fields in found:
+        by_schema.setdefault(fields[b"schema_id"].decode(), []).append(fields[b"record"])
+    # Within a schema the order is the order of arrival.
+    assert by_schema == archived(tmp_path)
+
+
+# --- trimming -----------------------------------------------------------------------------------
+
+
+def record(schema_id: str, i: int) -> Record:
+    payload = b'{"__schema__":"%s","i":%d}' % (schema_id.encode(), i)
+    return Record(schema_id=schema_id, version="1", payload=payload, received=0.0)
+
+
+async def write(sink_settings: RedisSettings, batches: list[list[Record]]) -> RedisSink:
+    sink = RedisSink(sink_settings)
+    await sink.start()
+    try:
+        for batch in batches:
+            await sink.write_batch(batch)
+    finally:
+        await sink.close()
+    return sink
+
+
+@pytest.mark.parametrize("method", ["script", "pipeline"])
+def test_streams_are_trimmed_to_about_max_len_keeping_the_newest(
+    server: RedisServer, node: redis.Redis, method: str
+) -> None:
+    batches = [[record(s, i) for i in range(n, n + 500) for s in SCHEMAS] for n in (0, 500, 1000)]
+    anyio.run(write, settings(url=server.url, max_len=200, method=method), batches)
+    for schema_id in SCHEMAS:
+        found = entries(node, stream_name(schema_id))
+        # MAXLEN ~ drops whole macro nodes (100 entries by default), never below max_len.
+        assert 200 <= len(found) < 300
+        newest = [json.loads(fields[b"record"])["i"] for _, fields in found]
+        assert newest == list(range(1500 - len(found), 1500))
+
+
+# --- bad destination states ---------------------------------------------------------------------
+
+
+def test_a_wrong_password_fails_the_batch_and_health_says_why(tmp_path: Path) -> None:
+    batch = [record(CONTENTS, i) for i in range(10)]
+    with RedisServer(tmp_path, extra=["--requirepass", "right-one"]) as secured:
+
+        async def attempt(password: str) -> tuple[str, bool, str]:
+            sink = RedisSink(settings(url=secured.url, password=password))
+            await sink.start()
+            raised = ""
+            try:
+                await sink.write_batch(batch)
+            except redis.AuthenticationError as e:
+                raised = type(e).__name__
+            health = sink.health()
+            await sink.close()
+            return raised, health.healthy, health.detail
+
+        raised, healthy, detail = anyio.run(attempt, "wrong-one")
+        assert raised == "AuthenticationError"
+        assert not healthy
+        assert "AuthenticationError" in detail
+        assert "wrong-one" not in detail
+        assert anyio.run(attempt, "right-one") == ("", True, "")
+        with secured.client(password="right-one") as client:
+            assert client.xlen(stream_name(CONTENTS)) == 10
+
+
+def test_a_server_down_at_start_is_retried_not_fatal(tmp_path: Path) -> None:
+    lines = mixed_lines(300)
+    later = RedisServer(tmp_path / "redis")  # its port is chosen, nothing listens yet
+    workdir = tmp_path / "daemon"
+    workdir.mkdir()
+    with DaemonProcess(workdir, config(workdir, redis_sink(later.url))) as daemon:
+        send(daemon, lines)
+        health = wait_for(lambda: unhealthy(daemon), 10, "the sink to report the failure")
+        assert "ConnectionError" in health["detail"]
+        with later, later.client() as client:
+            wait_for(lambda: total_len(client) >= len(lines), 30, "every event after start")
+            assert daemon.stop() == 0
+            assert_streams_hold(client, workdir)
+
+
+# --- a 30 s crash of the server under load -----------------------------------------------------
+
+
+def test_every_accepted_event_arrives_across_a_30_s_crash(tmp_path: Path) -> None:
+    # appendfsync always: an entry is on disk before its reply, so the killed server comes
+    # back with every entry it acknowledged and the count can be exact.
+    persistent = RedisServer(
+        tmp_path / "redis", extra=["--appendonly", "yes", "--appendfsync", "always"]
+    )
+    workdir = tmp_path / "daemon"
+    workdir.mkdir()
+    sent: list[str] = []
+    stop_load = threading.Event()
+    failures: list[BaseException] = []
+
+    def load(daemon: DaemonProcess) -> None:
+        """About 1,000 events a second, each 100 lines acknowledged before the next."""
+        try:
+            sock, reader, _ = acked_connection(daemon)
+            with sock:
+                while not stop_load.is_set():
+                    paths = [f"o/{len(sent) + i}" for i in range(100)]
+                    sock.sendall(b"".join(event_line(p) + b"\n" for p in paths))
+                    reader.until_ack(len(sent) + len(paths))
+                    sent.extend(paths)
+                    time.sleep(0.1)
+        except BaseException as e:
+            failures.append(e)
+
+    with persistent, DaemonProcess(workdir, config(workdir, redis_sink(persistent.url))) as d:
+        loader = threading.Thread(target=load, args=(d,))
+        loader.start()
+        try:
+            time.sleep(2)
+            persistent.kill()
+            killed_at = len(sent)
+            time.sleep(3)
+            health = readyz_sink(d)
+            assert not health["healthy"]
+            assert "ConnectionError" in health["detail"]
+            time.sleep(27)
+            persistent.start()
+            time.sleep(2)
+        finally:
+            stop_load.set()
+            loader.join(30)
+        assert not failures, failures
+        assert len(sent) - killed_at > 20_000, "the load went on during the outage"
+        with persistent.client() as client:
+            key = stream_name(CONTENTS)
+            wait_for(lambda: client.xlen(key) >= len(sent), 30, "every accepted event")
+            assert d.stop() == 0
+            arrived = Counter(
+                json.loads(fields[b"record"])["path"] for _, fields in entries(client, key)
+            )
+    assert set(arrived) == set(sent)
+    # At least once: the batch in flight at the crash may come twice, never more.
+    assert sum(arrived.values()) - len(sent) <= BATCH_MAX_EVENTS
+
+
+# --- a cluster ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["script", "pipeline"])
+def test_a_cluster_takes_every_event_across_its_masters(
+    tmp_path: Path, cluster: RedisClusterProcesses, method: str
+) -> None:
+    prefix = f"{method}:"
+    first, *others = cluster.ports
+    nodes = ", ".join(f'"127.0.0.1:{port}"' for port in others[:2])
+    extra = f'cluster = true\nstartup_nodes = [{nodes}]\nstream_prefix = "{prefix}"\n'
+    extra += f'method = "{method}"'
+    lines = mixed_lines(3_000)
+    sink = redis_sink(f"redis://127.0.0.1:{first}", extra)
+    with cluster.client() as client:
+        masters = {client.get_node_from_key(stream_name(s, prefix)).name for s in SCHEMAS}
+        assert len(masters) > 1, "the schemas' streams must live on different masters"
+        with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
+            send(daemon, lines)
+            wait_for(lambda: total_len(client, prefix) >= len(lines), 30, "every event")
+            assert readyz_sink(daemon)["healthy"]
+            assert daemon.stop() == 0
+        assert [client.xlen(stream_name(s, prefix)) for s in SCHEMAS] == [1_000] * 3
+        assert_streams_hold(client, tmp_path, prefix)
