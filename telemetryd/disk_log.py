@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger("telemetryd.disk_buffer")
 
@@ -42,8 +43,7 @@ class BufferLocked(OSError):
     """Another process owns this buffer directory."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     schema_id: str
     version: str
     payload: bytes
@@ -60,6 +60,19 @@ def encode_frame(schema_id: str, version: str, payload: bytes) -> bytes:
     return _HEADER.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
 
+#: Schema ids and versions as read, by their bytes: decoded once, not once per record.
+_names: dict[bytes, str] = {}
+
+
+def _name(raw: bytes) -> str:
+    name = _names.get(raw)
+    if name is None:
+        name = raw.decode()  # UnicodeDecodeError: damage, for the caller
+        if len(_names) < 10_000:
+            _names[raw] = name
+    return name
+
+
 def _decode_body(body: bytes) -> tuple[str, str, bytes] | None:
     if len(body) < 3:
         return None
@@ -70,20 +83,22 @@ def _decode_body(body: bytes) -> tuple[str, str, bytes] | None:
     if ver_end > len(body):
         return None
     try:
-        return body[2:sid_end].decode(), body[sid_end + 1 : ver_end].decode(), body[ver_end:]
+        return _name(body[2:sid_end]), _name(body[sid_end + 1 : ver_end]), body[ver_end:]
     except UnicodeDecodeError:
         return None
 
 
-def parse_frames(data: bytes, *, final: bool) -> tuple[list[Frame], int, int]:
-    """The whole frames at the start of `data`: (frames, bytes consumed, bytes skipped as
-    damaged). With `final`, the data is all there is (the end of a segment): an incomplete
-    frame at its end is damage; otherwise it is left for more data."""
+def parse_frames(
+    data: bytes, *, final: bool, max_frames: int = 1 << 30
+) -> tuple[list[Frame], int, int]:
+    """The whole frames at the start of `data`, at most `max_frames`: (frames, bytes
+    consumed, bytes skipped as damaged). With `final`, the data is all there is (the end of a
+    segment): an incomplete frame at its end is damage; otherwise it is left for more data."""
     frames: list[Frame] = []
     pos = skipped = 0
     end = len(data)
     unpack = _HEADER.unpack_from
-    while pos < end:
+    while pos < end and len(frames) < max_frames:
         if end - pos < HEADER_BYTES:
             break
         magic, length, crc = unpack(data, pos)
@@ -111,7 +126,7 @@ def parse_frames(data: bytes, *, final: bool) -> tuple[list[Frame], int, int]:
             break
         skipped += following - pos
         pos = following
-    if final and pos < end:
+    if final and pos < end and len(frames) < max_frames:
         skipped += end - pos
         pos = end
     return frames, pos, skipped
@@ -215,7 +230,9 @@ class DiskLog:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read(self, start: Position, max_bytes: int) -> tuple[list[Frame], Position, int]:
+    def read(
+        self, start: Position, max_bytes: int, max_frames: int = 1 << 30
+    ) -> tuple[list[Frame], Position, int]:
         """Frames from `start`, about `max_bytes` of them (at least one whole frame if there
         is one), all from one segment: (frames, the position after them, bytes skipped as
         damaged). `frame_end(frame)` then says where one of them ends."""
@@ -237,7 +254,7 @@ class DiskLog:
             want = max(max_bytes, HEADER_BYTES)
             data = os.pread(fd, want, position.offset)
             final = position.offset + len(data) >= size and position.segment < self._write_segment
-            got, consumed, damaged = parse_frames(data, final=final)
+            got, consumed, damaged = parse_frames(data, final=final, max_frames=max_frames)
             if not got and not consumed and not final:
                 # One frame longer than max_bytes: read exactly it.
                 if len(data) >= HEADER_BYTES:

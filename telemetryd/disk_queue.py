@@ -217,7 +217,10 @@ class DiskQueue:
         size = 0
         position = self._read
         while len(frames) < max_events and size < max_bytes and position < self.log.end:
-            got, after, skipped = self.log.read(position, max(1, max_bytes - size))
+            room = max_events - len(frames)
+            got, after, skipped = self.log.read(
+                position, min(max(1, max_bytes - size), room * self._mean_frame_bytes()), room
+            )
             if skipped:
                 self._damaged(skipped)
             if not got:
@@ -225,14 +228,14 @@ class DiskQueue:
                     break
                 position = after  # past damage, or into the next segment
                 continue
-            room = max_events - len(frames)
-            if len(got) > room:  # read a little further than wanted: stop after `room`
-                got = got[:room]
-                after = self.log.frame_end(got[-1])
             frames.extend(got)
             size += sum(f.size for f in got)
             position = after
         return frames, position
+
+    def _mean_frame_bytes(self) -> int:
+        """What a read of n frames should fetch: n times the mean frame, and some more."""
+        return self._bytes // self._events + 64 if self._events else 1024
 
     def _damaged(self, skipped: int) -> None:
         self.stats.errors["disk_damaged_bytes"] += skipped
