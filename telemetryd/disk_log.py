@@ -160,6 +160,8 @@ class DiskLog:
                 self._remove(number)  # delivered before the last stop or crash
         segments = [n for n in segments if n >= self.cursor.segment]
         self._write_segment = segments[-1] if segments else max(self.cursor.segment, 1)
+        #: The lowest segment number that may still exist.
+        self._oldest = segments[0] if segments else self._write_segment
         self._write_fd = os.open(
             self._path(self._write_segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
         )
@@ -334,12 +336,9 @@ class DiskLog:
         tmp = self.directory / "cursor.tmp"
         tmp.write_text(json.dumps({"segment": position.segment, "offset": position.offset}))
         os.replace(tmp, self.directory / "cursor")
-        for number in [n for n in self._read_fds if n < position.segment]:
-            self._remove(number)
-        for number in self.segments():
-            if number >= position.segment:
-                break
-            self._remove(number)
+        while self._oldest < position.segment:  # segments the cursor has left
+            self._remove(self._oldest)
+            self._oldest += 1
 
     def close(self) -> None:
         for fd in self._read_fds.values():
