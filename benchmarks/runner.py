@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import json
 import os
@@ -46,7 +47,15 @@ SCENARIOS = (
     "client_emit",
     "jupyter_events_handler",
     "jupyter_server_fast",
+    *(f"sink_{name}" for name in ("nats", "redis", "postgres", "http")),
 )
+#: Each sink scenario (benchmarks/sink_<name>.py) measures the backend's own Python client
+#: doing batched writes of the same records (<name>_raw), then the daemon's sink (<name>_sink).
+SINK_SCENARIOS = {
+    f"sink_{n}": (f"{n}_raw", f"{n}_sink") for n in ("nats", "redis", "postgres", "http")
+}
+#: The results each scenario reports, by name.
+RESULTS = {name: SINK_SCENARIOS.get(name, (name,)) for name in SCENARIOS}
 #: The client library's emit cost, compared per call with jupyter_events' EventLogger.emit.
 EMIT_SCENARIOS = ("client_emit", "jupyter_events_handler", "jupyter_server_fast")
 TARGET_EMIT_P50_SECS = 2e-6
@@ -304,6 +313,11 @@ def run_scenarios(
     results = []
     for name in names:
         update = progress.scenario(name)
+        if name in SINK_SCENARIOS:
+            for result in _run_sink_scenario(name, min(events, SINK_EVENTS_CAP), workdir, update):
+                progress.end(result)
+                results.append(result)
+            continue
         try:
             result = runners[name](workdir / name, update)
         except Exception as e:
@@ -329,6 +343,22 @@ def run_scenarios(
                 )
     _targets(results)
     return results
+
+
+#: Events of each sink scenario: the backends' raw clients run at 20-150k events/s.
+SINK_EVENTS_CAP = 200_000
+
+
+def _run_sink_scenario(
+    name: str, events: int, workdir: Path, progress: ProgressFn
+) -> list[ScenarioResult]:
+    """benchmarks/sink_<name>.run: its raw client's result and its sink's, or two failures."""
+    try:
+        module = importlib.import_module(f"benchmarks.{name}")
+        out: list[ScenarioResult] = module.run(events, workdir / name, progress)
+    except Exception as e:
+        return [failed(result, events, e) for result in SINK_SCENARIOS[name]]
+    return out
 
 
 def _targets(results: list[ScenarioResult]) -> None:
