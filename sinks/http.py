@@ -42,7 +42,7 @@ import msgspec
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from telemetryd import __version__
-from telemetryd.record import Record
+from telemetryd.record import RECORD_START, Record, record_head
 from telemetryd.sinks.base import RetryLater, Sink, SinkHealth, SinkSettings
 from telemetryd.sinks.file import FileSettings, FileSink
 
@@ -174,6 +174,65 @@ _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encode = msgspec.json.encode
 
 
+def _flat_object(origin: bytes) -> bool:
+    """Whether `origin`, which ends at its first `}`, is a whole object with no object inside:
+    without escapes, an even count of quotes puts that `}` outside every string."""
+    return (
+        origin[:1] == b"{"
+        and origin.count(b"{") == 1
+        and origin.count(b'"') % 2 == 0
+        and b"\\" not in origin
+    )
+
+
+_TIME_AT = len(RECORD_START)
+
+
+class EventEncoder:
+    """Turns records back into the events (DESIGN.md §3) they were made from, keeping the
+    record's timestamp.
+
+    Records from the hot path have one layout (telemetryd.ingest): `{"__timestamp__":"<time>`,
+    a head constant per schema version, the origin object, then the data's members. Slicing
+    that layout costs a third of decoding the record; any other record is decoded."""
+
+    def __init__(self) -> None:
+        self._heads: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+    def encode(self, record: Record) -> bytes:
+        heads = self._heads.get((record.schema_id, record.version))
+        if heads is None:
+            heads = self._learn(record)
+        head, event_head = heads
+        payload = record.payload
+        # The time holds no quote: the first one after RECORD_START begins the head.
+        at = payload.find(b'"', _TIME_AT)
+        origin = at + len(head)
+        end = payload.find(b"}", origin) + 1
+        if (
+            end
+            and payload.startswith(head, at)
+            and payload.startswith(RECORD_START)
+            and _flat_object(payload[origin:end])
+        ):
+            data = payload[end + 1 :] if payload[end : end + 1] == b"," else payload[end:]
+            if data[-1:] == b"}":  # the data's members and the record's closing brace
+                return b"".join((event_head, data, b',"timestamp":"', payload[_TIME_AT:at], b'"}'))
+        return as_event(record)
+
+    def _learn(self, record: Record) -> tuple[bytes, bytes]:
+        key = (record.schema_id, record.version)
+        event_head = (
+            b'{"schema_id":'
+            + _encode(record.schema_id)
+            + b',"version":'
+            + _encode(record.version)
+            + b',"data":{'
+        )
+        heads = self._heads[key] = (record_head(*key), event_head)
+        return heads
+
+
 def as_event(record: Record) -> bytes:
     """The event (DESIGN.md §3) a record was made from, with the record's timestamp.
 
@@ -254,6 +313,7 @@ class HttpSink(Sink):
         self._error: str | None = None
         self._dead_letter: FileSink | None = None
         self._events = settings.format == "events"
+        self._encoder = EventEncoder()
 
     async def start(self) -> None:
         settings = self._settings
@@ -328,7 +388,11 @@ class HttpSink(Sink):
 
     async def _post(self, records: Sequence[Record]) -> httpx.Response:
         assert self._client is not None, "write_batch before start"
-        lines = [as_event(r) for r in records] if self._events else [r.payload for r in records]
+        if self._events:
+            encode = self._encoder.encode
+            lines = [encode(r) for r in records]
+        else:
+            lines = [r.payload for r in records]
         body = ndjson(lines)
         if self._settings.gzip:
             if len(body) > GZIP_IN_THREAD_BYTES:
@@ -347,7 +411,8 @@ class HttpSink(Sink):
         to have the batch retried."""
         status = response.status_code
         if 200 <= status < 300:
-            if self._events:
+            # telemetryd answers 200 only when it accepted every event: no results to read.
+            if self._events and status != 200:
                 answer = _batch_answer_of(response)
                 if answer is not None and answer.rejected:
                     self._count_rejections(answer)

@@ -11,14 +11,18 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from webhook_receiver import Answer, WebhookReceiver
 
 from telemetryd.plugins import load_sink_class
-from telemetryd.record import Record
+from telemetryd.record import RECORD_START, Record, record_head
 from telemetryd.sinks.base import RetryLater
 from telemetryd.sinks.http import (
+    EventEncoder,
     HttpSettings,
     HttpSink,
     HttpSinkError,
@@ -259,6 +263,46 @@ def test_a_record_turns_back_into_its_event() -> None:
         "version": "1",
         "data": {"i": 7, "p": ""},
         "timestamp": "2026-11-22T01:30:21.000007Z",
+    }
+
+
+def hot_path_record(origin: Any, data: dict[str, Any], stamp: str) -> Record:
+    """A record laid out as telemetryd.ingest builds it."""
+    prefix = RECORD_START + stamp.encode() + record_head("urn:x", "2") + msgspec.json.encode(origin)
+    body = msgspec.json.encode(data)
+    payload = prefix + b"," + body[1:] if data else prefix + b"}"
+    return Record(schema_id="urn:x", version="2", payload=payload, received=0.0)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+keys = st.text().filter(lambda k: not k.startswith("__"))
+
+
+@given(
+    origin=st.dictionaries(st.text(), st.text() | st.integers() | json_values, max_size=4),
+    data=st.dictionaries(keys, json_values, max_size=5),
+)
+def test_the_fast_encoder_makes_the_same_event_as_decoding(
+    origin: dict[str, Any], data: dict[str, Any]
+) -> None:
+    stamp = "2026-11-22T01:30:21.131970Z"
+    made = hot_path_record(origin, data, stamp)
+    event = json.loads(EventEncoder().encode(made))
+    assert event == json.loads(as_event(made))
+    assert event == {"schema_id": "urn:x", "version": "2", "data": data, "timestamp": stamp}
+
+
+def test_the_fast_encoder_decodes_records_of_another_layout() -> None:
+    odd = Record("urn:x", "2", b'{"a": 1, "__timestamp__": "2026-11-22T01:30:21Z"}', 0.0)
+    assert json.loads(EventEncoder().encode(odd)) == {
+        "schema_id": "urn:x",
+        "version": "2",
+        "data": {"a": 1},
+        "timestamp": "2026-11-22T01:30:21Z",
     }
 
 
