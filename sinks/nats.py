@@ -176,6 +176,10 @@ class _Link:
             await self.nc.close()
 
 
+class _ConnectFailed(ConnectionError):
+    """A server refused or did not answer; the message is nats-py's reason."""
+
+
 def _describe(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -255,7 +259,15 @@ class NatsSink(Sink):
         if link is None:
             link = self._link = await self._connect()
         if not link.stream_ready:
-            await ensure_stream(link.nc.jsm(timeout=self._settings.ack_timeout_secs), self._stream)
+            jsm = link.nc.jsm(timeout=self._settings.ack_timeout_secs)
+            try:
+                await ensure_stream(jsm, self._stream)
+            except nats.errors.TimeoutError as e:
+                raise TimeoutError(
+                    f"no JetStream answer about stream {self._stream.name!r} from {link.url} "
+                    f"in {self._settings.ack_timeout_secs} s (is JetStream enabled, is there "
+                    "a meta leader?)"
+                ) from e
             link.stream_ready = True
         return link
 
@@ -274,7 +286,8 @@ class NatsSink(Sink):
             try:
                 link = await self._connect_to(servers[index])
             except UNAVAILABLE as e:
-                failures.append(f"{servers[index]}: {_describe(e)}")
+                reason = str(e) if isinstance(e, _ConnectFailed) else _describe(e)
+                failures.append(f"{servers[index]}: {reason}")
                 continue
             self._first_server = index
             return link
@@ -321,9 +334,12 @@ class NatsSink(Sink):
             await nc.connect(**options)
             acks = AckWindow(nc, settings.max_outstanding_acks, settings.ack_timeout_secs)
             await acks.open()
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(*UNAVAILABLE):
                 await nc.close()
+            if isinstance(e, nats.errors.NoServersError) and errors:
+                # All nats-py says in the end; the reason came through error_cb.
+                raise _ConnectFailed(errors[0]) from e
             raise
         return _Link(nc, acks, url, errors=errors)
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats.errors
 import pytest
 from daemon_process import (
     CONTENTS,
@@ -32,6 +34,7 @@ from nats_process import (
     StoredMessage,
     add_stream,
     delete_stream,
+    nats_cluster,
     read_stream,
     stream_info,
 )
@@ -107,6 +110,10 @@ class AckedLoad:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self._sender.join()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self._receiver.join()
         self.sock.close()
 
     def _send(self) -> None:
@@ -248,3 +255,132 @@ def test_a_server_down_at_start_does_not_stop_the_daemon(tmp_path: Path) -> None
             {f"early-{n}": 1 for n in range(50)}
         )
         assert daemon.stop() == 0
+
+
+# --- failures under load ---------------------------------------------------------------------
+
+
+def sink_entry(stats: dict[str, Any], name: str) -> dict[str, Any]:
+    (entry,) = [sink for sink in stats["sinks"] if sink["name"] == name]
+    return dict(entry)
+
+
+def stored_count(servers: list[str]) -> int:
+    """Messages in the stream, or -1 while no server answers for it (a leader election)."""
+    try:
+        return stream_info(servers, "TELEMETRYD").state.messages
+    except nats.errors.Error:
+        return -1
+
+
+def check_every_event_stored(stored: list[StoredMessage], tag: str, accepted: int) -> int:
+    """Every accepted event is in the stream; returns how many are there twice or more, each
+    copy the same bytes under the same message id (a batch retried across the failure)."""
+    counts = paths(stored)
+    assert set(counts) == {f"{tag}-{n}" for n in range(accepted)}
+    copies: dict[str, set[tuple[bytes, str | None]]] = {}
+    for message in stored:
+        copies.setdefault(json.loads(message.data)["path"], set()).add(
+            (message.data, message.msg_id)
+        )
+    assert all(len(variants) == 1 for variants in copies.values())
+    return sum(count - 1 for count in counts.values())
+
+
+def test_the_stream_leader_killed_under_load(tmp_path: Path) -> None:
+    stream_keys = (
+        "num_replicas = 3\nmax_age_secs = 600\nmax_bytes = 104857600\nmax_msgs = 0\n"
+        "duplicate_window_secs = 120\nack_timeout_secs = 2\nconnect_timeout_secs = 1\n"
+        "batch_max_events = 200"
+    )
+    with nats_cluster(tmp_path) as nodes:
+        urls = [node.url for node in nodes]
+        # Made here, as the sink would, to know its leader first; the sink checks it.
+        replicated = StreamConfig(
+            name="TELEMETRYD",
+            subjects=["telemetryd.>"],
+            num_replicas=3,
+            storage=StorageType.FILE,
+            max_age=600,
+            max_bytes=104857600,
+            duplicate_window=120,
+        )
+        add_stream(urls, replicated)
+        leader_name = stream_info(urls, "TELEMETRYD").cluster.leader  # type: ignore[union-attr]
+        (leader,) = [node for node in nodes if node.name == leader_name]
+        others = [node for node in nodes if node is not leader]
+        # The daemon connects to the leader first: its connection and the stream's leader
+        # die together, the hardest case.
+        servers = [leader.url] + [node.url for node in others]
+        config = nats_daemon_config(tmp_path, nats_sink(servers, stream_keys))
+        with DaemonProcess(tmp_path, config) as daemon:
+            with AckedLoad(daemon, "load", rate=2000) as load:
+                wait_for(lambda: load.acked > 2000, 10, "the load to get going")
+                leader.stop(signal.SIGKILL)
+                at_kill = load.acked
+                wait_for(lambda: load.acked > at_kill + 4000, 20, "acks after the kill")
+                accepted = load.finish()
+            survivors = [node.url for node in others]
+            wait_for(lambda: stored_count(survivors) >= accepted, 30, f"{accepted} messages stored")
+            assert daemon.stop() == 0
+            bus = sink_entry(daemon.final_stats(), "bus")
+
+        leader.start()  # the cluster recovers: the old leader catches up as a replica
+
+        def recovered() -> bool:
+            cluster = stream_info(urls, "TELEMETRYD").cluster
+            replicas = cluster.replicas if cluster is not None else None
+            return (
+                bool(replicas)
+                and len(replicas or []) == 2
+                and all(r.current for r in replicas or [])
+            )
+
+        wait_for(recovered, 30, "every replica current")
+        stored = read_stream(urls, "TELEMETRYD")
+
+    duplicates = check_every_event_stored(stored, "load", accepted)
+    assert bus["sent"] == accepted
+    assert bus["retries"] >= 1  # the kill was felt
+    assert len(stored) == accepted + duplicates
+    # The duplicate window made most retried messages land once; what is left is reported.
+    print(f"{accepted} events accepted, {duplicates} stored twice, {bus['retries']} retries")
+
+
+OUTAGE_SECS = 30
+
+
+def test_a_server_stopped_for_30_secs_under_load(tmp_path: Path, server: NatsServer) -> None:
+    config = nats_daemon_config(tmp_path, nats_sink([server.url], "ack_timeout_secs = 2"))
+    with DaemonProcess(tmp_path, config) as daemon:
+        with AckedLoad(daemon, "outage", rate=1000) as load:
+            wait_for(lambda: load.acked > 1000, 10, "the load to get going")
+            server.stop()
+            stopped_at = time.monotonic()
+
+            def outage_reported() -> str | None:
+                bus = readyz(daemon)["bus"]
+                detail = str(bus["detail"])
+                return detail if "cannot connect to NATS" in detail else None
+
+            detail = wait_for(outage_reported, 10, "the sink to report the outage")
+            assert f"failed attempts: ConnectionError: cannot connect to NATS: {server.url}: " in (
+                detail
+            )
+            during = load.acked
+            time.sleep(max(0.0, OUTAGE_SECS - (time.monotonic() - stopped_at)))
+            queued = readyz(daemon)["bus"]["queued"]
+            server.start()
+            wait_for(lambda: readyz(daemon)["bus"]["healthy"], 15, "the sink to recover")
+            accepted = load.finish()
+        assert load.acked - during > 20_000  # accepted all along the outage, queued meanwhile
+        assert queued > 20_000
+        wait_for(lambda: stored_count([server.url]) >= accepted, 30, "every event stored")
+        assert daemon.stop() == 0
+        bus = sink_entry(daemon.final_stats(), "bus")
+
+    stored = read_stream([server.url], "TELEMETRYD")
+    assert check_every_event_stored(stored, "outage", accepted) == 0
+    assert len(stored) == accepted
+    assert bus["sent"] == accepted
+    assert bus["dropped"] == {}
