@@ -192,7 +192,9 @@ class RedisClusterProcesses:
         return bool(info.get("cluster_state") == "ok")
 
     def client(self) -> RedisCluster:
-        return RedisCluster(host="127.0.0.1", port=self.ports[0], socket_timeout=10)
+        """A client that discovers the cluster from the first node still running."""
+        port = next(node.port for node in self.nodes if node.proc is not None)
+        return RedisCluster(host="127.0.0.1", port=port, socket_timeout=10)
 
     def kill(self) -> None:
         for node in self.nodes:

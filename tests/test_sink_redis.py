@@ -385,3 +385,56 @@ def test_a_cluster_takes_every_event_across_its_masters(
             assert daemon.stop() == 0
         assert [client.xlen(stream_name(s, prefix)) for s in SCHEMAS] == [1_000] * 3
         assert_streams_hold(client, tmp_path, prefix)
+
+
+def replicas_caught_up(cluster: RedisClusterProcesses) -> bool:
+    """Every replica has every write of its master (replication is asynchronous)."""
+    for server in cluster.nodes:
+        with server.client() as client:
+            info = client.info("replication")
+        if info["role"] == "master" and any(
+            int(info[f"slave{i}"]["offset"]) < int(info["master_repl_offset"])
+            for i in range(int(info["connected_slaves"]))
+        ):
+            return False
+    return True
+
+
+def cluster_len(cluster: RedisClusterProcesses) -> int:
+    """Entries in the three streams, asked of the cluster as it is now; 0 during a failover."""
+    try:
+        with cluster.client() as client:
+            return total_len(client)
+    except redis.RedisError:
+        return 0
+
+
+def test_a_killed_master_is_replaced_by_its_replica_and_nothing_is_lost(tmp_path: Path) -> None:
+    with RedisClusterProcesses(tmp_path / "cluster") as own:
+        first, *others = own.ports
+        extra = f'cluster = true\nstartup_nodes = ["127.0.0.1:{others[0]}"]'
+        sink = redis_sink(f"redis://127.0.0.1:{first}", extra)
+        workdir = tmp_path / "daemon"
+        workdir.mkdir()
+        with own.client() as client, DaemonProcess(workdir, config(workdir, sink)) as daemon:
+            before = mixed_lines(600)
+            send(daemon, before)
+            wait_for(lambda: total_len(client) >= len(before), 30, "the first events")
+            wait_for(lambda: replicas_caught_up(own), 10, "the replicas to catch up")
+            victim = client.get_node_from_key(stream_name(CONTENTS))
+            next(n for n in own.nodes if n.port == victim.port).kill()
+            after = [line(SCHEMAS[i % 3], i) for i in range(600, 1_500)]
+            send(daemon, after)
+            # The replica takes over after cluster-node-timeout (2 s) and an election.
+            wait_for(lambda: cluster_len(own) >= 1_500, 40, "every event after the failover")
+            assert daemon.stop() == 0
+            stats = next(s for s in daemon.final_stats()["sinks"] if s["name"] == "streams")
+            assert stats["retries"] > 0, "the sink never saw the master gone"
+            with own.client() as fresh:  # the first client's slot map names the dead master
+                by_schema = {s: entries(fresh, stream_name(s)) for s in SCHEMAS}
+    records = archived(workdir)
+    for schema_id, found in by_schema.items():
+        stored = Counter(fields[b"record"] for _, fields in found)
+        assert set(stored) == set(records[schema_id])
+        # At least once: batches failed while the master was gone are sent again.
+        assert sum(stored.values()) - len(records[schema_id]) <= BATCH_MAX_EVENTS
