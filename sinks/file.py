@@ -7,7 +7,14 @@ never stalls the event loop.
 
 Rotated files are named `<stem>.<UTC time>[_NNNN]<suffix>`, e.g.
 `events.20261122T013021.131970Z.jsonl`; the names sort in rotation order, so
-`cat events.*.jsonl events.jsonl` reads every record in order.
+`cat events.*.jsonl events.jsonl` reads every record in order. With `compress = "gzip"` each
+is then gzipped to `<name>.gz` in a thread of its own (telemetryd.sinks.file_gzip), and
+`zcat -f events.*.jsonl* events.jsonl` reads them (`-f`: the newest may not be compressed yet).
+
+`rotate_secs` rotates on wall-clock boundaries: a file holds the records written in one period
+of `rotate_secs` counted from the Unix epoch (rotate_secs = 3600: hour by hour, UTC). Like
+the size, it is checked when a batch is written: the file of a quiet period is rotated by the
+next batch, so no empty file is ever rotated.
 
 With `fsync = "interval"` the check happens when a batch is written (and on close): data of
 the last batch before a quiet spell reaches the disk at the next batch, or at close.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import re
 import threading
@@ -33,10 +41,12 @@ from pydantic import Field
 from telemetryd.record import Record
 from telemetryd.settings_types import FileMode
 from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sinks.file_gzip import GZ, PARTIAL, Compressor
 
 MiB = 1024 * 1024
 
 FsyncPolicy = Literal["never", "batch", "interval"]
+Compression = Literal["none", "gzip"]
 
 
 class FileSettings(SinkSettings):
@@ -46,10 +56,22 @@ class FileSettings(SinkSettings):
         ge=0,
         description="Rotate before a batch would take the file past this size; 0 never rotates.",
     )
+    rotate_secs: float = Field(
+        default=0,
+        ge=0,
+        description="Rotate a file holding records of an earlier period of this many seconds "
+        "(periods aligned to the Unix epoch: 3600 rotates on the hour); 0 never rotates by age.",
+    )
     rotate_keep_files: int = Field(
         default=0,
         ge=0,
-        description="How many rotated files to keep, deleting the oldest; 0 keeps them all.",
+        description="How many rotated files to keep (compressed or not), deleting the oldest; "
+        "0 keeps them all.",
+    )
+    compress: Compression = Field(
+        default="none",
+        description="gzip: rotated files are compressed to <name>.gz in a background thread; "
+        "none: they stay as they are.",
     )
     fsync: FsyncPolicy = Field(
         default="interval",
@@ -83,6 +105,15 @@ def jsonl(batch: Sequence[Record]) -> bytes:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _wall_secs() -> float:
+    return time.time()
+
+
+def period_end(moment: float, period_secs: float) -> float:
+    """The end of the `period_secs` period (counted from the Unix epoch) holding `moment`."""
+    return (math.floor(moment / period_secs) + 1) * period_secs
 
 
 def _sync_data(fd: int) -> None:
@@ -122,12 +153,14 @@ class RotatedNames:
         self._pattern = re.compile(
             re.escape(self.stem)
             + r"\.([0-9]{8}T[0-9]{6}\.[0-9]{6}Z)(?:_([0-9]+))?"
-            + re.escape(self.suffix),
+            + re.escape(self.suffix)
+            + r"(\.gz)?",
             re.ASCII,
         )
 
     def key(self, name: str) -> RotationKey | None:
-        """The rotation key of `name`, or None if it is not a rotated file of this live file."""
+        """The rotation key of `name` (gzipped or not), or None if it is not a rotated file of
+        this live file."""
         match = self._pattern.fullmatch(name)
         if match is None:
             return None
@@ -138,29 +171,40 @@ class RotatedNames:
         tail = f"_{counter:0{self.COUNTER_DIGITS}d}" if counter else ""
         return self.folder / f"{self.stem}.{stamp}{tail}{self.suffix}"
 
-    def existing(self) -> list[Path]:
-        """The rotated files present, oldest first."""
-        found: list[tuple[RotationKey, Path]] = []
+    def groups(self) -> list[tuple[RotationKey, list[Path]]]:
+        """The rotated files present by key, oldest first: one file each, or two while (or if
+        a crash stopped) a gzip is being completed."""
+        found: dict[RotationKey, list[Path]] = {}
         with os.scandir(self.folder) as entries:
             for entry in entries:
                 key = self.key(entry.name)
                 if key is not None and entry.is_file(follow_symlinks=False):
-                    found.append((key, Path(entry.path)))
-        found.sort()
-        return [path for _, path in found]
+                    found.setdefault(key, []).append(Path(entry.path))
+        return [(key, sorted(found[key])) for key in sorted(found)]
+
+    def existing(self) -> list[Path]:
+        """The rotated files present, oldest first (a gzipped one after its original)."""
+        return [path for _, paths in self.groups() for path in paths]
+
+    def uncompressed(self) -> list[Path]:
+        return [path for path in self.existing() if not path.name.endswith(GZ)]
 
     def next_free(self) -> Path:
         """A new name that sorts after every rotated file present, even if the clock stepped
         back, so that pruning the oldest by name never deletes the newest."""
         key: RotationKey = (_utcnow().strftime(self.STAMP_FORMAT), 0)
-        existing = self.existing()
-        newest = self.key(existing[-1].name) if existing else None
+        groups = self.groups()
+        newest = groups[-1][0] if groups else None
         if newest is not None and newest >= key:
             key = (newest[0], newest[1] + 1)
         # A rename would silently replace a file that appeared since the listing.
-        while (candidate := self.path(key)).exists():
+        while (candidate := self.path(key)).exists() or _gzipped(candidate).exists():
             key = (key[0], key[1] + 1)
         return candidate
+
+
+def _gzipped(path: Path) -> Path:
+    return path.with_name(path.name + GZ)
 
 
 class AppendFile:
@@ -179,11 +223,19 @@ class AppendFile:
         self._unsynced = False
         self._last_sync = 0.0
         self._size_hint = 0  # the file's size after our last write; rotation is checked exactly
+        self._rotate_at = math.inf  # wall-clock time the file's period ends (rotate_secs)
+        self.compressor: Compressor | None = None
+        if settings.compress == "gzip":
+            self.compressor = Compressor(
+                self._names.uncompressed, self._prune, settings.file_mode, _sync_folder
+            )
 
     def open(self) -> None:
         with self._lock:
             if self._fd is None:
                 self._open()
+        if self.compressor is not None:
+            self.compressor.request()  # what an earlier run left uncompressed
 
     def blocks(self, incoming: int) -> bool:
         """Whether writing `incoming` bytes now would wait for the disk: an fsync is due, the
@@ -196,7 +248,9 @@ class AppendFile:
         ):
             return True
         limit = self._settings.rotate_bytes
-        return limit > 0 and self._size_hint + incoming > limit
+        if limit > 0 and self._size_hint + incoming > limit:
+            return True
+        return _wall_secs() >= self._rotate_at and self._size_hint > 0
 
     def write(self, batch: Sequence[Record]) -> None:
         self.write_data(jsonl(batch))
@@ -218,6 +272,8 @@ class AppendFile:
         with self._lock:
             self._closed = True
             self._release()
+        if self.compressor is not None:
+            self.compressor.close()
 
     def _open(self) -> int:
         settings = self._settings
@@ -238,7 +294,17 @@ class AppendFile:
                 raise
         self._fd = fd
         self._last_sync = time.monotonic()
+        self._rotate_at = self._period_end(fd)
         return fd
+
+    def _period_end(self, fd: int) -> float:
+        period = self._settings.rotate_secs
+        if period <= 0:
+            return math.inf
+        held = os.fstat(fd)
+        # A file resumed at start belongs to the period of its last write.
+        began = held.st_mtime if held.st_size else _wall_secs()
+        return period_end(began, period)
 
     def _current_file(self) -> tuple[int, int]:
         """The descriptor of the file at `path` and its size, reopening it if an operator
@@ -258,24 +324,30 @@ class AppendFile:
         return fd, held.st_size
 
     def _must_rotate(self, size: int, incoming: int) -> bool:
+        if size == 0:
+            return False
         limit = self._settings.rotate_bytes
-        return limit > 0 and size > 0 and size + incoming > limit
+        return (limit > 0 and size + incoming > limit) or _wall_secs() >= self._rotate_at
 
     def _rotate(self) -> int:
         self._release()
         os.rename(self.path, self._names.next_free())
         self._stats.files_rotated += 1
         fd = self._open()
-        self._prune()
+        if self.compressor is None:
+            self._prune()
+        else:
+            self.compressor.request()  # which prunes after compressing: never mid-gzip
         return fd
 
     def _prune(self) -> None:
         keep = self._settings.rotate_keep_files
         if keep == 0:
             return
-        for old in self._names.existing()[:-keep]:
-            with contextlib.suppress(FileNotFoundError):  # an operator got there first
-                old.unlink()
+        for _, paths in self._names.groups()[:-keep]:
+            for old in [*paths, paths[0].with_name(paths[0].name + PARTIAL)]:
+                with contextlib.suppress(FileNotFoundError):  # an operator got there first
+                    old.unlink()
 
     def _append(self, fd: int, data: bytes, size_before: int) -> None:
         view = memoryview(data)
@@ -328,7 +400,7 @@ def _naming(exc: OSError, message: str) -> OSError:
 
 
 class FileSink(Sink):
-    """Appends records as JSON Lines to `path`, rotating it by size."""
+    """Appends records as JSON Lines to `path`, rotating it by size and age."""
 
     settings_model = FileSettings
 
@@ -371,7 +443,11 @@ class FileSink(Sink):
     def health(self) -> SinkHealth:
         if self._error is not None:
             return SinkHealth(False, self._error)
+        compressor = self._file.compressor
+        if compressor is not None and compressor.error is not None:
+            return SinkHealth(False, compressor.error)
         return SinkHealth(True)
 
     async def close(self) -> None:
+        # Waits for a gzip under way: what a kill interrupts is compressed at the next start.
         await anyio.to_thread.run_sync(self._file.close)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pwd
@@ -128,12 +129,19 @@ class DaemonProcess:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a file sink, across rotated files, in order."""
-    files = [*sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")), path]
+    """Every record of a file sink, across rotated files (gzipped or not), in order."""
+    rotated = {p.name: p for p in path.parent.glob(f"{path.stem}.*{path.suffix}")}
+    for gz in path.parent.glob(f"{path.stem}.*{path.suffix}.gz"):
+        # While a gzip is completed both are there, each with every record: read one.
+        rotated.setdefault(gz.name.removesuffix(".gz"), gz)
+    files = [*(rotated[name] for name in sorted(rotated)), path]
     records: list[dict[str, Any]] = []
     for file in files:
         if file.exists():
-            records.extend(json.loads(line) for line in file.read_bytes().splitlines())
+            data = file.read_bytes()
+            if file.suffix == ".gz":
+                data = gzip.decompress(data)
+            records.extend(json.loads(line) for line in data.splitlines())
     return records
 
 

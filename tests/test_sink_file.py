@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import re
 import stat
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from daemon_process import DaemonProcess, daemon_config, event_line, file_sink, read_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -21,6 +25,7 @@ from pydantic import ValidationError
 from telemetryd.plugins import load_sink_class
 from telemetryd.record import Record
 from telemetryd.sinks import file as file_module
+from telemetryd.sinks import file_gzip
 from telemetryd.sinks.file import FileSettings, FileSink
 
 ROTATED = re.compile(r"events\.[0-9]{8}T[0-9]{6}\.[0-9]{6}Z(_[0-9]{4})?\.jsonl")
@@ -436,3 +441,241 @@ def test_rotation_keeps_every_record_once_in_order(
             assert content in blobs, "an oversized file holds more than one batch"
     if rotate_bytes == 0:
         assert len(files) == 1
+
+
+# --- rotation by age, and gzip of rotated files ------------------------------------------------
+
+GZIPPED = re.compile(r"events\.[0-9]{8}T[0-9]{6}\.[0-9]{6}Z(_[0-9]{4})?\.jsonl\.gz")
+
+
+class Clock:
+    """The file sink's wall clock (`_wall_secs`), set by the test."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+        self.now = now
+        monkeypatch.setattr(file_module, "_wall_secs", lambda: self.now)
+
+
+def gzipped(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if GZIPPED.fullmatch(p.name))
+
+
+def gz_lines(path: Path) -> list[bytes]:
+    data = gzip.decompress(path.read_bytes())
+    assert data.endswith(b"\n"), "a record is split or unterminated"
+    return data.splitlines()
+
+
+@pytest.mark.anyio
+async def test_rotate_secs_rotates_on_wall_clock_periods(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch, 120.5)
+    path = tmp_path / "events.jsonl"
+    sink = await started(file_settings(path, rotate_bytes=0, rotate_secs=60))
+    for i, now in enumerate([120.5, 150.0, 179.99, 180.0, 239.0, 400.0, 401.0]):
+        clock.now = now
+        await sink.write_batch([record(i)])
+    await sink.close()
+
+    # [120, 180): 0-2; [180, 240): 3-4; nothing written in [240, 360): no empty file.
+    assert [lines(p) for p in rotated(tmp_path)] == [
+        [record(i).payload for i in (0, 1, 2)],
+        [record(i).payload for i in (3, 4)],
+    ]
+    assert lines(path) == [record(5).payload, record(6).payload]
+    assert sink.stats.files_rotated == 2
+
+
+@pytest.mark.anyio
+async def test_rotate_secs_and_rotate_bytes_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch, 1000.0)
+    path = tmp_path / "events.jsonl"
+    size = len(record(0).payload) + 1
+    sink = await started(file_settings(path, rotate_bytes=2 * size, rotate_secs=10))
+    for i in range(3):  # the size rotates after two records
+        await sink.write_batch([record(i)])
+    clock.now = 1010.0  # the period ends with one record in the file
+    await sink.write_batch([record(3)])
+    await sink.close()
+    assert [lines(p) for p in rotated(tmp_path)] == [
+        [record(0).payload, record(1).payload],
+        [record(2).payload],
+    ]
+    assert lines(path) == [record(3).payload]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("last_write", "rotates"), [(3500.0, True), (3700.0, False)])
+async def test_a_resumed_file_belongs_to_the_period_of_its_last_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, last_write: float, rotates: bool
+) -> None:
+    Clock(monkeypatch, 3900.0)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"old":1}\n')
+    os.utime(path, (last_write, last_write))
+    sink = await started(file_settings(path, rotate_secs=3600))
+    await sink.write_batch([record(0)])
+    await sink.close()
+    if rotates:
+        [old] = rotated(tmp_path)
+        assert lines(old) == [b'{"old":1}']
+        assert lines(path) == [record(0).payload]
+    else:
+        assert rotated(tmp_path) == []
+        assert lines(path) == [b'{"old":1}', record(0).payload]
+
+
+@pytest.mark.anyio
+async def test_rotated_files_are_gzipped_and_hold_every_record_once(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    sink = await started(file_settings(path, rotate_bytes=300, compress="gzip", file_mode="0600"))
+    for start in range(0, 200, 10):
+        await sink.write_batch(records(start, 10))
+    await sink.close()
+
+    compressed = gzipped(tmp_path)
+    assert len(compressed) == sink.stats.files_rotated > 5
+    assert rotated(tmp_path) == []  # no uncompressed rotated file left
+    assert names(tmp_path) == {p.name for p in [*compressed, path]}  # nor a partial gzip
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in compressed)
+    every = [line for p in compressed for line in gz_lines(p)] + lines(path)
+    assert every == [r.payload for r in records(0, 200)]
+    assert sink.health().healthy
+
+
+@pytest.mark.anyio
+async def test_rotate_keep_files_counts_gzipped_files(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    sink = await started(file_settings(path, rotate_bytes=1, rotate_keep_files=2, compress="gzip"))
+    for i in range(6):
+        await sink.write_batch([record(i)])
+    await sink.close()
+    assert [gz_lines(p) for p in gzipped(tmp_path)] == [[record(3).payload], [record(4).payload]]
+    assert rotated(tmp_path) == []
+    assert lines(path) == [record(5).payload]
+
+
+@pytest.mark.anyio
+async def test_gzip_runs_beside_the_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    started_gzip = threading.Event()
+    real = file_gzip.gzip_file
+
+    def held(path: Path, mode: int, sync: Callable[[Path], None]) -> Path:
+        started_gzip.set()
+        assert release.wait(10)
+        return real(path, mode, sync)
+
+    monkeypatch.setattr(file_gzip, "gzip_file", held)
+    path = tmp_path / "events.jsonl"
+    sink = await started(file_settings(path, rotate_bytes=1, compress="gzip"))
+    await sink.write_batch([record(0)])
+    await sink.write_batch([record(1)])  # rotates: the gzip starts, and waits
+    assert await anyio.to_thread.run_sync(started_gzip.wait, 10)
+    for i in range(2, 5):  # writes and rotations go on while the gzip waits
+        with anyio.fail_after(5):
+            await sink.write_batch([record(i)])
+    release.set()
+    await sink.close()
+    assert rotated(tmp_path) == []
+    every = [line for p in gzipped(tmp_path) for line in gz_lines(p)] + lines(path)
+    assert every == [r.payload for r in records(0, 5)]
+
+
+def rotated_name(stamp: str) -> str:
+    return f"events.{stamp}.jsonl"
+
+
+@pytest.mark.anyio
+async def test_what_a_crash_left_uncompressed_is_gzipped_at_start(tmp_path: Path) -> None:
+    # As a crash leaves them: a file never compressed; one cut off mid-gzip (a partial .gz.tmp);
+    # one whose gzip was renamed into place before its original was removed.
+    never = tmp_path / rotated_name("20261122T010000.000000Z")
+    cut = tmp_path / rotated_name("20261122T020000.000000Z")
+    both = tmp_path / rotated_name("20261122T030000.000000Z")
+    never.write_bytes(b'{"n":1}\n{"n":2}\n')
+    cut.write_bytes(b'{"n":3}\n')
+    (tmp_path / (cut.name + ".gz.tmp")).write_bytes(gzip.compress(b'{"n":3}\n')[:9])
+    both.write_bytes(b'{"n":4}\n')
+    (tmp_path / (both.name + ".gz")).write_bytes(gzip.compress(b'{"n":4}\n'))
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"n":5}\n')
+
+    sink = await started(file_settings(path, compress="gzip"))
+    await sink.write_batch([record(6)])
+    await sink.close()
+
+    assert names(tmp_path) == {p.name + ".gz" for p in (never, cut, both)} | {path.name}
+    assert [gz_lines(p) for p in gzipped(tmp_path)] == [
+        [b'{"n":1}', b'{"n":2}'],
+        [b'{"n":3}'],
+        [b'{"n":4}'],
+    ]
+    assert lines(path) == [b'{"n":5}', record(6).payload]
+
+
+@pytest.mark.anyio
+async def test_a_failed_gzip_keeps_the_file_is_unhealthy_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = file_gzip.gzip_file
+    failures = iter([OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))])
+
+    def failing_once(path: Path, mode: int, sync: Callable[[Path], None]) -> Path:
+        for failure in failures:
+            raise failure
+        return real(path, mode, sync)
+
+    monkeypatch.setattr(file_gzip, "gzip_file", failing_once)
+    path = tmp_path / "events.jsonl"
+    sink = await started(file_settings(path, rotate_bytes=1, compress="gzip"))
+    await sink.write_batch([record(0)])
+    await sink.write_batch([record(1)])  # rotates; the gzip fails
+    health = await anyio.to_thread.run_sync(
+        lambda: wait_until(lambda: not sink.health().healthy and sink.health())
+    )
+    assert "No space left" in health.detail
+    [kept] = rotated(tmp_path)
+    assert lines(kept) == [record(0).payload]
+    await sink.write_batch([record(2)])  # the next rotation's pass compresses both
+    await sink.close()
+    assert sink.health().healthy
+    assert rotated(tmp_path) == []
+    every = [line for p in gzipped(tmp_path) for line in gz_lines(p)] + lines(path)
+    assert every == [r.payload for r in records(0, 3)]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+    return value
+
+
+def test_settings_for_age_rotation_and_compression() -> None:
+    settings = file_settings(Path("events.jsonl"))
+    assert settings.rotate_secs == 0
+    assert settings.compress == "none"
+    assert file_settings(Path("e"), rotate_secs=3600, compress="gzip").compress == "gzip"
+    with pytest.raises(ValidationError, match="compress"):
+        file_settings(Path("e"), compress="zstd")
+    with pytest.raises(ValidationError, match="rotate_secs"):
+        file_settings(Path("e"), rotate_secs=-1)
+
+
+@pytest.mark.integration
+def test_every_event_through_the_daemon_across_gzipped_rotations(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "events.jsonl"
+    options = 'rotate_bytes = 20000\ncompress = "gzip"\nbatch_max_events = 50'
+    sink = file_sink("archive", out, options)
+    with DaemonProcess(tmp_path, daemon_config(tmp_path, sinks=sink)) as daemon:
+        with daemon.connect() as sock:
+            sock.sendall(b"".join(event_line(f"z/{i}") + b"\n" for i in range(5_000)))
+        assert daemon.stop() == 0
+    assert len(gzipped(out.parent)) > 10
+    assert rotated(out.parent) == []
+    assert [r["path"] for r in read_records(out)] == [f"z/{i}" for i in range(5_000)]
