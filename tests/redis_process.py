@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -32,6 +33,24 @@ def free_port() -> int:
         return port
 
 
+def make_certificates(folder: Path) -> Path:
+    """`folder` with ca.crt, and server.crt/server.key for 127.0.0.1 signed by it (openssl)."""
+    openssl = redis_binary("openssl")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
+    new_key = ("-newkey", "rsa:2048", "-nodes", "-days", "1")
+    for args in (
+        ("req", "-x509", *new_key, "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.crt"),
+        ("req", *new_key, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "s.csr"),
+        (
+            *("x509", "-req", "-in", "s.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-days", "1"),
+            *("-CAcreateserial", "-extfile", "san.ext", "-out", "server.crt"),
+        ),
+    ):
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
 class RedisServer:
     """`with RedisServer(folder) as server:` a redis-server on 127.0.0.1:`server.port`.
 
@@ -39,7 +58,14 @@ class RedisServer:
     folder stay the same across stop() and start(), so a persistent server comes back with
     its data."""
 
-    def __init__(self, folder: Path, extra: list[str] | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        extra: list[str] | None = None,
+        port: int = 0,
+        tls: Path | None = None,
+    ) -> None:
+        self.tls = tls  # a make_certificates folder: TLS only, on `port`
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -49,15 +75,14 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
         return [
             redis_binary("redis-server"),
             "--bind",
             "127.0.0.1",
-            "--port",
-            str(self.port),
+            *self.listen(),
             "--dir",
             str(self.folder),
             "--save",
@@ -67,6 +92,16 @@ class RedisServer:
             "--logfile",
             str(self.log_path),
             *self.extra,  # later options win: a test may turn appendonly on
+        ]
+
+    def listen(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            *("--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"),
+            *("--tls-cert-file", str(self.tls / "server.crt")),
+            *("--tls-key-file", str(self.tls / "server.key")),
+            *("--tls-ca-cert-file", str(self.tls / "ca.crt")),
         ]
 
     def start(self, timeout: float = 10.0) -> None:
@@ -89,7 +124,11 @@ class RedisServer:
 
     def _answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+            if self.tls is not None:
+                context = ssl.create_default_context(cafile=self.tls / "ca.crt")
+                sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+            with sock:
                 sock.sendall(b"PING\r\n")
                 reply = sock.recv(64)
         except OSError:
@@ -105,6 +144,11 @@ class RedisServer:
             proc.wait()
 
     def client(self, password: str | None = None) -> redis.Redis:
+        if self.tls is not None:
+            ca = str(self.tls / "ca.crt")
+            return redis.Redis(
+                host="127.0.0.1", port=self.port, password=password, ssl=True, ssl_ca_certs=ca
+            )
         return redis.Redis(port=self.port, password=password, socket_timeout=10)
 
     def log_tail(self, lines: int = 30) -> str:

@@ -6,11 +6,13 @@ it, and every accepted event must be there, a 30 s crash of the server included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,7 +32,7 @@ from daemon_process import (
 from http_client import http_port
 from pydantic import ValidationError
 from redis.cluster import RedisCluster
-from redis_process import RedisClusterProcesses, RedisServer
+from redis_process import RedisClusterProcesses, RedisServer, make_certificates
 
 from telemetryd.config import ConfigError, parse_config
 from telemetryd.record import Record
@@ -283,6 +285,28 @@ def test_a_wrong_password_fails_the_batch_and_health_says_why(tmp_path: Path) ->
         assert "wrong-one" not in detail
         assert anyio.run(attempt, "right-one") == ("", True, "")
         with secured.client(password="right-one") as client:
+            assert client.xlen(stream_name(CONTENTS)) == 10
+
+
+def test_tls_with_the_servers_ca_and_refused_without_it(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path / "tls")
+    batch = [record(CONTENTS, i) for i in range(10)]
+    with RedisServer(tmp_path / "redis", tls=certificates) as secured:
+
+        async def attempt(**keys: Any) -> tuple[bool, str]:
+            sink = RedisSink(settings(url=secured.url, **keys))
+            await sink.start()
+            with contextlib.suppress(redis.ConnectionError):
+                await sink.write_batch(batch)
+            health = sink.health()
+            await sink.close()
+            return health.healthy, health.detail
+
+        healthy, detail = anyio.run(attempt)  # the system's CAs do not know the test CA
+        assert not healthy
+        assert "CERTIFICATE_VERIFY_FAILED" in detail
+        assert anyio.run(partial(attempt, tls_ca_file=certificates / "ca.crt")) == (True, "")
+        with secured.client() as client:
             assert client.xlen(stream_name(CONTENTS)) == 10
 
 
