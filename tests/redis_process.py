@@ -22,7 +22,7 @@ from redis.cluster import RedisCluster
 def redis_binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        raise RuntimeError(f"{name} is not on PATH (.ci/run installs redis-server)")
+        raise RuntimeError(f"{name} is not on PATH (Debian: apt-get install redis-server openssl)")
     return found
 
 

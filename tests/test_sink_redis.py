@@ -36,6 +36,7 @@ from redis_process import RedisClusterProcesses, RedisServer, make_certificates
 
 from telemetryd.config import ConfigError, parse_config
 from telemetryd.record import Record
+from telemetryd.sinks.base import SinkHealth
 from telemetryd.sinks.redis import RedisSettings, RedisSink
 
 pytestmark = pytest.mark.integration
@@ -286,6 +287,43 @@ def test_a_wrong_password_fails_the_batch_and_health_says_why(tmp_path: Path) ->
         assert anyio.run(attempt, "right-one") == ("", True, "")
         with secured.client(password="right-one") as client:
             assert client.xlen(stream_name(CONTENTS)) == 10
+
+
+@pytest.mark.parametrize(
+    ("commands", "method", "refused"),
+    [
+        ("+xadd", "pipeline", ""),
+        ("+xadd", "script", "NoPermissionError"),
+        ("+xadd +eval", "script", ""),
+    ],
+)
+def test_an_acl_user_needs_eval_for_the_script_method(
+    tmp_path: Path, commands: str, method: str, refused: str
+) -> None:
+    acl = f"producer on >producer-pw ~telemetryd:* +@connection {commands}".split()
+    batch = [record(CONTENTS, i) for i in range(10)]
+    with RedisServer(tmp_path, extra=["--user", *acl]) as secured:
+
+        async def attempt() -> tuple[str, SinkHealth]:
+            keys = {"username": "producer", "password": "producer-pw", "method": method}
+            sink = RedisSink(settings(url=secured.url, **keys))
+            await sink.start()
+            raised = ""
+            try:
+                await sink.write_batch(batch)
+            except redis.RedisError as e:
+                raised = type(e).__name__
+            health = sink.health()
+            await sink.close()
+            return raised, health
+
+        raised, health = anyio.run(attempt)
+        assert raised == refused
+        assert health.healthy == (not refused)
+        if refused:
+            assert refused in health.detail
+        with secured.client() as client:
+            assert client.xlen(stream_name(CONTENTS)) == (0 if refused else 10)
 
 
 def test_tls_with_the_servers_ca_and_refused_without_it(tmp_path: Path) -> None:
