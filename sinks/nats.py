@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import nats.errors
 from nats.aio.client import Client
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from telemetryd.record import Record
 from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
@@ -76,6 +76,7 @@ class NatsSettings(SinkSettings):
     duplicate_window_secs: float = Field(
         120.0,
         gt=0,
+        validate_default=True,  # checked against max_age_secs even when not given
         description="How long JetStream remembers message ids: a batch retried within it is "
         "stored once.",
     )
@@ -91,11 +92,15 @@ class NatsSettings(SinkSettings):
         description="How long to wait for JetStream's next acknowledgement or API reply before "
         "the batch fails and is retried on a new connection.",
     )
-    user: str | None = Field(None, min_length=1, description="User name (with password).")
     password: SecretStr | None = Field(None, description="Password of `user`.")
     token: SecretStr | None = Field(None, description="Authentication token.")
     creds_file: Path | None = Field(
         None, description="A NATS credentials file (user JWT and NKey seed); needs nkeys."
+    )
+    # After the secrets, and checked even when absent: the checks of how they combine are
+    # this key's, so an error never echoes a password or token.
+    user: str | None = Field(
+        None, min_length=1, validate_default=True, description="User name (with password)."
     )
 
     @field_validator("servers")
@@ -128,6 +133,34 @@ class NatsSettings(SinkSettings):
             raise ValueError(f"{name!r} is not a stream name: letters, digits, _ and - only")
         return name
 
+    @field_validator("duplicate_window_secs")
+    @classmethod
+    def _window(cls, window: float, info: ValidationInfo) -> float:
+        max_age = info.data.get("max_age_secs")
+        if max_age and window > max_age:
+            raise ValueError(
+                f"duplicate_window_secs cannot be longer than max_age_secs ({max_age})"
+            )
+        return window
+
+    @field_validator("user")
+    @classmethod
+    def _one_auth_method(cls, user: str | None, info: ValidationInfo) -> str | None:
+        if (user is None) != (info.data.get("password") is None):
+            raise ValueError("user and password go together: give both or neither")
+        methods = [
+            name
+            for name, given in (
+                ("user/password", user is not None),
+                ("token", info.data.get("token") is not None),
+                ("creds_file", info.data.get("creds_file") is not None),
+            )
+            if given
+        ]
+        if len(methods) > 1:
+            raise ValueError(f"choose one authentication method, not {' and '.join(methods)}")
+        return user
+
     @field_validator("creds_file")
     @classmethod
     def _creds(cls, path: Path | None) -> Path | None:
@@ -138,25 +171,6 @@ class NatsSettings(SinkSettings):
         if importlib.util.find_spec("nkeys") is None:
             raise ValueError("a credentials file needs the nkeys package: pip install nkeys")
         return path
-
-    @model_validator(mode="after")
-    def _consistent(self) -> NatsSettings:
-        if (self.user is None) != (self.password is None):
-            raise ValueError("user and password go together: give both or neither")
-        methods = [
-            name
-            for name, given in (
-                ("user/password", self.user is not None),
-                ("token", self.token is not None),
-                ("creds_file", self.creds_file is not None),
-            )
-            if given
-        ]
-        if len(methods) > 1:
-            raise ValueError(f"choose one authentication method, not {' and '.join(methods)}")
-        if self.max_age_secs and self.duplicate_window_secs > self.max_age_secs:
-            raise ValueError("duplicate_window_secs cannot be longer than max_age_secs")
-        return self
 
 
 @dataclass

@@ -169,7 +169,12 @@ class StoredMessage:
 
 @contextlib.asynccontextmanager
 async def connection(servers: list[str]) -> AsyncIterator[Client]:
-    nc = await nats.connect(servers=servers, connect_timeout=2, max_reconnect_attempts=2)
+    async def quiet(error: Exception) -> None:
+        pass  # nats-py's default logs a traceback; the caller gets the exception anyway
+
+    nc = await nats.connect(
+        servers=servers, connect_timeout=2, max_reconnect_attempts=2, error_cb=quiet
+    )
     try:
         yield nc
     finally:

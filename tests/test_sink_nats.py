@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -29,6 +31,7 @@ from daemon_process import (
 )
 from http_client import http_port
 from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 from nats_process import (
     NatsServer,
     StoredMessage,
@@ -39,7 +42,8 @@ from nats_process import (
     stream_info,
 )
 
-from telemetryd.sinks.nats_subjects import msg_id
+from telemetryd.config import ConfigError, parse_config
+from telemetryd.sinks.nats_subjects import msg_id, subject_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +64,13 @@ retry_max_secs = 1
 """
 
 
-def nats_daemon_config(workdir: Path, sinks: str) -> str:
-    return daemon_config(workdir, server='http = "127.0.0.1:0"', sinks=sinks)
+def nats_daemon_config(workdir: Path, sinks: str, shutdown_timeout_secs: float = 20) -> str:
+    return daemon_config(
+        workdir,
+        server='http = "127.0.0.1:0"',
+        sinks=sinks,
+        shutdown_timeout_secs=shutdown_timeout_secs,
+    )
 
 
 def readyz(daemon: DaemonProcess) -> dict[str, Any]:
@@ -140,6 +149,114 @@ class AckedLoad:
         wait_for(lambda: self.acked >= self.sent, timeout, f"acks of {self.sent} events")
         assert self.replies_other == []
         return self.sent
+
+
+# --- settings and names, no server ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schema_id", "version", "subject"),
+    [
+        (CONTENTS, "1", CONTENTS_SUBJECT),
+        (
+            "https://example.org:8443/a//b c/*/>/v2?x=1#f",
+            "2.1",
+            "telemetryd.example_org_8443.a.b_c._._.v2.x_1.f.2_1",
+        ),
+        ("urn:telemetry:custom", "1", "telemetryd.telemetry_custom.1"),
+        ("plain-id", "", "telemetryd.plain-id._"),
+    ],
+)
+def test_subjects_are_tokens_of_letters_digits_dashes_and_underscores(
+    schema_id: str, version: str, subject: str
+) -> None:
+    assert subject_for("telemetryd", schema_id, version) == subject
+
+
+NATS_TABLE = '[[sinks]]\nname = "bus"\ntype = "nats"\n'
+NOT_A_URL = "is not a NATS server URL such as nats://127.0.0.1:4222"
+NOT_A_PREFIX = "is not a subject prefix: tokens of letters, digits, _ and -, separated by dots"
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "error"),
+    [
+        ('servers = ["http://127.0.0.1:4222"]', "servers", f"'http://127.0.0.1:4222' {NOT_A_URL}"),
+        ('servers = ["nats://host:port"]', "servers", "'nats://host:port' has a bad port"),
+        ("servers = []", "servers", "List should have at least 1 item"),
+        ('subject_prefix = "events.*"', "subject_prefix", f"'events.*' {NOT_A_PREFIX}"),
+        ('subject_prefix = "a..b"', "subject_prefix", f"'a..b' {NOT_A_PREFIX}"),
+        ('stream = "A.B"', "stream", "'A.B' is not a stream name: letters, digits, _ and - only"),
+        ("num_replicas = 0", "num_replicas", "Input should be greater than or equal to 1"),
+        ('storage = "disk"', "storage", "Input should be 'file' or 'memory'"),
+        (
+            "max_age_secs = 60",
+            "duplicate_window_secs",
+            "duplicate_window_secs cannot be longer than max_age_secs (60.0)",
+        ),
+        ("max_outstanding_acks = 0", "max_outstanding_acks", "Input should be greater than 0"),
+        ("ack_timeout_secs = 0", "ack_timeout_secs", "Input should be greater than 0"),
+        ('password = "s3cret"', "user", "user and password go together"),
+        (
+            'user = "u"\npassword = "s3cret"\ntoken = "t0ken"',
+            "user",
+            "choose one authentication method, not user/password and token",
+        ),
+        ('creds_file = "/no/such.creds"', "creds_file", "no credentials file at /no/such.creds"),
+        ('url = "nats://127.0.0.1:4222"', "url", "unknown key"),
+    ],
+)
+def test_bad_settings_are_config_errors_naming_the_key(lines: str, key: str, error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(NATS_TABLE + lines)
+    message = str(raised.value)
+    assert message.startswith(f"<string>: sinks[0].{key}: ")
+    assert error in message
+    assert "s3cret" not in message
+    assert "t0ken" not in message
+
+
+#: `telemetryd` in a process where `import nats` fails, as where the extra is not installed.
+WITHOUT_NATS = """
+import sys
+from telemetryd.cli import main
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "nats":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Absent())
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_check_config_names_the_extra_when_nats_py_is_missing(tmp_path: Path) -> None:
+    config = tmp_path / "telemetryd.toml"
+    config.write_text(nats_daemon_config(tmp_path, nats_sink(["nats://127.0.0.1:4222"])))
+    checked = subprocess.run(
+        [sys.executable, "-c", WITHOUT_NATS, "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 2
+    assert checked.stdout == ""
+    assert checked.stderr == (
+        f"{config}: sinks[0].type: sink type 'nats' needs the Python package 'nats', which is "
+        "not installed: pip install 'telemetryd[nats]'\n"
+    )
+    with_nats = subprocess.run(
+        [sys.executable, "-m", "telemetryd", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (with_nats.returncode, with_nats.stderr) == (0, "")
+    assert with_nats.stdout.startswith(f"{config}: OK (1 sinks, ")
 
 
 # --- one node ------------------------------------------------------------------------------
@@ -257,6 +374,46 @@ def test_a_server_down_at_start_does_not_stop_the_daemon(tmp_path: Path) -> None
         assert daemon.stop() == 0
 
 
+@pytest.mark.parametrize(
+    ("server_args", "right", "wrong", "in_url"),
+    [
+        (
+            ("--user", "alice", "--pass", "s3cret"),
+            'user = "alice"\npassword = "s3cret"',
+            'user = "alice"\npassword = "guess"',
+            "alice:s3cret@",
+        ),
+        (("--auth", "t0ken"), 'token = "t0ken"', 'token = "guess"', "t0ken@"),
+    ],
+    ids=["user-password", "token"],
+)
+def test_wrong_credentials_are_reported_while_the_right_ones_deliver(
+    tmp_path: Path, server_args: tuple[str, ...], right: str, wrong: str, in_url: str
+) -> None:
+    with NatsServer(tmp_path, extra_args=server_args) as node:
+        authenticated = [node.url.replace("://", f"://{in_url}")]  # the test's own client
+        good = nats_sink([node.url], f'stream = "GOOD"\nsubject_prefix = "good"\n{right}', "good")
+        bad = nats_sink([node.url], f'stream = "BAD"\nsubject_prefix = "bad"\n{wrong}', "bad")
+        config = nats_daemon_config(tmp_path, good + bad, shutdown_timeout_secs=1)
+        with DaemonProcess(tmp_path, config) as daemon:
+            sock, reader, _ = acked_connection(daemon)
+            with sock:
+                sock.sendall(b"".join(event_line(f"auth-{n}") + b"\n" for n in range(10)))
+                reader.until_ack(10)
+            wait_for(lambda: stored_count(authenticated, "GOOD") == 10, 10, "10 events in GOOD")
+            sinks = readyz(daemon)
+            assert sinks["good"]["healthy"]
+            assert not sinks["bad"]["healthy"]
+            assert "Authorization Violation" in sinks["bad"]["detail"]
+            assert "guess" not in daemon.stderr()
+            assert daemon.stop() == 0
+            stats = daemon.final_stats()
+        with pytest.raises(NotFoundError):
+            stream_info(authenticated, "BAD")
+    assert sink_entry(stats, "good")["sent"] == 10
+    assert sink_entry(stats, "bad")["dropped"] == {"shutdown_timeout": 10}
+
+
 # --- failures under load ---------------------------------------------------------------------
 
 
@@ -265,10 +422,10 @@ def sink_entry(stats: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(entry)
 
 
-def stored_count(servers: list[str]) -> int:
+def stored_count(servers: list[str], stream: str = "TELEMETRYD") -> int:
     """Messages in the stream, or -1 while no server answers for it (a leader election)."""
     try:
-        return stream_info(servers, "TELEMETRYD").state.messages
+        return stream_info(servers, stream).state.messages
     except nats.errors.Error:
         return -1
 
