@@ -35,8 +35,6 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from telemetryd.record import Record
 from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
@@ -236,10 +234,10 @@ class RedisSink(Sink):
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}"
             if isinstance(client, RedisCluster) and isinstance(
-                exc, RedisConnectionError | RedisTimeoutError
+                exc, RedisCluster.ERRORS_ALLOW_RETRY
             ):
-                # A node is gone: forget the slot map, so the next attempt asks the
-                # cluster again and finds the replica promoted in its place.
+                # A node is gone or the cluster is failing over: forget the slot map, so the
+                # next attempt asks the cluster again and finds the replica promoted.
                 await client.aclose()
             raise
         self._error = None
