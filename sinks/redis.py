@@ -13,7 +13,7 @@ A batch is one non-transactional pipeline (in a cluster, RedisCluster's pipeline
 per node and sends the parts concurrently). With `method = "script"` (the default) the
 pipeline holds one EVAL per schema version of the batch, a Lua loop that XADDs each of its
 records; with `method = "pipeline"` it holds one XADD per record. Both write the same
-entries; the script is 3 to 5 times faster, because redis-py spends about 20 us of Python per
+entries; the script is 5 to 10 times faster, because redis-py spends about 20 us of Python per
 pipelined command (packing it, parsing its reply), and a server-side loop costs microseconds.
 
 `write_batch` returns once every command answered; a failure anywhere fails the batch and the
@@ -92,7 +92,7 @@ class RedisSettings(SinkSettings):
         "script",
         description="How a batch is written: one EVAL per schema version whose Lua loop "
         "XADDs its records (script; the ACL user needs +eval and +xadd), or one pipelined "
-        "XADD per record (pipeline; +xadd only, 3-5 times slower).",
+        "XADD per record (pipeline; +xadd only, 5-10 times slower).",
     )
     max_len: int = Field(
         0,
