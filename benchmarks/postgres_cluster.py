@@ -42,6 +42,30 @@ def pg_binary(name: str) -> str:
     return candidates[-1]
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _parent(entry: Path) -> int:
+    fields = _stat_fields(int(entry.name))
+    return int(fields[1]) if fields else 0
+
+
+def _cpu_ticks(pid: int, *, children: bool) -> int:
+    """utime + stime (fields 14, 15 of proc(5)), and cutime + cstime (16, 17) if asked."""
+    fields = _stat_fields(pid)
+    if not fields:
+        return 0
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks + (int(fields[13]) + int(fields[14]) if children else 0)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -185,6 +209,19 @@ class PostgresCluster:
     def dsn(self, database: str = "postgres", user: str = SUPERUSER, password: str = "") -> str:
         secret = f":{password}" if password else ""
         return f"postgresql://{user}{secret}@127.0.0.1:{self.port}/{database}"
+
+    def cpu_seconds(self) -> float:
+        """CPU the server used so far: the postmaster, its live processes, and the exited ones
+        it reaped (a backend's CPU moves into the postmaster's cutime when it ends)."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        total = _cpu_ticks(pid, children=True)
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and _parent(entry) == pid:
+                total += _cpu_ticks(int(entry.name), children=False)
+        return total / _CLOCK_TICKS
 
     def log_tail(self, lines: int = 30) -> str:
         try:

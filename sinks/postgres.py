@@ -184,7 +184,8 @@ Row = tuple[datetime, str, str, str, str | None, str]
 
 #: How msgspec writes U+0000 in a string. PostgreSQL's jsonb cannot hold it and would refuse
 #: the whole COPY, batch after batch, forever; such records are stored with U+FFFD instead.
-ESCAPED_NUL = b"\\u0000"
+#: Searched for in the decoded text: str's search measured twice as fast as bytes'.
+ESCAPED_NUL = "\\u0000"
 
 
 def without_nul(payload: bytes) -> bytes:
@@ -202,23 +203,15 @@ def without_nul(payload: bytes) -> bytes:
     return _encode(clean(_decode_any(payload)))
 
 
-def to_row(payload: bytes, schema_id: str, version: str) -> Row:
-    head = _decode_head(payload)
-    origin = bytes(head.origin)
+@functools.lru_cache(maxsize=1024)
+def origin_columns(origin: bytes) -> tuple[str, str | None]:
+    """The origin's jsonb text and its user. Cached: every event of a client connection has
+    the same origin."""
     try:
         user = _decode_origin(origin).user
     except msgspec.ValidationError:  # a user that is not a string: kept in origin only
         user = None
-    # asyncpg's jsonb codec takes str; decoding the (ASCII, as msgspec writes it) bytes
-    # measured as fast as a binary codec handing the bytes through.
-    return (
-        head.event_time,
-        schema_id,
-        version,
-        origin.decode(),
-        user,
-        payload.decode(),
-    )
+    return origin.decode(), user
 
 
 def to_rows(batch: Sequence[Record]) -> tuple[list[Row], int]:
@@ -227,10 +220,16 @@ def to_rows(batch: Sequence[Record]) -> tuple[list[Row], int]:
     replaced = 0
     for record in batch:
         payload = record.payload
-        if ESCAPED_NUL in payload:
+        # asyncpg's jsonb codec takes str; a binary codec handing the bytes through measured
+        # no faster (a Python call per value).
+        text = payload.decode()
+        if ESCAPED_NUL in text:
             payload = without_nul(payload)
+            text = payload.decode()
             replaced += 1
-        rows.append(to_row(payload, record.schema_id, record.version))
+        head = _decode_head(payload)
+        origin, user = origin_columns(bytes(head.origin))
+        rows.append((head.event_time, record.schema_id, record.version, origin, user, text))
     return rows, replaced
 
 
@@ -320,7 +319,11 @@ class PostgresSink(Sink):
         rows, replaced = to_rows(batch)
         settings = self._settings
         try:
-            async with self._pool.acquire(timeout=settings.connect_timeout_secs) as connection:
+            # No acquire timeout: it runs acquire as a task of its own, and the yield that
+            # takes let ingestion run before every COPY, with the database idle meanwhile
+            # (measured: 40% of the raw client's rate lost). A new connection is bounded by
+            # connect_timeout_secs anyway, and only this worker ever waits for the pool.
+            async with self._pool.acquire() as connection:
                 if not self._table_ready:
                     await self._prepare_table(connection)
                 await connection.copy_records_to_table(
