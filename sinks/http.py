@@ -82,7 +82,10 @@ class HttpSettings(SinkSettings):
     )
     gzip: bool = Field(default=False, description="Compress request bodies (Content-Encoding).")
     timeout_secs: float = Field(
-        default=30.0, gt=0, description="Longest wait for a request to be sent and answered."
+        default=30.0,
+        gt=0,
+        description="How long sending a request, or waiting for the next bytes of its answer, "
+        "may take.",
     )
     connect_timeout_secs: float = Field(
         default=5.0, gt=0, description="Longest wait for a connection to the destination."
