@@ -24,6 +24,7 @@ one retry loop, and health() reports it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -226,23 +227,39 @@ class RedisSink(Sink):
             raise RuntimeError(f"redis sink {self.name!r} is not started")
         pipe = client.pipeline(transaction=False)
         if self._settings.method == "script":
-            self._queue_scripts(pipe, batch)
+            keys = self._queue_scripts(pipe, batch)
         else:
-            self._queue_xadds(pipe, batch)
+            keys = self._queue_xadds(pipe, batch)
         try:
-            await pipe.execute(raise_on_error=True)
+            # raise_on_error=False: redis-py's own error names the failed command with its
+            # arguments, which are records (personal data) that must not reach the logs.
+            replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:
-            self._error = f"{type(exc).__name__}: {exc}"
-            if isinstance(client, RedisCluster) and isinstance(
-                exc, RedisCluster.ERRORS_ALLOW_RETRY
-            ):
-                # A node is gone or the cluster is failing over: forget the slot map, so the
-                # next attempt asks the cluster again and finds the replica promoted.
-                await client.aclose()
+            await self._failed(client, exc, f"{type(exc).__name__}: {exc}")
             raise
+        failed = [(k, r) for k, r in zip(keys, replies, strict=True) if isinstance(r, Exception)]
+        if failed:
+            key, first = failed[0]
+            detail = (
+                f"{type(first).__name__}: {first} ({len(failed)} of {len(replies)} "
+                f"commands failed; the first on stream {key!r})"
+            )
+            await self._failed(client, first, detail)
+            raise first
         self._error = None
 
-    def _queue_scripts(self, pipe: Pipeline | ClusterPipeline, batch: Sequence[Record]) -> None:
+    async def _failed(self, client: RedisClient, error: BaseException, detail: str) -> None:
+        self._error = detail
+        if isinstance(client, RedisCluster) and isinstance(error, RedisCluster.ERRORS_ALLOW_RETRY):
+            # A node is gone or the cluster is failing over: forget the slot map, so the
+            # next attempt asks the cluster again and finds the replica promoted.
+            with contextlib.suppress(Exception):  # closing what broke tells nothing new
+                await client.aclose()
+
+    def _queue_scripts(
+        self, pipe: Pipeline | ClusterPipeline, batch: Sequence[Record]
+    ) -> list[str]:
+        """One EVAL per stream of the batch; returns their streams, in order."""
         # Grouped by schema version: each stream keeps its records' order; in a shared
         # `stream`, records of different schemas within one batch are grouped.
         groups: dict[Stream, list[bytes]] = {}
@@ -255,12 +272,17 @@ class RedisSink(Sink):
             payloads.append(record.payload)
         for stream, payloads in groups.items():
             pipe.execute_command("EVAL", XADD_SCRIPT, 1, stream.key, *stream.script_args, *payloads)
+        return [stream.key for stream in groups]
 
-    def _queue_xadds(self, pipe: Pipeline | ClusterPipeline, batch: Sequence[Record]) -> None:
+    def _queue_xadds(self, pipe: Pipeline | ClusterPipeline, batch: Sequence[Record]) -> list[str]:
+        """One XADD per record; returns their streams, in order."""
+        keys = []
         stream_of = self._stream
         for record in batch:
             stream = stream_of(record)
             pipe.execute_command(*stream.xadd_head, record.payload, *stream.xadd_tail)
+            keys.append(stream.key)
+        return keys
 
     def health(self) -> SinkHealth:
         if self._error is not None:

@@ -322,6 +322,7 @@ def test_an_acl_user_needs_eval_for_the_script_method(
         assert health.healthy == (not refused)
         if refused:
             assert refused in health.detail
+            assert '"i":' not in health.detail, "a record (personal data) in the logs"
         with secured.client() as client:
             assert client.xlen(stream_name(CONTENTS)) == (0 if refused else 10)
 
