@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[server]'
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+# The tests also install tests/plugin_example, a third-party sink package, as a user would.
+$(VENV)/.installed-dev: pyproject.toml tests/plugin_example/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e tests/plugin_example
 	touch $(VENV)/.installed $@
 
 venv install: $(VENV)/.installed
