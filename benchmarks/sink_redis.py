@@ -281,13 +281,14 @@ def _measure(
     events = result.events
     with server.client() as client, loads:
         loads.start()
-        watched = server.pid if daemon is None else daemon.pid
-        cpu_before, redis_before = cpu_seconds(watched), cpu_seconds(server.pid)
+        # The process doing the sink's work: the daemon, or (below) the raw client's report.
+        cpu_before = cpu_seconds(daemon.pid) if daemon is not None else 0.0
+        redis_before = cpu_seconds(server.pid)
         loads.go()
         written_at = _wait_for_entries(client, events, progress, loads.done)
-        result.cpu_secs_server = cpu_seconds(watched) - cpu_before
         result.details["redis_server_cpu_secs"] = cpu_seconds(server.pid) - redis_before
         if daemon is not None:
+            result.cpu_secs_server = cpu_seconds(daemon.pid) - cpu_before
             result.peak_rss_bytes = daemon.peak_rss_bytes()
         if written_at is None:
             result.problems.append(
@@ -312,7 +313,7 @@ def _measure(
         result.details["load"] = [
             {k: v for k, v in asdict(r).items() if k != "latencies_ns"} for r in reports
         ]
-        if daemon is None:  # the raw client is the process doing the sink's work
+        if daemon is None:
             result.cpu_secs_server = reports[0].cpu_secs
             result.peak_rss_bytes = reports[0].max_rss_bytes
     result.delivery = delivery.as_dict()
