@@ -201,11 +201,15 @@ def _measure(
         with loads:
             loads.start()
             watched = [aggregator] if agent is None else [aggregator, agent]
-            cpu_before = sum(d.cpu_seconds() for d in watched)
+            cpu_before = [d.cpu_seconds() for d in watched]
             with LineCounter(aggregator.output_path) as counter:
                 loads.go()
                 written_at = _wait_for_lines(counter, events, progress, loads.done)
-            result.cpu_secs_server = sum(d.cpu_seconds() for d in watched) - cpu_before
+            cpu = [d.cpu_seconds() - before for d, before in zip(watched, cpu_before, strict=True)]
+            result.cpu_secs_server = sum(cpu)
+            result.details["cpu_secs_aggregator"] = cpu[0]
+            if agent is not None:
+                result.details["cpu_secs_agent"] = cpu[1]
             result.peak_rss_bytes = watched[-1].peak_rss_bytes()
             if written_at is None:
                 result.problems.append(
