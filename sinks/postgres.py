@@ -335,6 +335,8 @@ class PostgresSink(Sink):
                 )
         except Exception as e:
             self._error = f"{describe(e)} ({self.target})"
+            if isinstance(e, asyncpg.UndefinedTableError) and settings.create_table:
+                self._table_ready = False  # dropped while we ran: the next attempt remakes it
             raise
         self._error = None
         self.rows_written += len(rows)
@@ -353,13 +355,17 @@ class PostgresSink(Sink):
         quoted = self.table.quoted
         timeout = self._settings.command_timeout_secs
         async with connection.transaction():
-            if await connection.fetchval("SELECT to_regclass($1)", quoted, timeout=timeout) is None:
+            exists = "SELECT to_regclass($1)"
+            if await connection.fetchval(exists, quoted, timeout=timeout) is None:
                 # Daemons starting together must not race to create the same table.
                 await connection.fetchval(
                     "SELECT pg_advisory_xact_lock(hashtext($1))",
                     f"telemetryd:{quoted}",
                     timeout=timeout,
                 )
+                if await connection.fetchval(exists, quoted, timeout=timeout) is not None:
+                    self._table_ready = True  # the other daemon made it while we waited
+                    return
                 await connection.execute(create_table_sql(self.table), timeout=timeout)
                 log.info(
                     "postgres sink created its table",

@@ -131,6 +131,9 @@ def paths_in(pg: PostgresServer, table: str) -> Counter[str]:
 
 
 def count_rows(pg: PostgresServer, table: str) -> int:
+    """Rows in `table`; 0 while it does not exist (yet)."""
+    if pg.value("SELECT to_regclass($1)", f'"{table}"') is None:
+        return 0
     count: int = pg.value(f'SELECT count(*) FROM "{table}"')
     return count
 
@@ -223,6 +226,21 @@ def test_a_table_made_by_its_owner_is_used_as_it_is(pg: PostgresServer, tmp_path
     assert pg.value(f"SELECT count(*) FROM {quoted} WHERE note = 'kept'") == 200
     assert pg.value("SELECT count(*) FROM pg_indexes WHERE tablename = $1", name) == 0
     assert pg.value(f"SELECT count(DISTINCT record->>'path') FROM {quoted}") == 200
+
+
+def test_a_table_dropped_while_running_is_made_again(
+    pg: PostgresServer, table: str, tmp_path: Path
+) -> None:
+    with DaemonProcess(tmp_path, config(tmp_path, postgres_sink(pg.dsn(), table))) as daemon:
+        send_acked(daemon, [event_line(f"before-{i}") for i in range(20)])
+        wait_for(lambda: count_rows(pg, table) == 20, 30, "the first rows")
+        pg.execute(f'DROP TABLE "{table}"')
+        send_acked(daemon, [event_line(f"after-{i}") for i in range(30)])
+        wait_for(lambda: pg.value("SELECT to_regclass($1)", table), 30, "the table again")
+        wait_for(lambda: count_rows(pg, table) == 30, 30, "the later rows")
+        assert daemon.stop() == 0
+    assert paths_in(pg, table) == Counter({f"after-{i}": 1 for i in range(30)})
+    assert logged(daemon, CREATED) == 2
 
 
 # --- the database refuses, or is away --------------------------------------------------------
