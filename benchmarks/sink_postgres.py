@@ -163,10 +163,8 @@ def run_raw(
     ) as loads:
         try:
             loads.start()
-            server_cpu = cluster.cpu_seconds()
             loads.go()
             reports = loads.reports()
-            result.details["postgres_cpu_secs"] = cluster.cpu_seconds() - server_cpu
         except LoadError as e:
             result.problems.append(str(e))
             reports = []
@@ -293,6 +291,8 @@ def run_sink(
                 loads.go()
                 written_at = _wait_for_sent(counter, events, progress, loads.done)
                 result.cpu_secs_server = daemon.cpu_seconds() - cpu_before
+                # The sink's backend is alive here, so its CPU is counted (a backend that has
+                # exited may not be reaped yet, which is why the raw run has no such figure).
                 result.details["postgres_cpu_secs"] = cluster.cpu_seconds() - server_cpu
                 result.peak_rss_bytes = daemon.peak_rss_bytes()
                 if written_at is None:
