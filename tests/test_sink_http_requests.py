@@ -22,14 +22,13 @@ from telemetryd.plugins import load_sink_class
 from telemetryd.record import RECORD_START, Record, record_head
 from telemetryd.sinks.base import RetryLater
 from telemetryd.sinks.http import (
-    EventEncoder,
     HttpSettings,
     HttpSink,
     HttpSinkError,
     Refused,
-    as_event,
     retry_after_secs,
 )
+from telemetryd.sinks.http_events import EventEncoder, as_event
 
 TOKEN = "agent-token-0123456789abcdefghijklmnopqrstuvwxyz"
 
