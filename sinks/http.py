@@ -126,11 +126,6 @@ class HttpSettings(SinkSettings):
         has_token = self.auth_token is not None or self.auth_token_file is not None
         if has_token and any(name.lower() == "authorization" for name in self.headers):
             raise ValueError("an Authorization header and auth_token(_file) exclude each other")
-        if self.gzip and self.format == "events":
-            raise ValueError(
-                "gzip = true with format = 'events': telemetryd's /api/events/batch does not "
-                "accept Content-Encoding: gzip"
-            )
         return self
 
 

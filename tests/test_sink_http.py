@@ -92,10 +92,10 @@ def agent_config(workdir: Path, sink: str) -> str:
     return daemon_config(workdir, server='http = "127.0.0.1:0"', sinks=sinks)
 
 
-def forwarding(port: int) -> str:
+def forwarding(port: int, *, gzip: bool = False) -> str:
     return http_sink(
         f"http://127.0.0.1:{port}/api/events/batch",
-        f'format = "events"\nauth_token = "{AGENT_TOKEN}"',
+        f'format = "events"\nauth_token = "{AGENT_TOKEN}"\ngzip = {str(gzip).lower()}',
     )
 
 
@@ -170,7 +170,7 @@ def test_agent_forwards_every_event_and_counts_what_the_aggregator_rejects(
             tmp_path / "aggregator", aggregator_config(tmp_path / "aggregator", port)
         ) as aggregator,
         DaemonProcess(
-            tmp_path / "agent", agent_config(tmp_path / "agent", forwarding(port))
+            tmp_path / "agent", agent_config(tmp_path / "agent", forwarding(port, gzip=True))
         ) as agent,
     ):
         send(agent, events[:1500] + kernels + events[1500:])

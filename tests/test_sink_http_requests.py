@@ -338,7 +338,6 @@ def test_settings_defaults() -> None:
         ({"headers": {"X-A": "a\r\nX-B: b"}}, "line break"),
         ({"auth_token": "a", "auth_token_file": "f"}, "not both"),
         ({"auth_token": "a", "headers": {"Authorization": "x"}}, "exclude each other"),
-        ({"gzip": True, "format": "events"}, "does not accept Content-Encoding"),
         ({"timeout_secs": 0}, "timeout_secs"),
         ({"timeout": 5}, "timeout"),
     ],

@@ -45,6 +45,7 @@ from telemetryd.auth import Identity
 from telemetryd.config import parse_host_port
 from telemetryd.http_api import HttpApi, Request, Response, Route, error_response
 from telemetryd.sources.channel import Channel, ChannelClosed
+from telemetryd.sources.content_encoding import BadBody, content_coding, gunzip
 from telemetryd.sources.http_parser import (
     Body,
     EndOfMessage,
@@ -630,6 +631,9 @@ class _Connection(asyncio.Protocol):
                 route = verdict  # answered before the body is read
             else:
                 identity = verdict
+        coding = None if isinstance(route, Response) else content_coding(head.headers)
+        if isinstance(coding, Response):
+            route = coding
         if isinstance(route, Response):
             if head.expect_continue:
                 return route, False  # the client sends no body unless told to continue
@@ -643,6 +647,12 @@ class _Connection(asyncio.Protocol):
         body = await self._read_body(limit)
         if body is None:
             return source.too_large(None), False
+        if coding is not None:
+            try:
+                body = gunzip(body, limit)
+            except BadBody as e:
+                source.stats.errors[e.reason] += 1
+                return e.response, True
         path, _, query = target.partition("?")
         origin = self.origin if identity is None else self._origin(identity)
         request = Request(
