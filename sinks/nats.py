@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import nats.errors
 from nats.aio.client import Client
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from telemetryd.record import Record
 from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
@@ -102,6 +102,16 @@ class NatsSettings(SinkSettings):
     user: str | None = Field(
         None, min_length=1, validate_default=True, description="User name (with password)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_url(cls, data: Any) -> Any:
+        """`url = "nats://..."` (DESIGN.md §8's example) is `servers = ["nats://..."]`."""
+        if isinstance(data, dict) and "url" in data:
+            if "servers" in data:
+                raise ValueError("set url or servers, not both")
+            data = {k: v for k, v in data.items() if k != "url"} | {"servers": [data["url"]]}
+        return data
 
     @field_validator("servers")
     @classmethod

@@ -353,7 +353,8 @@ def _problems(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     for e in err.errors():
         key = _key_path(tuple(e["loc"]), prefix)
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        if e["type"] not in ("extra_forbidden", "missing"):
+        # A whole table is not echoed: it may hold a password or token beside the bad key.
+        if e["type"] not in ("extra_forbidden", "missing") and not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
         problems.append((key, msg))
     return problems

@@ -203,7 +203,7 @@ NOT_A_PREFIX = "is not a subject prefix: tokens of letters, digits, _ and -, sep
             "choose one authentication method, not user/password and token",
         ),
         ('creds_file = "/no/such.creds"', "creds_file", "no credentials file at /no/such.creds"),
-        ('url = "nats://127.0.0.1:4222"', "url", "unknown key"),
+        ('url = "http://127.0.0.1:4222"', "servers", f"'http://127.0.0.1:4222' {NOT_A_URL}"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_key(lines: str, key: str, error: str) -> None:
@@ -214,6 +214,13 @@ def test_bad_settings_are_config_errors_naming_the_key(lines: str, key: str, err
     assert error in message
     assert "s3cret" not in message
     assert "t0ken" not in message
+
+
+def test_url_is_one_server_as_design_md_writes_it() -> None:
+    (sink,) = parse_config(NATS_TABLE + 'url = "nats://10.0.0.1:4222"\n').sinks
+    assert sink.servers == ["nats://10.0.0.1:4222"]  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="set url or servers, not both"):
+        parse_config(NATS_TABLE + 'url = "nats://a:1"\nservers = ["nats://b:1"]\n')
 
 
 #: `telemetryd` in a process where `import nats` fails, as where the extra is not installed.
