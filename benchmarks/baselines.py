@@ -1,7 +1,8 @@
 """What telemetryd is compared with, each run in a process of its own:
 
 - jupyter_events: Jupyter Server's and JupyterHub's in-process event logger, `emit` into a
-  `logging.FileHandler`, with the same contents_service schema and the same events;
+  `logging.FileHandler`, with the same contents_service schema and the same events (or, for
+  jupyter_events_large_schema, the same large schema and events as socket_file_large_schema);
 - python_minimal: a minimal single-process Python server (blocking sockets, no asyncio) that
   reads the Unix socket in large chunks and, per line, decodes, validates, builds the record and
   encodes it, one write per chunk: what a straightforward Python pipeline does here;
@@ -55,16 +56,25 @@ class JupyterEventsReport:
     emit_p99_secs: float
     emit_mean_secs: float
     version: str
+    emit_p999_secs: float = 0.0
+    schema: str = "small"
 
 
-def _jupyter_events_main(events: int, out_path: str, conn: Connection) -> None:
+def _jupyter_events_main(events: int, out_path: str, schema: str, conn: Connection) -> None:
     try:
         import jupyter_events
         from jupyter_events import EventLogger
 
+        schema_id, schema_path, make_data = SCHEMA_ID, SCHEMA_PATH, event_data
+        if schema == "large":
+            from benchmarks import events_large
+
+            schema_id = events_large.SCHEMA_ID
+            schema_path = events_large.SCHEMA_PATH
+            make_data = events_large.event_data_large
         handler = logging.FileHandler(out_path, encoding="utf-8")
         logger = EventLogger(handlers=[handler])
-        logger.register_event_schema(SCHEMA_PATH)
+        logger.register_event_schema(schema_path)
         emit = logger.emit
         ns = time.perf_counter_ns
         timings = array("q", bytes(8 * events))
@@ -73,9 +83,9 @@ def _jupyter_events_main(events: int, out_path: str, conn: Connection) -> None:
         cpu_before = cpu_seconds_self()
         start = time.perf_counter()
         for n in range(events):
-            data = event_data(n)
+            data = make_data(n)
             t0 = ns()
-            emit(schema_id=SCHEMA_ID, data=data)
+            emit(schema_id=schema_id, data=data)
             timings[n] = ns() - t0
         handler.flush()
         elapsed = time.perf_counter() - start
@@ -94,6 +104,8 @@ def _jupyter_events_main(events: int, out_path: str, conn: Connection) -> None:
                     emit_p99_secs=nearest_rank(ordered, 0.99) / 1e9,
                     emit_mean_secs=sum(ordered) / max(1, events) / 1e9,
                     version=getattr(jupyter_events, "__version__", "?"),
+                    emit_p999_secs=nearest_rank(ordered, 0.999) / 1e9,
+                    schema=schema,
                 ),
             )
         )
@@ -294,8 +306,9 @@ class BaselineProcess:
         self._conn.send("go")
 
 
-def start_jupyter_events(events: int, out_path: Path) -> BaselineProcess:
-    return BaselineProcess(_jupyter_events_main, events, os.fspath(out_path))
+def start_jupyter_events(events: int, out_path: Path, schema: str = "small") -> BaselineProcess:
+    """schema: "small" (contents_service) or "large" (benchmarks/schemas/large/v1.yaml)."""
+    return BaselineProcess(_jupyter_events_main, events, os.fspath(out_path), schema)
 
 
 def start_minimal_server(socket_path: Path, out_path: Path) -> BaselineProcess:

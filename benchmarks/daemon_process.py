@@ -40,6 +40,14 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
+def rss_bytes(pid: int) -> int:
+    """VmRSS from /proc/PID/status: a process's resident set size now."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -74,15 +82,25 @@ class DaemonConfig:
     #: The archive sink's buffer: "memory", or "disk" (in the scenario's folder).
     buffer: str = "memory"
     buffer_fsync: str = "batch"
+    #: Serve GET /metrics (on 127.0.0.1:0 when `http` is ""), which the harness reads once
+    #: every record is written: the latency histogram's p99.9 (the "stopped" line has p50 and
+    #: p99 only). An idle listener; the socket scenarios send nothing to it.
+    metrics: bool = True
+    #: More `[schemas] paths` (the large schema's folder, benchmarks/schemas/large).
+    schema_paths: tuple[str, ...] = ()
+    #: More `[[sinks]]` tables beside "archive" (fan-out, a slow sink). Relative paths are
+    #: the daemon's working directory, the scenario's folder: "out/<name>.jsonl".
+    extra_sinks: tuple[dict[str, object], ...] = ()
 
     def render(self, folder: Path) -> str:
         server: dict[str, object] = {
             "unix_socket": folder / "run" / "telemetryd.sock",
             "shutdown_timeout_secs": self.shutdown_timeout_secs,
         }
-        if self.http:
+        http = self.http or ("127.0.0.1:0" if self.metrics else "")
+        if http:
             server |= {
-                "http": self.http,
+                "http": http,
                 "http_enqueue_timeout_secs": self.http_enqueue_timeout_secs,
             }
         auth = []
@@ -95,7 +113,13 @@ class DaemonConfig:
             [
                 _table("[server]", server),
                 *auth,
-                _table("[schemas]", {"builtin": True}),
+                _table(
+                    "[schemas]",
+                    {
+                        "builtin": True,
+                        **({"paths": list(self.schema_paths)} if self.schema_paths else {}),
+                    },
+                ),
                 _table("[log]", {"level": "info", "format": "json", "stats_interval_secs": 0}),
                 _table(
                     "[[sinks]]",
@@ -118,6 +142,7 @@ class DaemonConfig:
                         ),
                     },
                 ),
+                *(_table("[[sinks]]", dict(sink)) for sink in self.extra_sinks),
                 _table(
                     "[dead_letter]",
                     {
@@ -129,6 +154,20 @@ class DaemonConfig:
                 ),
             ]
         )
+
+
+def file_sink(name: str, **settings: object) -> dict[str, object]:
+    """An extra file sink's table, like "archive" (block when full, never rotated), writing
+    `out/<name>.jsonl` (DaemonProcess.sink_path)."""
+    return {
+        "name": name,
+        "type": "file",
+        "path": f"out/{name}.jsonl",
+        "rotate_bytes": 0,
+        "fsync": "interval",
+        "when_full": "block",
+        **settings,
+    }
 
 
 @dataclass
@@ -219,8 +258,15 @@ class DaemonProcess:
                 return int(str(entry["http"]).rsplit(":", 1)[1])
         raise DaemonError("no HTTP listening line from telemetryd:\n" + self._stderr_tail())
 
+    def sink_path(self, name: str) -> Path:
+        """The file of the "archive" sink, or of an extra file sink made by `file_sink`."""
+        return self.output_path if name == "archive" else self.folder / "out" / f"{name}.jsonl"
+
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        return rss_bytes(self.pid)
 
     def peak_rss_bytes(self) -> int:
         return peak_rss_bytes(self.pid)

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from benchmarks.events import encode_events
+from benchmarks.events import SMALL, EventShape
 
 CHUNK_BYTES = 256 * 1024
 #: How long a load waits for the server to close the connection once everything is sent.
@@ -75,23 +75,31 @@ ReadyFn = Callable[[int], None]
 LoadWork = Callable[..., LoadReport]
 
 
-def _child_main(work: LoadWork, args: tuple[object, ...], conn: Connection) -> None:
+def _child_main(
+    work: LoadWork, args: tuple[object, ...], kwargs: dict[str, object], conn: Connection
+) -> None:
     def ready(payload_bytes: int) -> None:
         conn.send(("ready", payload_bytes))
         conn.recv()  # "go"
 
     try:
-        conn.send(("done", work(ready, *args)))
+        conn.send(("done", work(ready, *args, **kwargs)))
     except Exception:
         conn.send(("error", traceback.format_exc()))
 
 
 def unix_load(
-    ready: ReadyFn, socket_path: str, start: int, count: int, chunk_bytes: int
+    ready: ReadyFn,
+    socket_path: str,
+    start: int,
+    count: int,
+    chunk_bytes: int,
+    *,
+    shape: EventShape = SMALL,
 ) -> LoadReport:
     """Sends events start .. start+count-1 over the Unix socket in `chunk_bytes` sendall calls,
     then waits for the server to close the connection (it has read every line)."""
-    payload = encode_events(start, count)
+    payload = shape.encode(start, count)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(socket_path)
         ready(len(payload))
@@ -125,13 +133,20 @@ class LoadError(RuntimeError):
 
 
 class LoadGroup:
-    """Load processes, one per job, each running `work(ready, *job)`: started and made ready
-    (payload built, connected) by `start`, released together by `go`. Always use as a context
-    manager: leaving it ends every process it started. `unix_loads` makes the socket loads."""
+    """Load processes, one per job, each running `work(ready, *job, **kwargs)`: started and
+    made ready (payload built, connected) by `start`, released together by `go`. Always use as
+    a context manager: leaving it ends every process it started. `unix_loads` makes the socket
+    loads."""
 
-    def __init__(self, work: LoadWork, jobs: list[tuple[object, ...]]) -> None:
+    def __init__(
+        self,
+        work: LoadWork,
+        jobs: list[tuple[object, ...]],
+        kwargs: dict[str, object] | None = None,
+    ) -> None:
         self.work = work
         self.jobs = jobs
+        self.kwargs = kwargs or {}
         self._ctx = multiprocessing.get_context("spawn")
         self._procs: list[tuple[BaseProcess, Connection]] = []
         self._reports: list[LoadReport | None] = [None] * len(jobs)
@@ -147,7 +162,7 @@ class LoadGroup:
             parent, child = self._ctx.Pipe()
             proc = self._ctx.Process(
                 target=_child_main,
-                args=(self.work, job, child),
+                args=(self.work, job, self.kwargs, child),
                 name=f"bench-load-{i}",
                 daemon=True,
             )
@@ -210,8 +225,16 @@ class LoadGroup:
 
 
 def unix_loads(
-    socket_path: Path, shares: list[tuple[int, int]], chunk_bytes: int = CHUNK_BYTES
+    socket_path: Path,
+    shares: list[tuple[int, int]],
+    chunk_bytes: int = CHUNK_BYTES,
+    *,
+    shape: EventShape = SMALL,
 ) -> LoadGroup:
-    """One socket load process per (start, count) share."""
+    """One socket load process per (start, count) share, sending events of `shape`."""
     path = os.fspath(socket_path)
-    return LoadGroup(unix_load, [(path, start, count, chunk_bytes) for start, count in shares])
+    return LoadGroup(
+        unix_load,
+        [(path, start, count, chunk_bytes) for start, count in shares],
+        {"shape": shape},
+    )

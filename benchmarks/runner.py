@@ -19,7 +19,29 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from benchmarks.daemon_process import DaemonConfig
+from benchmarks.event_size import (
+    QUICK_SIZE_BYTES_CAP,
+    SIZE_BYTES_CAP,
+    SIZE_RESULTS,
+    run_event_sizes,
+)
 from benchmarks.events import REPO_ROOT
+from benchmarks.fanout import run_fanout, run_slow_sink
+from benchmarks.figures import write_figures
+from benchmarks.large_schema import (
+    JUPYTER_EVENTS_LARGE_CAP,
+    LARGE_SCHEMA_CAP,
+    QUICK_JUPYTER_EVENTS_LARGE_CAP,
+    run_jupyter_events_large,
+    run_socket_file_large,
+)
+from benchmarks.latency_load import (
+    LATENCY_RESULTS,
+    OVERLOAD_RESULTS,
+    max_rate,
+    run_latency_at_load,
+    run_overload,
+)
 from benchmarks.scenarios import (
     HttpLoadShape,
     ProgressFn,
@@ -37,9 +59,17 @@ from benchmarks.scenarios import (
 SCENARIOS = (
     "socket_file",
     "socket_file_4clients",
+    "socket_file_16clients",
     "socket_file_disk",
+    "fanout_3sinks",
+    "slow_sink",
+    "socket_file_large_schema",
+    "latency_at_load",
+    "overload",
+    "event_size",
     "python_minimal",
     "jupyter_events",
+    "jupyter_events_large_schema",
     "socket_floor",
     "http_batch",
     "http_single",
@@ -54,13 +84,37 @@ SCENARIOS = (
 SINK_SCENARIOS = {
     f"sink_{n}": (f"{n}_raw", f"{n}_sink") for n in ("nats", "redis", "postgres", "http")
 }
+#: Scenarios of several runs (benchmarks.latency_load, benchmarks.event_size), one result each.
+MULTI_SCENARIOS = {
+    "latency_at_load": LATENCY_RESULTS,
+    "overload": OVERLOAD_RESULTS,
+    "event_size": SIZE_RESULTS,
+} | SINK_SCENARIOS
 #: The results each scenario reports, by name.
-RESULTS = {name: SINK_SCENARIOS.get(name, (name,)) for name in SCENARIOS}
+RESULTS = {name: MULTI_SCENARIOS.get(name, (name,)) for name in SCENARIOS}
 #: The client library's emit cost, compared per call with jupyter_events' EventLogger.emit.
 EMIT_SCENARIOS = ("client_emit", "jupyter_events_handler", "jupyter_server_fast")
 TARGET_EMIT_P50_SECS = 2e-6
 #: The scenarios that measure telemetryd's socket (and get a ratio to python_minimal).
-TELEMETRYD_SCENARIOS = ("socket_file", "socket_file_4clients", "socket_file_disk")
+TELEMETRYD_SCENARIOS = (
+    "socket_file",
+    "socket_file_4clients",
+    "socket_file_16clients",
+    "socket_file_disk",
+)
+#: Results whose events/s is also given over socket_file's (in the same run).
+SOCKET_FILE_RELATIVE = (
+    "socket_file_4clients",
+    "socket_file_16clients",
+    "socket_file_disk",
+    "fanout_3sinks",
+    "slow_sink",
+    "socket_file_large_schema",
+    *SIZE_RESULTS,
+)
+PACED_RESULTS = LATENCY_RESULTS + OVERLOAD_RESULTS
+#: Results compared with jupyter_events_large_schema instead of jupyter_events (like for like).
+LARGE_SCHEMA_RESULTS = ("socket_file_large_schema", "jupyter_events_large_schema")
 #: telemetryd's HTTP scenarios (and get a ratio to jupyter_server_post).
 HTTP_SCENARIOS = ("http_batch", "http_single")
 DEFAULT_EVENTS = 1_000_000
@@ -123,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output",
         type=Path,
-        default=DEFAULT_OUTPUT,
         metavar="DIR",
-        help="folder for the JSON reports (default: benchmarks/results/)",
+        help="folder for the JSON reports, the PNG plot and SUMMARY.md (default: "
+        "benchmarks/results/; a --quick run writes SUMMARY.md only with --output)",
     )
     parser.add_argument(
         "--jupyter-events-max",
@@ -268,12 +322,26 @@ def run_scenarios(
     *,
     http_single_events: int | None = None,
     single_shape: HttpLoadShape = SINGLE_SHAPE,
+    quick: bool = False,
 ) -> list[ScenarioResult]:
     single = min(events, http_single_events or HTTP_SINGLE_CAP)
+    large = min(events, LARGE_SCHEMA_CAP)
+    large_baseline = min(
+        events, QUICK_JUPYTER_EVENTS_LARGE_CAP if quick else JUPYTER_EVENTS_LARGE_CAP
+    )
     runners: dict[str, Callable[[Path, ProgressFn], ScenarioResult]] = {
         "socket_file": lambda d, p: run_socket_file("socket_file", events, 1, d, p),
         "socket_file_4clients": lambda d, p: run_socket_file(
             "socket_file_4clients", events, 4, d, p
+        ),
+        "socket_file_16clients": lambda d, p: run_socket_file(
+            "socket_file_16clients", events, 16, d, p
+        ),
+        "fanout_3sinks": lambda d, p: run_fanout(events, d, p),
+        "slow_sink": lambda d, p: run_slow_sink(events, d, p),
+        "socket_file_large_schema": lambda d, p: run_socket_file_large(large, events, d, p),
+        "jupyter_events_large_schema": lambda d, p: run_jupyter_events_large(
+            large_baseline, events, d, p
         ),
         "socket_file_disk": lambda d, p: run_socket_file(
             "socket_file_disk", events, 1, d, p, config=DaemonConfig(buffer="disk")
@@ -310,11 +378,32 @@ def run_scenarios(
             "jupyter_server_fast", events, "jupyter_server_fast", d, p, requested=events
         ),
     }
-    results = []
+    results: list[ScenarioResult] = []
+    rate: list[tuple[float | None, str]] = []  # socket_file's, or a probe's, once measured
+
+    def max_events_per_sec(p: ProgressFn) -> tuple[float | None, str]:
+        if not rate:
+            rate.append(max_rate(results, events, workdir, p))
+        return rate[0]
+
+    multi: dict[str, Callable[[Path, ProgressFn], list[ScenarioResult]]] = {
+        "latency_at_load": lambda d, p: run_latency_at_load(events, *max_events_per_sec(p), d, p),
+        "overload": lambda d, p: run_overload(events, *max_events_per_sec(p), d, p),
+        "event_size": lambda d, p: run_event_sizes(
+            events, QUICK_SIZE_BYTES_CAP if quick else SIZE_BYTES_CAP, d, p
+        ),
+    }
     for name in names:
         update = progress.scenario(name)
-        if name in SINK_SCENARIOS:
-            for result in _run_sink_scenario(name, min(events, SINK_EVENTS_CAP), workdir, update):
+        if name in SINK_SCENARIOS or name in multi:
+            try:
+                if name in SINK_SCENARIOS:
+                    group = _run_sink_scenario(name, min(events, SINK_EVENTS_CAP), workdir, update)
+                else:
+                    group = multi[name](workdir / name, update)
+            except Exception as e:
+                group = [failed(result, events, e) for result in MULTI_SCENARIOS[name]]
+            for result in group:
                 progress.end(result)
                 results.append(result)
             continue
@@ -324,11 +413,7 @@ def run_scenarios(
             result = failed(name, events, e)
         progress.end(result)
         results.append(result)
-    baseline = next((r for r in results if r.name == "jupyter_events" and r.ok), None)
-    if baseline is not None and baseline.events_per_sec:
-        for r in results:
-            if r.events_per_sec:
-                r.ratio_to_jupyter_events = r.events_per_sec / baseline.events_per_sec
+    _ratios(results)
     minimal = next((r for r in results if r.name == "python_minimal" and r.ok), None)
     if minimal is not None and minimal.events_per_sec:
         for r in results:
@@ -343,6 +428,39 @@ def run_scenarios(
                 )
     _targets(results)
     return results
+
+
+def _ratios(results: list[ScenarioResult]) -> None:
+    """x jupyter_events (the large schema's results over its own baseline) and
+    x socket_file."""
+    by_name = {r.name: r for r in results if r.ok and r.events_per_sec}
+    baseline = by_name.get("jupyter_events")
+    large = by_name.get("jupyter_events_large_schema")
+    for r in results:
+        if not r.events_per_sec or r.name in PACED_RESULTS:
+            continue  # a paced load's rate is the one it was given
+        base = large if r.name in LARGE_SCHEMA_RESULTS else baseline
+        if base is not None and base.events_per_sec:
+            r.ratio_to_jupyter_events = r.events_per_sec / base.events_per_sec
+    if large is not None and baseline is not None and baseline.events_per_sec:
+        assert large.events_per_sec is not None
+        slower = large.events_per_sec / baseline.events_per_sec
+        large.notes.append(
+            "x jupyter_events of the large schema's results is over this baseline; over "
+            f"jupyter_events (small schema) it is {slower:.2f}"
+        )
+    socket_file = by_name.get("socket_file")
+    if socket_file is None or not socket_file.events_per_sec:
+        return
+    for r in results:
+        if r.name in SOCKET_FILE_RELATIVE and r.events_per_sec:
+            r.ratio_to_socket_file = r.events_per_sec / socket_file.events_per_sec
+    slow = next((r for r in results if r.name == "slow_sink"), None)
+    if slow is not None and slow.ratio_to_socket_file is not None:
+        slow.notes.append(
+            f"the fast sinks at {slow.ratio_to_socket_file:.2f} x socket_file's rate "
+            f"({socket_file.events_per_sec:,.0f} events/s in this run)"
+        )
 
 
 #: Events of each sink scenario: the backends' raw clients run at 20-150k events/s.
@@ -422,6 +540,14 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, spec)
 
 
+def format_latency(r: ScenarioResult) -> str:
+    """p50/p99/p99.9 in ms, "-" for what is not measured (e.g. p99.9 of a sink scenario)."""
+    values = (r.latency_p50_secs, r.latency_p99_secs, r.latency_p999_secs)
+    if all(v is None for v in values):
+        return "-"
+    return "/".join(_fmt(v, ".3f", 1e3) for v in values)
+
+
 def format_table(results: list[ScenarioResult]) -> str:
     headers = (
         "scenario",
@@ -430,22 +556,18 @@ def format_table(results: list[ScenarioResult]) -> str:
         "x jupyter_events",
         "x minimal",
         "x js_post",
+        "x sock_file",
         "vs target",
         "CPU s daemon/load",
         "peak RSS MB",
-        "p50/p99 ms",
+        "p50/p99/p99.9 ms",
         "status",
     )
     rows = []
     for r in results:
         cpu = f"{_fmt(r.cpu_secs_server, '.2f')}/{_fmt(r.cpu_secs_load, '.2f')}"
         rss = _fmt(r.peak_rss_bytes, ".0f", 1 / (1024 * 1024))
-        if r.latency_p50_secs is None and r.latency_p99_secs is None:
-            latency = "-"
-        else:
-            latency = (
-                f"{_fmt(r.latency_p50_secs, '.3f', 1e3)}/{_fmt(r.latency_p99_secs, '.3f', 1e3)}"
-            )
+        latency = format_latency(r)
         rows.append(
             (
                 r.name,
@@ -454,6 +576,7 @@ def format_table(results: list[ScenarioResult]) -> str:
                 _fmt(r.ratio_to_jupyter_events, ".1f"),
                 _fmt(r.ratio_to_python_minimal, ".2f"),
                 _fmt(r.ratio_to_jupyter_server_post, ".1f"),
+                _fmt(r.ratio_to_socket_file, ".2f"),
                 _fmt(r.target_ratio, ".2f"),
                 cpu,
                 rss,
@@ -482,15 +605,19 @@ def format_table(results: list[ScenarioResult]) -> str:
             " write per 256 KiB read)",
             "  x js_post: events/s over jupyter_server_post's (a live Jupyter Server answering"
             " the same single-event POST /api/events requests from the same load)",
+            "  x sock_file: events/s over socket_file's in the same run (slow_sink: its fast"
+            " sinks' rate; fanout_3sinks: until all three files are complete)",
             f"  vs target: events/s over the issue's target (http_batch:"
             f" {TARGET_BATCH_EVENTS_PER_SEC:,} events/s; http_single:"
             f" {TARGET_SINGLE_X_JUPYTER_SERVER:g} x jupyter_server_post); >= 1 meets it",
             "  CPU s: the daemon (the emitting process for jupyter_events, the baseline server"
             " for python_minimal and socket_floor, Jupyter Server for jupyter_server_post) from"
             " the first byte until every record was written / the loads",
-            "  p50/p99: accept-to-write latency from the daemon's histogram for telemetryd's"
-            " socket (at saturation, so mostly time spent queued); per emit call for"
-            " jupyter_events; request round trip seen by the load for the HTTP scenarios",
+            "  p50/p99/p99.9: accept-to-write latency from the daemon's histogram for"
+            " telemetryd's socket (at saturation, so mostly time spent queued; p99.9 from"
+            " /metrics, the sink scenarios have none); per emit call for jupyter_events; request"
+            " round trip seen by the load for the HTTP scenarios; latency_*/overload_*: send to"
+            " visible in the file (benchmarks/latency_load.py)",
         ]
     )
     return "\n".join(out)
@@ -526,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             http_single_events=args.http_single_max
             or (QUICK_HTTP_SINGLE_CAP if args.quick else HTTP_SINGLE_CAP),
             single_shape=HttpLoadShape(args.http_processes, args.http_connections),
+            quick=args.quick,
         )
     finally:
         if args.keep_files:
@@ -547,7 +675,11 @@ def main(argv: list[str] | None = None) -> int:
         "ok": all(r.ok for r in results),
         "scenarios": [r.as_dict() for r in results],
     }
-    path = write_report(args.output, report, stamp)
+    output: Path = args.output or DEFAULT_OUTPUT
+    path = write_report(output, report, stamp)
     print(format_table(results))
     print(f"report: {path}")
+    summary = not args.quick or args.output is not None
+    for line in write_figures(results, report, output, stamp, summary=summary):
+        print(line)
     return 0 if report["ok"] else 1

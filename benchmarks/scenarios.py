@@ -27,12 +27,14 @@ from benchmarks.baselines import (
     start_jupyter_events,
     start_minimal_server,
 )
+from benchmarks.daemon_metrics import sink_latency
 from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
 from benchmarks.emit_load import emit_loads
+from benchmarks.events import SMALL, EventShape
 from benchmarks.http_load import HttpTarget, http_loads
 from benchmarks.jupyter_server import JupyterServer
 from benchmarks.load import LoadError, LoadGroup, LoadReport, split, unix_loads
-from benchmarks.verify import Delivery, LineCounter, verify_delivery
+from benchmarks.verify import Delivery, LineCounter, OutputWatch, verify_delivery
 
 #: No new record for this long ends the wait: the run is then checked (and fails) as it is.
 STALL_SECS = 30.0
@@ -40,6 +42,9 @@ STALL_SECS = 30.0
 #: has read and processed every line; only the sink's batching is left).
 STALL_AFTER_LOAD_SECS = 5.0
 POLL_SECS = 0.005
+
+#: How often a paced scenario samples the daemon's RSS while it waits.
+RSS_SAMPLE_SECS = 0.05
 
 ProgressFn = Callable[[int, int], None]  # (records so far, records expected)
 
@@ -56,6 +61,7 @@ class ScenarioResult:
     ratio_to_jupyter_events: float | None = None
     ratio_to_python_minimal: float | None = None  # telemetryd's socket scenarios only
     ratio_to_jupyter_server_post: float | None = None  # the HTTP scenarios
+    ratio_to_socket_file: float | None = None  # runner.SOCKET_FILE_RELATIVE, same run
     #: The issue's target for this scenario, if it has one ("≥ 150,000 events/s"), and the
     #: measured rate over the target's rate (≥ 1: met). Measured, never asserted.
     target: str | None = None
@@ -66,6 +72,7 @@ class ScenarioResult:
     peak_rss_bytes: int | None = None  # of the server process
     latency_p50_secs: float | None = None
     latency_p99_secs: float | None = None
+    latency_p999_secs: float | None = None
     latency_kind: str | None = None
     notes: list[str] = field(default_factory=list)
     delivery: dict[str, Any] = field(default_factory=dict)
@@ -80,12 +87,20 @@ class ScenarioResult:
 
 
 def _wait_for_lines(
-    counter: LineCounter, expected: int, progress: ProgressFn, loads_done: Callable[[], bool]
+    counter: LineCounter | OutputWatch,
+    expected: int,
+    progress: ProgressFn,
+    loads_done: Callable[[], bool],
+    *,
+    poll_secs: float = POLL_SECS,
+    on_poll: Callable[[], None] | None = None,
 ) -> float | None:
     """perf_counter() when the file holds `expected` lines; None if it stops growing first."""
     last_count = -1
     last_change = time.monotonic()
     while True:
+        if on_poll is not None:
+            on_poll()
         count = counter.poll()
         if count >= expected:
             now = time.perf_counter()
@@ -99,7 +114,7 @@ def _wait_for_lines(
             stalled = time.monotonic() - last_change
             if stalled > STALL_SECS or (stalled > STALL_AFTER_LOAD_SECS and loads_done()):
                 return None
-        time.sleep(POLL_SECS)
+        time.sleep(poll_secs)
 
 
 def _load_summary(reports: list[LoadReport]) -> dict[str, Any]:
@@ -110,33 +125,41 @@ def _load_summary(reports: list[LoadReport]) -> dict[str, Any]:
         "reply_bytes": sum(r.reply_bytes for r in reports),
         "max_rss_bytes": max(r.max_rss_bytes for r in reports),
         "per_process": [
-            {k: v for k, v in asdict(r).items() if k != "latencies_ns"} for r in reports
+            {k: v for k, v in asdict(r).items() if not isinstance(v, bytes)} for r in reports
         ],
     }
 
 
 def _check_daemon(
-    result: ScenarioResult, daemon: DaemonResult, events: int, source: str = "unix"
+    result: ScenarioResult,
+    daemon: DaemonResult,
+    events: int,
+    source: str = "unix",
+    sinks: tuple[str, ...] = ("archive",),
 ) -> None:
+    """The daemon exited cleanly, its source received every event and each of `sinks` sent
+    every one and dropped none; the first sink's latency is the scenario's."""
     problems = result.problems
     if daemon.exit_code != 0:
         problems.append(f"telemetryd exited with {daemon.exit_code}")
     if daemon.stopped is None:
         problems.append('no "stopped" log line from telemetryd')
         return
-    archive = daemon.sink("archive")
     dead = daemon.sink("dead-letter")
     sources = [s for s in daemon.stopped.get("sources") or [] if s.get("name") == source]
-    if archive is None:
-        problems.append('no "archive" sink in the "stopped" log line')
-    else:
-        if archive.get("sent") != events:
-            problems.append(f"archive sink sent {archive.get('sent')} of {events}")
-        if archive.get("dropped"):
-            problems.append(f"archive sink dropped {archive.get('dropped')}")
-        result.latency_p50_secs = archive.get("latency_p50_secs")
-        result.latency_p99_secs = archive.get("latency_p99_secs")
-        result.latency_kind = "accept to write (daemon histogram)"
+    for name in sinks:
+        entry = daemon.sink(name)
+        if entry is None:
+            problems.append(f'no "{name}" sink in the "stopped" log line')
+            continue
+        if entry.get("sent") != events:
+            problems.append(f"{name} sink sent {entry.get('sent')} of {events}")
+        if entry.get("dropped"):
+            problems.append(f"{name} sink dropped {entry.get('dropped')}")
+        if name == sinks[0]:
+            result.latency_p50_secs = entry.get("latency_p50_secs")
+            result.latency_p99_secs = entry.get("latency_p99_secs")
+            result.latency_kind = "accept to write (daemon histogram)"
     if dead is not None and dead.get("received"):
         problems.append(f"{dead.get('received')} events went to the dead-letter sink")
     received = sources[0].get("received") if sources else None
@@ -152,6 +175,8 @@ def run_socket_file(
     progress: ProgressFn,
     *,
     config: DaemonConfig | None = None,
+    shape: EventShape = SMALL,
+    after: Callable[[ScenarioResult, DaemonRun], None] | None = None,
 ) -> ScenarioResult:
     config = config or DaemonConfig()
     buffer = (
@@ -159,9 +184,10 @@ def run_socket_file(
         if config.buffer == "disk"
         else ""
     )
+    what = "events" if shape == SMALL else shape.describe()
     result = ScenarioResult(
         name,
-        f"{events:,} events over the Unix socket (plain mode) from {clients} load "
+        f"{events:,} {what} over the Unix socket (plain mode) from {clients} load "
         f"process{'es' if clients > 1 else ''} into the file sink (fsync={config.sink_fsync})"
         f"{buffer}",
         events,
@@ -171,9 +197,12 @@ def run_socket_file(
         result,
         config,
         folder=folder,
-        make_loads=lambda daemon: unix_loads(daemon.socket_path, split(events, clients)),
+        make_loads=lambda daemon: unix_loads(
+            daemon.socket_path, split(events, clients), shape=shape
+        ),
         source="unix",
         progress=progress,
+        after=after,
     )
 
 
@@ -215,13 +244,12 @@ def _emit_latencies(result: ScenarioResult, reports: list[LoadReport]) -> None:
     for r in reports:
         latencies.frombytes(r.latencies_ns)
     ordered = sorted(latencies)
-    result.details["daemon_latency_p50_secs"] = result.latency_p50_secs
-    result.details["daemon_latency_p99_secs"] = result.latency_p99_secs
+    _daemon_latency_to_details(result)
     result.latency_kind = _EMIT_LATENCY
     result.latency_p50_secs = nearest_rank(ordered, 0.5) / 1e9
     result.latency_p99_secs = nearest_rank(ordered, 0.99) / 1e9
+    result.latency_p999_secs = nearest_rank(ordered, 0.999) / 1e9
     result.details["emit_mean_secs"] = sum(ordered) / max(1, len(ordered)) / 1e9
-    result.details["emit_p999_secs"] = nearest_rank(ordered, 0.999) / 1e9
     result.details["emit_max_secs"] = (ordered[-1] / 1e9) if ordered else None
     result.details["flush_secs"] = max(r.closed for r in reports) - max(
         r.last_byte for r in reports
@@ -295,6 +323,28 @@ def run_http(
 _HTTP_LATENCY = "request round trip (load processes, send to whole response)"
 
 
+def _daemon_latency_to_details(result: ScenarioResult) -> None:
+    """Moves the daemon's histogram quantiles to the details, where a scenario reports a
+    latency of its own (the client's round trip, the emit call)."""
+    result.details["daemon_latency_p50_secs"] = result.latency_p50_secs
+    result.details["daemon_latency_p99_secs"] = result.latency_p99_secs
+    result.details["daemon_latency_p999_secs"] = result.latency_p999_secs
+    result.latency_p999_secs = None
+
+
+@dataclass
+class DaemonRun:
+    """What `_run_daemon` hands its `after` hook: for checks and figures of its own."""
+
+    daemon: DaemonProcess
+    stopped: DaemonResult
+    reports: list[LoadReport]
+    watch: OutputWatch
+    written_at: float | None
+    go_at: float  # perf_counter() just before "go"
+    rss_samples: list[tuple[float, int]]  # (secs since go, the daemon's VmRSS)
+
+
 def _run_daemon(
     result: ScenarioResult,
     config: DaemonConfig,
@@ -303,29 +353,61 @@ def _run_daemon(
     make_loads: Callable[[DaemonProcess], LoadGroup],
     source: str,
     progress: ProgressFn,
+    outputs: tuple[str, ...] = ("archive",),
+    poll_secs: float = POLL_SECS,
+    sample_rss: bool = False,
+    after: Callable[[ScenarioResult, DaemonRun], None] | None = None,
 ) -> ScenarioResult:
     """Starts telemetryd, releases the loads, waits until the file sink holds every event,
-    stops the daemon and checks its counters, the loads' answers and the output."""
+    stops the daemon and checks its counters, the loads' answers and the output.
+
+    outputs: the file sinks that must each hold every event (the rate is until all do);
+    poll_secs: how often the output is read (its records' arrival times, OutputWatch.marks,
+    are that precise); sample_rss: the daemon's RSS every RSS_SAMPLE_SECS in the details;
+    after: more checks and figures, given everything the run saw (DaemonRun)."""
     events = result.events
     result.details["daemon_config"] = asdict(config)
     folder.mkdir(parents=True)
     reports: list[LoadReport] = []
     stopped: DaemonResult | None = None
+    rss_samples: list[tuple[float, int]] = []
     with DaemonProcess(folder, config) as daemon:
         daemon.start()
+        paths = [daemon.sink_path(name) for name in outputs]
         with make_loads(daemon) as loads:
             loads.start()
             cpu_before = daemon.cpu_seconds()
-            with LineCounter(daemon.output_path) as counter:
+            with OutputWatch(paths) as watch:
+                go_at = time.perf_counter()
+                next_sample = [go_at]
+
+                def sample() -> None:
+                    now = time.perf_counter()
+                    if now >= next_sample[0]:
+                        rss_samples.append((now - go_at, daemon.rss_bytes()))
+                        next_sample[0] = now + RSS_SAMPLE_SECS
+
                 loads.go()
-                written_at = _wait_for_lines(counter, events, progress, loads.done)
+                written_at = _wait_for_lines(
+                    watch,
+                    events,
+                    progress,
+                    loads.done,
+                    poll_secs=poll_secs,
+                    on_poll=sample if sample_rss else None,
+                )
             result.peak_rss_bytes = daemon.peak_rss_bytes()
             cpu_at_written = daemon.cpu_seconds()
             if written_at is None:
                 result.problems.append(
-                    f"the output stopped growing at {counter.lines:,} of {events:,} records"
+                    f"the output stopped growing at {watch.lines:,} of {events:,} records"
                 )
                 stopped = daemon.stop()
+            elif config.metrics or config.http:
+                histogram = sink_latency(daemon.http_port(), outputs[0], events)
+                if histogram is not None:
+                    result.latency_p999_secs = histogram.p999_secs
+                    result.details["daemon_histogram"] = asdict(histogram)
             try:
                 reports = loads.reports(timeout_secs=60 if written_at is not None else 10)
             except LoadError as e:
@@ -341,7 +423,9 @@ def _run_daemon(
     result.details["daemon_cpu_secs_total"] = stopped.cpu_secs_total
     result.details["daemon_max_rss_bytes"] = stopped.max_rss_bytes
     result.details["daemon_log_problems"] = stopped.error_lines[:20]
-    _check_daemon(result, stopped, events, source)
+    if sample_rss:
+        result.details["daemon_rss_samples"] = [(round(t, 3), b) for t, b in rss_samples]
+    _check_daemon(result, stopped, events, source, outputs)
     if reports:
         result.cpu_secs_load = sum(r.cpu_secs for r in reports)
         result.details["load"] = _load_summary(reports)
@@ -351,7 +435,17 @@ def _run_daemon(
             _check_http_loads(result, reports)
         elif any(r.latencies_ns for r in reports):
             _emit_latencies(result, reports)
-    _verify(result, verify_delivery([daemon.output_path], events))
+    _verify(result, verify_delivery([paths[0]], events))
+    if len(paths) > 1:
+        deliveries = {
+            name: verify_delivery([p], events) for name, p in zip(outputs, paths, strict=True)
+        }
+        result.details["deliveries"] = {name: d.as_dict() for name, d in deliveries.items()}
+        for name, d in deliveries.items():
+            if not d.complete and name != outputs[0]:
+                result.problems.append(f"{name}: {_delivery_problem(d.as_dict())}")
+    if after is not None:
+        after(result, DaemonRun(daemon, stopped, reports, watch, written_at, go_at, rss_samples))
     return _finish(result)
 
 
@@ -383,11 +477,11 @@ def _check_http_loads(result: ScenarioResult, reports: list[LoadReport]) -> None
         latencies.frombytes(r.latencies_ns)
     ordered = sorted(latencies)
     if result.latency_p50_secs is not None:  # telemetryd's accept-to-write histogram
-        result.details["daemon_latency_p50_secs"] = result.latency_p50_secs
-        result.details["daemon_latency_p99_secs"] = result.latency_p99_secs
+        _daemon_latency_to_details(result)
     result.latency_kind = _HTTP_LATENCY
     result.latency_p50_secs = nearest_rank(ordered, 0.5) / 1e9
     result.latency_p99_secs = nearest_rank(ordered, 0.99) / 1e9
+    result.latency_p999_secs = nearest_rank(ordered, 0.999) / 1e9
     summary["latency_mean_secs"] = sum(ordered) / max(1, len(ordered)) / 1e9
     summary["latency_max_secs"] = (ordered[-1] / 1e9) if ordered else None
 
@@ -443,21 +537,30 @@ def run_jupyter_server_post(
 
 
 def run_jupyter_events(
-    events: int, requested: int, folder: Path, progress: ProgressFn
+    events: int,
+    requested: int,
+    folder: Path,
+    progress: ProgressFn,
+    *,
+    name: str = "jupyter_events",
+    schema: str = "small",
 ) -> ScenarioResult:
+    """schema "large": the large schema's events (jupyter_events_large_schema)."""
+    what = " of the large schema (benchmarks/schemas/large)" if schema == "large" else ""
     result = ScenarioResult(
-        "jupyter_events",
-        f"{events:,} EventLogger.emit calls into a logging.FileHandler, in one process",
+        name,
+        f"{events:,} EventLogger.emit calls{what} into a logging.FileHandler, in one process",
         events,
         latency_kind="per emit call",
     )
     if events < requested:
+        speed = "a few thousand" if schema == "large" else "~10k"
         result.notes.append(
-            f"capped at {events:,} of the {requested:,} events (it runs at ~10k events/s)"
+            f"capped at {events:,} of the {requested:,} events (it runs at {speed} events/s)"
         )
     folder.mkdir(parents=True)
     out = folder / "events.jsonl"
-    with start_jupyter_events(events, out) as proc, LineCounter(out) as counter:
+    with start_jupyter_events(events, out, schema) as proc, LineCounter(out) as counter:
         proc.receive("ready", timeout_secs=120)
         proc.go()
         while not proc.poll():
@@ -470,6 +573,7 @@ def run_jupyter_events(
     result.peak_rss_bytes = report.max_rss_bytes
     result.latency_p50_secs = report.emit_p50_secs
     result.latency_p99_secs = report.emit_p99_secs
+    result.latency_p999_secs = report.emit_p999_secs
     result.details["jupyter_events"] = asdict(report)
     delivery = verify_delivery([out], events)
     result.delivery = delivery.as_dict()

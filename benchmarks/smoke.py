@@ -44,7 +44,7 @@ class QuickRun:
         return out
 
 
-def run_quick(tmp_dir: Path, timeout_secs: float = 180.0) -> QuickRun:
+def run_quick(tmp_dir: Path, timeout_secs: float = 360.0) -> QuickRun:
     """Runs the quick benchmark with its report in `tmp_dir`."""
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--output", str(tmp_dir)],

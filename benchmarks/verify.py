@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,57 @@ class LineCounter:
             self._fd = None
 
     def __enter__(self) -> LineCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class OutputWatch:
+    """LineCounters of the files that must each hold every event (one, or one per fan-out
+    sink): `poll` is the smallest count. For the first file it also keeps when each count
+    was first seen (`marks`: the count and perf_counter() just after the read that found
+    it), from which benchmarks.latency_load times every record's appearance."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.counters = [LineCounter(p) for p in paths]
+        self.mark_lines = array("q")
+        self.mark_times = array("d")
+        self.polls = 0
+        self.first_poll = self.last_poll = 0.0
+
+    @property
+    def lines(self) -> int:
+        return min(c.lines for c in self.counters)
+
+    @property
+    def poll_period_secs(self) -> float | None:
+        """The mean time between two reads of the first file: the marks' resolution."""
+        if self.polls < 2:
+            return None
+        return (self.last_poll - self.first_poll) / (self.polls - 1)
+
+    def poll(self) -> int:
+        first = self.counters[0]
+        before = first.lines
+        first.poll()
+        now = time.perf_counter()
+        if not self.polls:
+            self.first_poll = now
+        self.polls += 1
+        self.last_poll = now
+        if first.lines != before:
+            self.mark_lines.append(first.lines)
+            self.mark_times.append(now)
+        for c in self.counters[1:]:
+            c.poll()
+        return self.lines
+
+    def close(self) -> None:
+        for c in self.counters:
+            c.close()
+
+    def __enter__(self) -> OutputWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -172,3 +225,18 @@ def _mark(path: str, seen: bytearray, result: Delivery) -> None:
         result.duplicates += 1
     else:
         seen[n] = 1
+
+
+def record_indices(path: Path) -> array[int]:
+    """The event index of each line of `path`, in file order (-1 for a line that is not one
+    of the benchmark's records)."""
+    out = array("q")
+    decoder: msgspec.json.Decoder[_Record] = msgspec.json.Decoder(_Record)
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                n = event_index(decoder.decode(line).path)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                n = None
+            out.append(-1 if n is None else n)
+    return out
