@@ -217,6 +217,14 @@ def _analyse(result: ScenarioResult, run: DaemonRun) -> None:
     d["end_lag_secs"] = report.end_lag_secs
     d["pieces"] = len(report.piece_first) // 8
     d["daemon_peak_rss_bytes"] = result.peak_rss_bytes
+    achieved = d["achieved_send_events_per_sec"]
+    if report.rate > d["max_rate"]["events_per_sec"] and achieved:
+        rss = f"{result.peak_rss_bytes / (1 << 20):.0f} MiB" if result.peak_rss_bytes else "?"
+        result.notes.append(
+            f"offered {report.rate:,.0f} events/s, sent {achieved:,.0f} "
+            f"({achieved / report.rate:.0%}): back-pressure held the load to the daemon's rate, "
+            f"{report.end_lag_secs:.2f} s behind its schedule at the end; daemon peak RSS {rss}"
+        )
 
 
 def send_to_visible(report: PacedReport, watch: OutputWatch, path: Path) -> array[float]:

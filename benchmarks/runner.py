@@ -614,8 +614,8 @@ def format_table(results: list[ScenarioResult]) -> str:
             " for python_minimal and socket_floor, Jupyter Server for jupyter_server_post) from"
             " the first byte until every record was written / the loads",
             "  p50/p99/p99.9: accept-to-write latency from the daemon's histogram for"
-            " telemetryd's socket (at saturation, so mostly time spent queued; p99.9 from"
-            " /metrics, the sink scenarios have none); per emit call for jupyter_events; request"
+            " telemetryd's socket and sinks (at saturation, so mostly time spent queued; p99.9"
+            " from its buckets in /metrics); per emit call for jupyter_events; request"
             " round trip seen by the load for the HTTP scenarios; latency_*/overload_*: send to"
             " visible in the file (benchmarks/latency_load.py)",
         ]

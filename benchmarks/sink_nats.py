@@ -36,6 +36,7 @@ import nats
 import uvloop
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from benchmarks.daemon_metrics import sink_latency
 from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult, _table, cpu_seconds
 from benchmarks.events import SCHEMA_ID, SCHEMA_VERSION, event_data, event_index
 from benchmarks.load import (
@@ -297,6 +298,7 @@ class NatsDaemonConfig(DaemonConfig):
         server = {
             "unix_socket": folder / "run" / "telemetryd.sock",
             "shutdown_timeout_secs": self.shutdown_timeout_secs,
+            "http": "127.0.0.1:0",  # GET /metrics: the latency histogram's p99.9
         }
         sink = {
             "name": SINK_NAME,
@@ -360,6 +362,10 @@ def run_sink(server: NatsServer, events: int, folder: Path, progress: ProgressFn
                     result.problems.append(
                         f"the stream stopped growing at {counter.poll():,} of {events:,} events"
                     )
+                else:
+                    histogram = sink_latency(daemon.http_port(), SINK_NAME, events)
+                    if histogram is not None:
+                        result.latency_p999_secs = histogram.p999_secs
                 try:
                     reports = loads.reports(timeout_secs=60 if written_at is not None else 10)
                 except LoadError as e:

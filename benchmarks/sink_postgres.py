@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
+from benchmarks.daemon_metrics import sink_latency
 from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult, _table
 from benchmarks.events import SCHEMA_ID, SCHEMA_VERSION, event_data, event_index
 from benchmarks.load import (
@@ -299,6 +300,10 @@ def run_sink(
                     result.problems.append(
                         f"the sink stopped sending at {counter.poll():,} of {events:,} events"
                     )
+                else:
+                    histogram = sink_latency(daemon.http_port(), SINK_NAME, events)
+                    if histogram is not None:
+                        result.latency_p999_secs = histogram.p999_secs
                 try:
                     reports = loads.reports(timeout_secs=60 if written_at is not None else 10)
                 except LoadError as e:

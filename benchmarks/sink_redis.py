@@ -27,6 +27,7 @@ from typing import cast
 import msgspec
 import redis
 
+from benchmarks.daemon_metrics import sink_latency
 from benchmarks.daemon_process import (
     DaemonConfig,
     DaemonProcess,
@@ -171,6 +172,7 @@ class RedisSinkConfig(DaemonConfig):
         server = {
             "unix_socket": folder / "run" / "telemetryd.sock",
             "shutdown_timeout_secs": self.shutdown_timeout_secs,
+            "http": "127.0.0.1:0",  # GET /metrics: the latency histogram's p99.9
         }
         sink = {
             "name": "streams",
@@ -294,6 +296,10 @@ def _measure(
             result.problems.append(
                 f"the stream stopped growing at {client.xlen(STREAM):,} of {events:,} entries"
             )
+        elif daemon is not None:
+            histogram = sink_latency(daemon.http_port(), "streams", events)
+            if histogram is not None:
+                result.latency_p999_secs = histogram.p999_secs
         try:
             reports = loads.reports(timeout_secs=60 if written_at is not None else 10)
         except LoadError as e:

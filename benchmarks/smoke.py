@@ -26,6 +26,7 @@ class QuickRun:
     report: dict[str, Any] | None  # latest.json, if it was written
     stdout: str
     stderr: str
+    output_dir: Path  # where the report, the plot and SUMMARY.md went
 
     def problems(self) -> list[str]:
         """Everything wrong with the run; empty when it passed."""
@@ -58,4 +59,4 @@ def run_quick(tmp_dir: Path, timeout_secs: float = 360.0) -> QuickRun:
     report: dict[str, Any] | None = None
     if latest.exists():
         report = json.loads(latest.read_text(encoding="utf-8"))
-    return QuickRun(proc.returncode, report, proc.stdout, proc.stderr)
+    return QuickRun(proc.returncode, report, proc.stdout, proc.stderr, tmp_dir)
