@@ -5,16 +5,20 @@
   and the delivered records) against the offered one; (3) the daemon's peak RSS against the
   offered load; (4) events/s and MB/s against event size (event_size_*). Drawn with
   matplotlib (the `bench` extra); without it the plot is skipped, with a note.
-- `SUMMARY.md` (and `summary.png`, its copy of the plot) in the same folder: every result in
-  a table, the load and size points in tables of their own, the notes. Written by a full run,
-  and by a --quick run only when --output is given (so a quick run never replaces the
-  committed summary in benchmarks/results/).
+- `SUMMARY.md` in the same folder: every result in a table, the load and size points in
+  tables of their own, the notes, and the run's plot (linked: `bench-<stamp>.png`). Written by
+  a full run, and by a --quick run only when --output is given (so a quick run never replaces
+  the committed summary in benchmarks/results/).
+
+`python -m benchmarks.figures benchmarks/results/bench-<stamp>.json [--summary]` draws them
+again from a saved report (after installing matplotlib, say), without running anything.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import shutil
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,13 @@ def plot(results: list[ScenarioResult], path: Path) -> str | None:
     plt: Any = importlib.import_module("matplotlib.pyplot")
     ticker: Any = importlib.import_module("matplotlib.ticker")
     plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    commas = ticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
+
+    def log_axis_with_commas(axis: Any) -> None:
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(commas)
+        axis.set_minor_formatter(ticker.NullFormatter())
+
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     (lat_ax, rate_ax), (rss_ax, size_ax) = axes
     x = [r.details["offered_fraction_of_max"] for r in loads]
@@ -102,6 +113,9 @@ def plot(results: list[ScenarioResult], path: Path) -> str | None:
         )
         rate_ax.set_xscale("log")
         rate_ax.set_yscale("log")
+        log_axis_with_commas(rate_ax.xaxis)
+        log_axis_with_commas(rate_ax.yaxis)
+        rate_ax.tick_params(axis="x", labelrotation=30)
         rate_ax.set_xlabel("offered events/s")
         rate_ax.set_ylabel("events/s")
         rate_ax.set_title("Achieved against offered rate (back-pressure)")
@@ -121,7 +135,10 @@ def plot(results: list[ScenarioResult], path: Path) -> str | None:
         rss_ax.set_xticks(x)
         rss_ax.xaxis.set_major_formatter(plain)
         rss_ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        rss_ax.set_ylim(bottom=0)
+        peaks = [_mb(r.peak_rss_bytes) or 0.0 for r in loads]
+        if socket_file is not None and socket_file.peak_rss_bytes:
+            peaks.append(_mb(socket_file.peak_rss_bytes) or 0.0)
+        rss_ax.set_ylim(0, max(peaks) * 1.25 or 1)
         rss_ax.set_xlabel("offered load (x the maximum rate)")
         rss_ax.set_ylabel("MiB")
         rss_ax.set_title("Daemon memory against load")
@@ -132,6 +149,10 @@ def plot(results: list[ScenarioResult], path: Path) -> str | None:
         size_ax.plot(line_bytes, [r.events_per_sec for r in sizes], "o-", label="events/s")
         size_ax.set_xscale("log")
         size_ax.set_yscale("log")
+        size_ax.set_xticks(line_bytes)
+        size_ax.xaxis.set_major_formatter(commas)
+        size_ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        log_axis_with_commas(size_ax.yaxis)
         size_ax.set_xlabel("event line size, bytes")
         size_ax.set_ylabel("events/s")
         mb_ax = size_ax.twinx()
@@ -274,12 +295,30 @@ def write_figures(
         note = f"no plot: {type(e).__name__}: {e}"
     out.append(f"plot: {png}" if note is None else note)
     if summary:
-        png_name = None
-        if note is None:
-            shutil.copyfile(png, output / "summary.png")
-            png_name = "summary.png"
+        png_name = png.name if note is None else None
         text = summary_markdown(results, report, f"bench-{stamp}.json", png_name, note)
         path = output / "SUMMARY.md"
         path.write_text(text, encoding="utf-8")
         out.append(f"summary: {path}")
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.figures",
+        description="Draw a saved report's plot (and SUMMARY.md) again, beside the report.",
+    )
+    parser.add_argument("report", type=Path, help="a bench-<stamp>.json of benchmarks/results")
+    parser.add_argument("--summary", action="store_true", help="rewrite SUMMARY.md as well")
+    args = parser.parse_args(argv)
+    path: Path = args.report
+    report = json.loads(path.read_text(encoding="utf-8"))
+    results = [ScenarioResult(**s) for s in report["scenarios"]]
+    stamp = path.stem.removeprefix("bench-")
+    for line in write_figures(results, report, path.parent, stamp, summary=args.summary):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
