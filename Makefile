@@ -39,7 +39,12 @@ typecheck: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev lint
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed-dev
+# The bench extra adds matplotlib, for the plot next to each report.
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks
 
 clean:
