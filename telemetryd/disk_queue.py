@@ -29,6 +29,7 @@ from telemetryd.sink_queue import (
     DROP_QUEUE_FULL,
     DROP_SHUTDOWN,
     QueueClosed,
+    QueueSignals,
     QueueStatistics,
 )
 from telemetryd.sinks.base import WhenFull
@@ -40,7 +41,7 @@ DROP_DAMAGED = "disk_damaged"
 Fsync = Literal["batch", "never"]
 
 
-class DiskQueue:
+class DiskQueue(QueueSignals):
     def __init__(
         self,
         directory: Path,
@@ -62,10 +63,7 @@ class DiskQueue:
         self._bytes = 0
         self._read = self.log.cursor  # where the next take() reads
         self._inflight: tuple[int, int] | None = None  # (events, bytes) taken, not committed
-        self._closed = False
-        self._room: anyio.Event | None = None
-        self._ready: anyio.Event | None = None
-        self._waiting_putters = 0
+        super().__init__()
         self.recovered = self._recover()
 
     def _recover(self) -> int:
@@ -187,11 +185,6 @@ class DiskQueue:
             if self._inflight is None:
                 self.log.commit(self._read)
 
-    def count_lost(self, count: int, reason: str = DROP_SHUTDOWN) -> None:
-        if count:
-            self.stats.received += count
-            self.stats.dropped[reason] += count
-
     # -- the worker --------------------------------------------------------------------------
 
     async def take(self, max_events: int, max_bytes: int, max_delay_secs: float) -> list[Record]:
@@ -257,10 +250,6 @@ class DiskQueue:
         self.log.commit(self._read)
         self._wake(room=True)
 
-    def close(self) -> None:
-        self._closed = True
-        self._wake(ready=True, room=True)
-
     def abandon(self, reason: str = DROP_SHUTDOWN) -> int:
         """Shutdown timeout: nothing is dropped, the rest waits on disk for the next start."""
         left = self._events
@@ -280,10 +269,6 @@ class DiskQueue:
     def __len__(self) -> int:
         return self._events
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def statistics(self) -> QueueStatistics:
         inflight_events, inflight_bytes = self._inflight or (0, 0)
         return QueueStatistics(
@@ -294,18 +279,3 @@ class DiskQueue:
             max_bytes=self.max_bytes,
             waiting_putters=self._waiting_putters,
         )
-
-    async def _wait(self, name: str) -> None:
-        event: anyio.Event | None = getattr(self, name)
-        if event is None:
-            event = anyio.Event()
-            setattr(self, name, event)
-        await event.wait()
-
-    def _wake(self, *, ready: bool = False, room: bool = False) -> None:
-        if ready and self._ready is not None:
-            self._ready.set()
-            self._ready = None
-        if room and self._room is not None:
-            self._room.set()
-            self._room = None

@@ -77,7 +77,51 @@ class EventQueue(Protocol):
     def statistics(self) -> QueueStatistics: ...
 
 
-class SinkQueue:
+class QueueSignals:
+    """What every sink queue shares: closing, counting what never got in, and the two
+    wake-ups (`_ready` for the worker waiting for events, `_room` for putters waiting for
+    space), each an anyio.Event made only when someone waits."""
+
+    stats: ComponentStats
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._room: anyio.Event | None = None
+        self._ready: anyio.Event | None = None
+        self._waiting_putters = 0
+
+    def count_lost(self, count: int, reason: str = DROP_SHUTDOWN) -> None:
+        """Events meant for this sink that never reached its queue (the daemon is stopping)."""
+        if count:
+            self.stats.received += count
+            self.stats.dropped[reason] += count
+
+    def close(self) -> None:
+        """No more puts; take() returns [] once the queue is drained."""
+        self._closed = True
+        self._wake(ready=True, room=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def _wait(self, name: str) -> None:
+        event: anyio.Event | None = getattr(self, name)
+        if event is None:
+            event = anyio.Event()
+            setattr(self, name, event)
+        await event.wait()
+
+    def _wake(self, *, ready: bool = False, room: bool = False) -> None:
+        if ready and self._ready is not None:
+            self._ready.set()
+            self._ready = None
+        if room and self._room is not None:
+            self._room.set()
+            self._room = None
+
+
+class SinkQueue(QueueSignals):
     def __init__(
         self, max_events: int, max_bytes: int, when_full: WhenFull, stats: ComponentStats
     ) -> None:
@@ -89,10 +133,7 @@ class SinkQueue:
         self._bytes = 0  # queued and in flight
         self._inflight_events = 0
         self._inflight_bytes = 0
-        self._closed = False
-        self._room: anyio.Event | None = None
-        self._ready: anyio.Event | None = None
-        self._waiting_putters = 0
+        super().__init__()
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -140,12 +181,6 @@ class SinkQueue:
             self.count_lost(len(records) - start, lost_reason)
             raise
         self._wake(ready=True)
-
-    def count_lost(self, count: int, reason: str = DROP_SHUTDOWN) -> None:
-        """Events meant for this sink that never reached its queue (the daemon is stopping)."""
-        if count:
-            self.stats.received += count
-            self.stats.dropped[reason] += count
 
     def _put_dropping_newest(self, records: Sequence[Record]) -> None:
         end = self._fits(records, 0)
@@ -240,11 +275,6 @@ class SinkQueue:
         self._inflight_events = self._inflight_bytes = 0
         self._wake(room=True)
 
-    def close(self) -> None:
-        """No more puts; take() returns [] once the queue is drained."""
-        self._closed = True
-        self._wake(ready=True, room=True)
-
     def abandon(self, reason: str = DROP_SHUTDOWN) -> int:
         """Drop everything still held (shutdown timeout); returns how many events, counted."""
         lost = len(self._items) + self._inflight_events
@@ -263,10 +293,6 @@ class SinkQueue:
     def __len__(self) -> int:
         return len(self._items) + self._inflight_events
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(
             queued_events=len(self._items),
@@ -276,18 +302,3 @@ class SinkQueue:
             max_bytes=self.max_bytes,
             waiting_putters=self._waiting_putters,
         )
-
-    async def _wait(self, name: str) -> None:
-        event: anyio.Event | None = getattr(self, name)
-        if event is None:
-            event = anyio.Event()
-            setattr(self, name, event)
-        await event.wait()
-
-    def _wake(self, *, ready: bool = False, room: bool = False) -> None:
-        if ready and self._ready is not None:
-            self._ready.set()
-            self._ready = None
-        if room and self._room is not None:
-            self._room.set()
-            self._room = None
