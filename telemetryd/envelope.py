@@ -7,8 +7,11 @@ from typing import Any
 import msgspec
 
 
-class Envelope(msgspec.Struct):
+class Envelope(msgspec.Struct, gc=False):
     """Unknown keys are ignored, as Jupyter Server ignores them.
+
+    gc=False: decoded JSON cannot refer back to the envelope, so it is never part of a cycle;
+    untracked, the envelopes of a chunk do not set off collections of the young generation.
 
     `data` is decoded in the same pass and re-encoded into the record after validation. Passing
     it through as raw bytes (msgspec.Raw, a second decode for the validator, then slicing the

@@ -64,7 +64,8 @@ class LineFramer:
         lines: list[Frame] = buffered.split(b"\n")  # type: ignore[assignment]  # list is invariant
         tail: bytes = lines.pop()  # type: ignore[assignment]  # split gives bytes only
         limit = self.max_line_bytes
-        if lines and max(map(len, lines)) > limit:  # type: ignore[arg-type]
+        # A buffer no longer than the limit holds no line over it: skip measuring each line.
+        if len(buffered) > limit and lines and max(map(len, lines)) > limit:  # type: ignore[arg-type]
             lines = [_checked(line, limit) for line in lines]  # type: ignore[arg-type]
         if out:
             out.extend(lines)

@@ -7,7 +7,7 @@ once per chunk, schema and connection, not per event) and the validated data, en
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import msgspec
@@ -66,6 +66,9 @@ class Ingestor:
         last_id: str | None = None
         last_version: str | None = None
         last_schema = cast(CompiledSchema, None)  # set before first use: last_id is None
+        validate = cast(Callable[[Any], Any], None)
+        open_keys = False
+        declared: frozenset[str] = frozenset()
         last_prefix = b""
         number = first_line - 1
         for line in lines:
@@ -91,13 +94,15 @@ class Ingestor:
                     rejected.append(self._unknown(line, number, schema_id, version))
                     continue
                 last_id, last_version, last_schema = schema_id, version, schema
+                validate, open_keys = schema.validate, schema.open_keys
+                declared = schema.declared_keys
                 last_prefix = b"".join(
                     (RECORD_START, received_at, schema.record_head, origin, b",")
                 )
             schema = last_schema
             data = envelope.data
             try:
-                schema.validate(data)
+                validate(data)
             except JsonSchemaValueException as e:
                 rejected.append(
                     Rejection(
@@ -112,9 +117,11 @@ class Ingestor:
                     )
                 )
                 continue
-            if schema.open_keys:
-                # A loop over the keys measured cheaper than searching the line's bytes for
-                # `"__` (and for JSON escapes that could spell it): ~0.2 µs against ~0.8 µs.
+            # Data holding only declared properties holds no reserved key: one C-level subset
+            # test (valgrind: ~1.5k instructions an event fewer than looking at each key). The
+            # loop over the keys measured cheaper than searching the line's bytes for `"__`
+            # (and for escapes that could spell it): ~0.2 µs against ~0.8 µs.
+            if open_keys and not data.keys() <= declared:
                 reserved = False
                 for key in data:
                     # key[:1] is a cached one-character string: no allocation per key

@@ -113,6 +113,9 @@ class CompiledSchema:
     #: Whether valid data may carry keys the schema does not declare (no
     #: `additionalProperties: false`); only then can a data key collide with `__metadata`.
     open_keys: bool = True
+    #: The top-level `properties`: data with no other key cannot hold a reserved (__) one,
+    #: as no declared property may start with __.
+    declared_keys: frozenset[str] = frozenset()
 
     def properties(self) -> list[PropertyInfo]:
         props = self.schema.get("properties")
@@ -623,6 +626,7 @@ def _compile_one(
         record_head=record_head(schema_id, version),
         personal_data=personal_data if isinstance(personal_data, bool) else None,
         open_keys=not (doc.get("additionalProperties") is False and "patternProperties" not in doc),
+        declared_keys=frozenset(doc.get("properties", {})),
     )
 
 

@@ -226,3 +226,30 @@ def test_deeply_nested_json_is_rejected_and_the_lines_around_it_kept(ingestor: I
     assert len(records) == 2
     assert [(r.reason, r.line) for r in rejected] == [("invalid_json", 2)]
     assert "nested too deeply" in rejected[0].message
+
+
+@given(
+    extra=st.dictionaries(
+        st.one_of(
+            st.sampled_from(["source_path", "action", "_x", "__x", "a__b", "__origin__"]),
+            st.text(max_size=6),
+        ),
+        st.text(max_size=4),  # a string: what the schema declares for each of its properties
+        max_size=4,
+    )
+)
+@settings(max_examples=200)
+def test_data_is_refused_exactly_when_a_key_starts_with_two_underscores(
+    extra: dict[str, str],
+) -> None:
+    # The hot path skips looking at the keys when all are declared properties; that shortcut
+    # must never let a reserved key through, nor refuse undeclared keys the schema allows.
+    data: dict[str, Any] = {"action": "save", "path": "a", **extra}
+    data["action"] = "save"
+    records, rejected = Ingestor(REGISTRY).process([line(data)], ORIGIN, NOW, 1.0)
+    if any(key.startswith("__") for key in data):
+        assert [r.reason for r in rejected] == [R.RESERVED_FIELD]
+        assert records == []
+    else:
+        assert rejected == []
+        assert len(records) == 1
