@@ -14,7 +14,7 @@ Scenarios (see benchmarks.scenarios):
                            latency p50/p99/p99.9 (latency_25pct, latency_50pct, latency_75pct)
     overload               the same load offered at 2/5/10x: back-pressure, offered against
                            achieved rate, peak RSS (overload_2x, overload_5x, overload_10x)
-    event_size             socket_file with lines of 200 B to 10 KB (event_size_200b ... _10kb)
+    event_size             socket_file with lines of 100 B to 10 KB (event_size_100b ... _10kb)
     python_minimal         the same events through a minimal blocking Python server
     jupyter_events         the baseline: jupyter_events' EventLogger into a logging.FileHandler
     jupyter_events_large_schema  the same with the large schema (socket_file_large_schema's)

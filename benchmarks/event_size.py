@@ -1,5 +1,7 @@
 """Throughput against event size: socket_file with the event's `path` padded so that every
-line has the same size, from 200 B to 10 KB (the unpadded event, socket_file's, is 153-159 B).
+line has the same size, from 100 B to 10 KB. The unpadded event, socket_file's, is 153-159 B,
+so the 100 B lines are the tiny schema's (benchmarks/schemas/tiny, schema id `urn:t`, one
+property), loaded with `[schemas] paths`.
 
 Each size is a run of its own (event_size_200b ... event_size_10kb): one load process over the
 Unix socket into the file sink, like socket_file. The number of events is the run's, capped so
@@ -11,11 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.events import EventShape
+from benchmarks.daemon_process import DaemonConfig
+from benchmarks.events import TINY_SCHEMA_DIR, EventShape
 from benchmarks.scenarios import ProgressFn, ScenarioResult, failed, run_socket_file
 
 #: Line sizes, bytes (1 KB = 1,000 bytes), newline included.
-SIZES = (200, 500, 1_000, 3_000, 10_000)
+SIZES = (100, 200, 500, 1_000, 3_000, 10_000)
+#: Below this, the contents_service envelope does not fit: the tiny schema's events instead.
+TINY_BELOW = 160
 SIZE_BYTES_CAP = 500_000_000
 QUICK_SIZE_BYTES_CAP = 20_000_000
 
@@ -36,9 +41,16 @@ def run_event_sizes(
     for size in SIZES:
         name = size_name(size)
         count = max(1, min(events, bytes_cap // size))
+        tiny = size < TINY_BELOW
         try:
             result = run_socket_file(
-                name, count, 1, workdir / name, progress, shape=EventShape(line_bytes=size)
+                name,
+                count,
+                1,
+                workdir / name,
+                progress,
+                config=DaemonConfig(schema_paths=(str(TINY_SCHEMA_DIR),)) if tiny else None,
+                shape=EventShape(schema="tiny" if tiny else "small", line_bytes=size),
             )
         except Exception as e:
             result = failed(name, count, e)

@@ -27,6 +27,12 @@ _LINE_HEAD = (
     '{"schema_id":"' + SCHEMA_ID + '","version":"' + SCHEMA_VERSION + '",'
     '"data":{"action":"save","path":"' + PATH_PREFIX
 ).encode()
+#: The tiny schema's events (benchmarks/schemas/tiny): 86 B lines at most, padded to 100 B.
+TINY_SCHEMA_ID = "urn:t"
+TINY_SCHEMA_DIR = REPO_ROOT / "benchmarks" / "schemas" / "tiny"
+_TINY_LINE_HEAD = (
+    '{"schema_id":"' + TINY_SCHEMA_ID + '","version":"1","data":{"path":"' + PATH_PREFIX
+).encode()
 _BODY_TAIL = (PATH_SUFFIX + '"}}').encode()
 _LINE_TAIL = _BODY_TAIL + b"\n"
 
@@ -66,25 +72,27 @@ def event_body(n: int) -> bytes:
     return _LINE_HEAD + str(n).encode() + _BODY_TAIL
 
 
-def line_bytes(n: int) -> int:
+def line_bytes(n: int, head: bytes = _LINE_HEAD) -> int:
     """Length of event n's line, newline included."""
-    return len(_LINE_HEAD) + len(str(n)) + len(_LINE_TAIL)
+    return len(head) + len(str(n)) + len(_LINE_TAIL)
 
 
-def padding_for(n: int, line_bytes_wanted: int) -> int:
+def padding_for(n: int, line_bytes_wanted: int, head: bytes = _LINE_HEAD) -> int:
     """How many `x` make event n's line `line_bytes_wanted` long (newline included); 0 when
     the unpadded line is already that long or longer."""
-    pad = line_bytes_wanted - line_bytes(n) - 1  # the "-" before the padding
+    pad = line_bytes_wanted - line_bytes(n, head) - 1  # the "-" before the padding
     return max(0, pad)
 
 
-def encode_padded_events(start: int, count: int, line_bytes_wanted: int) -> bytes:
+def encode_padded_events(
+    start: int, count: int, line_bytes_wanted: int, head: bytes = _LINE_HEAD
+) -> bytes:
     """Events start .. start+count-1 with `path` padded so that each line is
     `line_bytes_wanted` bytes long (or its natural length, if longer)."""
-    head, tail = _LINE_HEAD, _LINE_TAIL
+    tail = _LINE_TAIL
     out = []
     for n in range(start, start + count):
-        pad = padding_for(n, line_bytes_wanted)
+        pad = padding_for(n, line_bytes_wanted, head)
         digits = str(n).encode()
         out.append(head + digits + (b"-" + b"x" * pad if pad else b"") + tail)
     return b"".join(out)
@@ -94,9 +102,9 @@ def encode_padded_events(start: int, count: int, line_bytes_wanted: int) -> byte
 class EventShape:
     """What a load sends (picklable, so a load process gets it as an argument).
 
-    schema: "small" (contents_service) or "large" (benchmarks/schemas/large, see
-    benchmarks.events_large); line_bytes: pad the small events' `path` to lines of this size
-    (0: unpadded).
+    schema: "small" (contents_service), "tiny" (benchmarks/schemas/tiny: the envelope of the
+    smallest lines) or "large" (benchmarks/schemas/large, see benchmarks.events_large);
+    line_bytes: pad the small or tiny events' `path` to lines of this size (0: unpadded).
     """
 
     schema: str = "small"
@@ -107,6 +115,8 @@ class EventShape:
             from benchmarks.events_large import encode_large_events
 
             return encode_large_events(start, count)
+        if self.schema == "tiny":
+            return encode_padded_events(start, count, self.line_bytes, _TINY_LINE_HEAD)
         if self.line_bytes:
             return encode_padded_events(start, count, self.line_bytes)
         return encode_events(start, count)
@@ -114,6 +124,8 @@ class EventShape:
     def describe(self) -> str:
         if self.schema == "large":
             return "large-schema events (benchmarks/schemas/large/v1.yaml)"
+        if self.schema == "tiny":
+            return f"tiny-schema events (urn:t) padded to {self.line_bytes:,}-byte lines"
         if self.line_bytes:
             return f"events padded to {self.line_bytes:,}-byte lines"
         return "contents_service events"
