@@ -38,13 +38,21 @@ class EventEncoder:
 
     def __init__(self) -> None:
         self._heads: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        # The records of one read share everything before their data (time, schema, origin):
+        # the last such prefix seen, and what replaces it and follows the data in the event.
+        self._prefix = b"\x00"  # no record starts with it
+        self._prefix_bytes = 1
+        self._event_head = b""
+        self._event_tail = b""
 
     def encode(self, record: Record) -> bytes:
+        payload = record.payload
+        if payload.startswith(self._prefix):  # a neighbour of the last record: no parsing
+            return b"".join((self._event_head, payload[self._prefix_bytes :], self._event_tail))
         heads = self._heads.get((record.schema_id, record.version))
         if heads is None:
             heads = self._learn(record)
         head, event_head = heads
-        payload = record.payload
         # The time holds no quote: the first one after RECORD_START begins the head.
         at = payload.find(b'"', _TIME_AT)
         origin = at + len(head)
@@ -57,7 +65,13 @@ class EventEncoder:
         ):
             data = payload[end + 1 :] if payload[end : end + 1] == b"," else payload[end:]
             if data[-1:] == b"}":  # the data's members and the record's closing brace
-                return b"".join((event_head, data, b',"timestamp":"', payload[_TIME_AT:at], b'"}'))
+                tail = b',"timestamp":"' + payload[_TIME_AT:at] + b'"}'
+                if payload[end : end + 1] == b",":
+                    self._prefix = payload[: end + 1]
+                    self._prefix_bytes = end + 1
+                    self._event_head = event_head
+                    self._event_tail = tail
+                return b"".join((event_head, data, tail))
         return as_event(record)
 
     def _learn(self, record: Record) -> tuple[bytes, bytes]:

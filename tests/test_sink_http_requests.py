@@ -358,3 +358,25 @@ async def test_an_unreadable_token_file_fails_start_naming_it(tmp_path: Path) ->
 
 def test_entry_point_loads_the_http_sink() -> None:
     assert load_sink_class("http") is HttpSink
+
+
+@given(
+    made=st.lists(
+        st.tuples(
+            st.sampled_from([{"user": "alice"}, {"user": "bob", "uid": 1}, {}]),
+            st.dictionaries(keys, json_values, max_size=3),
+            st.sampled_from(["2026-11-22T01:30:21.131970Z", "2026-11-22T01:30:22.000001Z"]),
+        ),
+        max_size=12,
+    )
+)
+def test_one_encoder_keeps_every_record_of_a_stream_its_own_event(
+    made: list[tuple[dict[str, Any], dict[str, Any], str]],
+) -> None:
+    # The encoder reuses the last record's prefix (time, schema, origin) for its neighbours:
+    # a record with another time, origin or no data must never be taken for one of them.
+    encoder = EventEncoder()
+    for origin, data, stamp in made:
+        record = hot_path_record(origin, data, stamp)
+        event = json.loads(encoder.encode(record))
+        assert event == {"schema_id": "urn:x", "version": "2", "data": data, "timestamp": stamp}
