@@ -58,6 +58,15 @@ class SinkSettings(BaseModel):
     queue_max_events: int = Field(100_000, gt=0, description="Queue limit, in events.")
     queue_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Queue limit, in bytes.")
     batch_max_events: int = Field(1_000, gt=0, description="Most events handed over at once.")
+    batches_in_flight: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Batches handed to the sink at once, each retried on its own, so the next "
+        "is on its way while the destination answers the last (sinks that allow it: http, "
+        "postgres). Records of different batches may then arrive out of order; with a disk "
+        "buffer, a crash redelivers any batch behind one still in flight.",
+    )
     batch_max_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Most bytes in one batch.")
     batch_max_delay_secs: float = Field(
         0.05, ge=0, description="How long a partial batch waits for more events."
@@ -95,6 +104,8 @@ class Sink(ABC):
     """One destination for records. Subclasses set `settings_model` to their settings class."""
 
     settings_model: ClassVar[type[SinkSettings]] = SinkSettings
+    #: Whether write_batch may run for several batches at once (`batches_in_flight` > 1).
+    concurrent_batches: ClassVar[bool] = False
 
     def __init__(self, settings: SinkSettings) -> None:
         self.settings = settings

@@ -178,28 +178,33 @@ def _sample(response: httpx.Response) -> str:
 
 
 class _Progress:
-    """How much of the batch being delivered is already delivered, so a retry after a
+    """How much of each batch being delivered is already delivered, so a retry after a
     failure between two pieces of a split batch resends only the rest. The worker hands the
-    same records back on a retry; a new batch starts from 0."""
+    same records back on a retry; a new batch starts from 0. Keyed by id() of the batch,
+    alive (so unique) while it is being delivered."""
 
     def __init__(self) -> None:
-        self._first: Record | None = None
-        self._length = 0
-        self.done = 0
+        self._done: dict[int, tuple[Record, int, int]] = {}  # first record, length, done
 
     def resume(self, batch: Sequence[Record]) -> int:
-        if not (self._first is batch[0] and self._length == len(batch)):
-            self._first, self._length, self.done = batch[0], len(batch), 0
-        return self.done
+        first, length, done = self._done.get(id(batch), (None, 0, 0))
+        if first is batch[0] and length == len(batch):
+            return done
+        self._done[id(batch)] = (batch[0], len(batch), 0)
+        return 0
 
-    def clear(self) -> None:
-        self._first, self._length, self.done = None, 0, 0
+    def advance(self, batch: Sequence[Record], done: int) -> None:
+        self._done[id(batch)] = (batch[0], len(batch), done)
+
+    def clear(self, batch: Sequence[Record]) -> None:
+        self._done.pop(id(batch), None)
 
 
 class HttpSink(Sink):
     """POSTs each batch as one NDJSON request to `url`."""
 
     settings_model = HttpSettings
+    concurrent_batches = True
 
     def __init__(self, settings: SinkSettings) -> None:
         if not isinstance(settings, HttpSettings):
@@ -211,6 +216,7 @@ class HttpSink(Sink):
         self._progress = _Progress()
         self._error: str | None = None
         self._dead_letter: FileSink | None = None
+        self._dead_letter_lock = anyio.Lock()
         self._events = settings.format == "events"
         self._encoder = EventEncoder()
 
@@ -234,11 +240,12 @@ class HttpSink(Sink):
                 )
             )
             await self._dead_letter.start()
-        # One connection: the worker sends one batch at a time.
+        # A connection for each batch the worker may have in flight.
+        connections = settings.batches_in_flight
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(settings.timeout_secs, connect=settings.connect_timeout_secs),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,
             trust_env=False,  # a proxy from the environment is not what the config says
         )
@@ -266,7 +273,7 @@ class HttpSink(Sink):
         except Exception as e:
             self._error = f"POST {self._settings.url}: {e}"
             raise
-        self._progress.clear()
+        self._progress.clear(batch)
         self._error = None
 
     async def _deliver(self, batch: Sequence[Record], start: int) -> None:
@@ -283,7 +290,8 @@ class HttpSink(Sink):
                 self.stats.delivered += len(records)
             else:
                 await self._refuse(records, response)
-            start = self._progress.done = end
+            start = end
+            self._progress.advance(batch, end)
 
     async def _post(self, records: Sequence[Record]) -> httpx.Response:
         assert self._client is not None, "write_batch before start"
@@ -356,7 +364,8 @@ class HttpSink(Sink):
 
     async def _refuse(self, records: Sequence[Record], response: httpx.Response) -> None:
         assert self._dead_letter is not None
-        await self._dead_letter.write_batch(records)
+        async with self._dead_letter_lock:  # one file: batches in flight take turns
+            await self._dead_letter.write_batch(records)
         self.stats.dead_lettered += len(records)
         log.error(
             "the destination refused a batch for good; its records are in dead_letter_path",

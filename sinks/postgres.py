@@ -67,8 +67,8 @@ class PostgresSettings(SinkSettings):
         default=1,
         ge=1,
         le=100,
-        description="Most connections open at once. The sink writes one batch at a time, so "
-        "one is enough; the pool replaces a connection that broke.",
+        description="Most connections open at once; raised to batches_in_flight if lower (a "
+        "COPY a connection). The pool replaces a connection that broke.",
     )
     connect_timeout_secs: float = Field(
         default=10.0, gt=0, description="Longest wait for a new connection (and its login)."
@@ -269,6 +269,7 @@ class PostgresSink(Sink):
     """Copies records into a PostgreSQL table, one COPY per batch."""
 
     settings_model = PostgresSettings
+    concurrent_batches = True  # each batch its own COPY, on its own pooled connection
 
     def __init__(self, settings: SinkSettings) -> None:
         if not isinstance(settings, PostgresSettings):
@@ -295,7 +296,7 @@ class PostgresSink(Sink):
             settings.dsn,
             password=password,
             min_size=0,
-            max_size=settings.pool_max_size,
+            max_size=max(settings.pool_max_size, settings.batches_in_flight),
             timeout=settings.connect_timeout_secs,
             command_timeout=settings.command_timeout_secs,
             reset=_keep_session,

@@ -371,9 +371,18 @@ def _sink_settings(
     except (UnknownSinkType, SinkUnavailable) as e:
         return None, [(f"{key}.type", str(e))]
     try:
-        return cls.settings_model.model_validate(table), []
+        settings = cls.settings_model.model_validate(table)
     except ValidationError as e:
         return None, _problems(e, key)
+    if settings.batches_in_flight > 1 and not cls.concurrent_batches:
+        return None, [
+            (
+                f"{key}.batches_in_flight",
+                f"the {sink_type} sink writes one batch at a time (it keeps their order); "
+                "only sinks that allow it (http, postgres) take more than 1",
+            )
+        ]
+    return settings, []
 
 
 def parse_config(text: str, source: Path | str = "<string>") -> Config:

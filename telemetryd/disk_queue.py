@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +42,14 @@ DROP_DAMAGED = "disk_damaged"
 Fsync = Literal["batch", "never"]
 
 
+@dataclass(slots=True)
+class _Taken:
+    events: int
+    size: int
+    after: Position  # the read position after the batch
+    done: bool = False
+
+
 class DiskQueue(QueueSignals):
     def __init__(
         self,
@@ -62,7 +71,10 @@ class DiskQueue(QueueSignals):
         self._events = 0  # undelivered, in flight included
         self._bytes = 0
         self._read = self.log.cursor  # where the next take() reads
-        self._inflight: tuple[int, int] | None = None  # (events, bytes) taken, not committed
+        # Batches taken, by id() of the list take returned, in the order taken; the cursor
+        # advances over the delivered ones at the front only, so a crash redelivers (at least
+        # once) whatever a batch still in flight ahead of them held.
+        self._inflight: dict[int, _Taken] = {}
         super().__init__()
         self.recovered = self._recover()
 
@@ -182,28 +194,34 @@ class DiskQueue(QueueSignals):
                 self._read = after
         if evicted:
             self.stats.dropped[DROP_EVICTED] += evicted
-            if self._inflight is None:
+            if not self._inflight:
                 self.log.commit(self._read)
 
     # -- the worker --------------------------------------------------------------------------
 
     async def take(self, max_events: int, max_bytes: int, max_delay_secs: float) -> list[Record]:
-        if self._inflight is not None:
-            raise RuntimeError("commit() the batch taken before taking another")
-        while self._events == 0:
+        while self._events - self._inflight_events() <= 0:
             if self._closed:
                 return []
             await self._wait("_ready")
-        if self._events < max_events and max_delay_secs > 0 and not self._closed:
+        if self._events - self._inflight_events() < max_events and max_delay_secs > 0:
             with anyio.move_on_after(max_delay_secs):
-                while self._events < max_events and not self._closed and not self._waiting_putters:
+                while (
+                    self._events - self._inflight_events() < max_events
+                    and not self._closed
+                    and not self._waiting_putters
+                ):
                     await self._wait("_ready")
         frames, after = self._read_batch(max_events, max_bytes)
         self._read = after
         now = time.monotonic()
         batch = [Record(f.schema_id, f.version, f.payload, now) for f in frames]
-        self._inflight = (len(frames), sum(f.size for f in frames))
+        if batch:
+            self._inflight[id(batch)] = _Taken(len(frames), sum(f.size for f in frames), after)
         return batch
+
+    def _inflight_events(self) -> int:
+        return sum(t.events for t in self._inflight.values() if not t.done)
 
     def _read_batch(self, max_events: int, max_bytes: int) -> tuple[list[Frame], Position]:
         frames: list[Frame] = []
@@ -237,17 +255,31 @@ class DiskQueue(QueueSignals):
             extra={"fields": {"buffer": str(self.directory), "damaged_bytes": skipped}},
         )
 
-    def commit(self) -> None:
-        if self._inflight is None:
+    def commit(self, batch: Sequence[Record] | None = None) -> None:
+        """`batch` (by default the oldest batch in flight) is delivered."""
+        if batch is None:
+            key = next((k for k, t in self._inflight.items() if not t.done), None)
+        else:
+            key = id(batch)
+        taken = self._inflight.get(key) if key is not None else None
+        if taken is None or taken.done:
             return
-        events, size = self._inflight
-        self._inflight = None
-        self.stats.sent += events
-        self._events -= events
-        self._bytes -= size
+        taken.done = True
+        self.stats.sent += taken.events
+        self._events -= taken.events
+        self._bytes -= taken.size
         if self._events <= 0:
             self._events = self._bytes = 0
-        self.log.commit(self._read)
+        delivered_to: Position | None = None
+        while self._inflight:
+            first = next(iter(self._inflight))
+            if not self._inflight[first].done:
+                break
+            delivered_to = self._inflight.pop(first).after
+        if delivered_to is not None:
+            # With nothing left in flight, up to the read position: records evicted past the
+            # batches (drop_oldest) are done with too.
+            self.log.commit(delivered_to if self._inflight else self._read)
         self._wake(room=True)
 
     def abandon(self, reason: str = DROP_SHUTDOWN) -> int:
@@ -270,7 +302,9 @@ class DiskQueue(QueueSignals):
         return self._events
 
     def statistics(self) -> QueueStatistics:
-        inflight_events, inflight_bytes = self._inflight or (0, 0)
+        pending = [t for t in self._inflight.values() if not t.done]
+        inflight_events = sum(t.events for t in pending)
+        inflight_bytes = sum(t.size for t in pending)
         return QueueStatistics(
             queued_events=self._events - inflight_events,
             queued_bytes=self._bytes - inflight_bytes,

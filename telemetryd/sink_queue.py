@@ -61,7 +61,7 @@ class EventQueue(Protocol):
         self, max_events: int, max_bytes: int, max_delay_secs: float
     ) -> list[Record]: ...
 
-    def commit(self) -> None: ...
+    def commit(self, batch: Sequence[Record] | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -131,6 +131,9 @@ class SinkQueue(QueueSignals):
         self.stats = stats
         self._items: deque[Record] = deque()
         self._bytes = 0  # queued and in flight
+        # Batches taken and not yet committed, by id() of the list take returned (alive, so
+        # unique, until committed), in the order taken: (events, bytes).
+        self._inflight: dict[int, tuple[int, int]] = {}
         self._inflight_events = 0
         self._inflight_bytes = 0
         super().__init__()
@@ -241,10 +244,9 @@ class SinkQueue(QueueSignals):
     async def take(self, max_events: int, max_bytes: int, max_delay_secs: float) -> list[Record]:
         """The next batch, in order; [] once the queue is closed and empty.
 
-        Waits for a first event, then up to `max_delay_secs` for the batch to fill.
+        Waits for a first event, then up to `max_delay_secs` for the batch to fill. Batches
+        taken stay counted against the limits until they are committed (in any order).
         """
-        if self._inflight_events:
-            raise RuntimeError("commit() the batch taken before taking another")
         while not self._items:
             if self._closed:
                 return []
@@ -264,21 +266,29 @@ class SinkQueue(QueueSignals):
             record = batch.pop()
             items.appendleft(record)
             size -= len(record.payload)
-        self._inflight_events = len(batch)
-        self._inflight_bytes = size
+        if batch:
+            self._inflight[id(batch)] = (len(batch), size)
+            self._inflight_events += len(batch)
+            self._inflight_bytes += size
         return batch
 
-    def commit(self) -> None:
-        """The batch taken last is delivered: free its room."""
-        self.stats.sent += self._inflight_events
-        self._bytes -= self._inflight_bytes
-        self._inflight_events = self._inflight_bytes = 0
+    def commit(self, batch: Sequence[Record] | None = None) -> None:
+        """`batch` (by default the oldest batch taken) is delivered: free its room."""
+        if not self._inflight:
+            return
+        key = next(iter(self._inflight)) if batch is None else id(batch)
+        events, size = self._inflight.pop(key)
+        self.stats.sent += events
+        self._bytes -= size
+        self._inflight_events -= events
+        self._inflight_bytes -= size
         self._wake(room=True)
 
     def abandon(self, reason: str = DROP_SHUTDOWN) -> int:
         """Drop everything still held (shutdown timeout); returns how many events, counted."""
         lost = len(self._items) + self._inflight_events
         self._items.clear()
+        self._inflight.clear()
         self._bytes = self._inflight_events = self._inflight_bytes = 0
         if lost:
             self.stats.dropped[reason] += lost

@@ -50,21 +50,44 @@ class SinkWorker:
         """Delivers until the queue is closed and drained."""
         settings = self.sink.settings
         try:
-            while True:
-                batch = await self.queue.take(
-                    settings.batch_max_events,
-                    settings.batch_max_bytes,
-                    settings.batch_max_delay_secs,
-                )
-                if not batch:
-                    return
-                await self._deliver(batch)
-                self.latency.observe_batch(batch, time.monotonic())
-                self.batch_sizes.observe(len(batch))
-                self.batches += 1
-                self.queue.commit()
+            if settings.batches_in_flight == 1:
+                while True:
+                    batch = await self._take()
+                    if not batch:
+                        return
+                    await self._deliver_and_commit(batch)
+            # Several batches at once, each retried on its own: while one waits for the
+            # destination's answer, the next is on its way (sinks that allow it only).
+            slots = anyio.Semaphore(settings.batches_in_flight)
+            async with anyio.create_task_group() as deliveries:
+                while True:
+                    await slots.acquire()
+                    batch = await self._take()
+                    if not batch:
+                        slots.release()
+                        break
+                    deliveries.start_soon(self._deliver_in_slot, batch, slots)
         finally:
             self.done.set()
+
+    async def _take(self) -> list[Record]:
+        settings = self.sink.settings
+        return await self.queue.take(
+            settings.batch_max_events, settings.batch_max_bytes, settings.batch_max_delay_secs
+        )
+
+    async def _deliver_in_slot(self, batch: list[Record], slots: anyio.Semaphore) -> None:
+        try:
+            await self._deliver_and_commit(batch)
+        finally:
+            slots.release()
+
+    async def _deliver_and_commit(self, batch: list[Record]) -> None:
+        await self._deliver(batch)
+        self.latency.observe_batch(batch, time.monotonic())
+        self.batch_sizes.observe(len(batch))
+        self.batches += 1
+        self.queue.commit(batch)
 
     async def _deliver(self, batch: list[Record]) -> None:
         settings = self.sink.settings

@@ -63,6 +63,14 @@ def test_an_empty_file_means_the_defaults() -> None:
             "sinks[1].name: duplicate sink name 'a'",
         ),
         ("[dead_letter]\ntype = 'file'\n", "dead_letter.name"),
+        (
+            "[[sinks]]\nname = 'a'\ntype = 'file'\npath = 'x'\nbatches_in_flight = 2\n",
+            "sinks[0].batches_in_flight: the file sink writes one batch at a time",
+        ),
+        (
+            "[[sinks]]\nname = 'a'\ntype = 'http'\nurl = 'http://h/'\nbatches_in_flight = 0\n",
+            "sinks[0].batches_in_flight: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_errors_name_the_file_and_the_key(text: str, expected: str) -> None:

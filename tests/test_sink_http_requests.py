@@ -11,6 +11,8 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from hypothesis import given
@@ -380,3 +382,38 @@ def test_one_encoder_keeps_every_record_of_a_stream_its_own_event(
         record = hot_path_record(origin, data, stamp)
         event = json.loads(encoder.encode(record))
         assert event == {"schema_id": "urn:x", "version": "2", "data": data, "timestamp": stamp}
+
+
+@pytest.mark.anyio
+async def test_batches_in_flight_each_resume_their_own_split(hook: WebhookReceiver) -> None:
+    # batches_in_flight = 2: two batches split by 413 at once, each failing once between its
+    # pieces, then retried; each resends only its own undelivered half.
+    failed: set[bytes] = set()
+
+    def responder(body: bytes) -> Answer:
+        if body.count(b"\n") > 4:
+            return Answer(413)
+        first = body.split(b"\n")[0]
+        second_half = b'"i":4,' in body or b'"i":14,' in body
+        if second_half and first not in failed:
+            failed.add(first)
+            return Answer(503)
+        return Answer()
+
+    hook.responder = responder
+    sink = await started(hook.url, batches_in_flight=2)
+    a, b = records(0, 8), records(10, 8)
+
+    async def deliver(batch: list[Record]) -> None:
+        for _ in range(3):
+            try:
+                await sink.write_batch(batch)
+                return
+            except HttpSinkError:
+                await anyio.lowlevel.checkpoint()  # the worker retries the same batch
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(deliver, a)
+        tg.start_soon(deliver, b)
+    await sink.close()
+    assert sorted(numbers(hook)) == [*range(8), *range(10, 18)]  # each event once

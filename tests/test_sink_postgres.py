@@ -141,13 +141,16 @@ def count_rows(pg: PostgresServer, table: str) -> int:
 # --- every event, as its record -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("in_flight", [1, 3])
 def test_every_event_is_a_row_holding_its_record(
-    pg: PostgresServer, table: str, tmp_path: Path
+    pg: PostgresServer, table: str, tmp_path: Path, in_flight: int
 ) -> None:
+    # in_flight 3: three COPYs at once on three pooled connections, creating the table too
     assert pg.value("SELECT to_regclass($1)", table) is None
     tags = [f"save-{i}" for i in range(3000)] + ['odd é ✓ "quoted"', "nul\x00inside"]
     lines = [event_line(tag) for tag in tags] + [kernel_line(f"k-{i}") for i in range(700)]
-    with DaemonProcess(tmp_path, config(tmp_path, postgres_sink(pg.dsn(), table))) as daemon:
+    sink = postgres_sink(pg.dsn(), table, f"batches_in_flight = {in_flight}")
+    with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
         send_acked(daemon, lines)
         wait_for(lambda: count_rows(pg, table) >= len(lines), 30, "every row")
         assert db_health(daemon)["healthy"] is True

@@ -221,3 +221,59 @@ async def test_bus_routes_by_include_and_exclude_and_a_full_drop_sink_costs_othe
     assert len(tiny) == 1
     assert tiny.stats.dropped == {DROP_QUEUE_FULL: 2}
     assert bus.wanted_by(records[0].schema_id) == ["all", "jupyter", "tiny"]
+
+
+@settings(deadline=None, max_examples=80)
+@given(
+    count=st.integers(min_value=0, max_value=60),
+    batch=st.integers(min_value=1, max_value=9),
+    in_flight=st.integers(min_value=1, max_value=5),
+    picks=st.lists(st.integers(min_value=0, max_value=4), max_size=80),
+    max_events=st.integers(min_value=1, max_value=30),
+)
+def test_batches_in_flight_committed_in_any_order_free_exactly_their_room(
+    count: int, batch: int, in_flight: int, picks: list[int], max_events: int
+) -> None:
+    # batches_in_flight > 1: the worker takes several batches and commits them as their
+    # deliveries finish, in any order; every event is taken once, in order, and counted sent
+    # once, and the queue's room comes back exactly.
+    async def main() -> None:
+        q = queue(max_events, when_full="block")
+        taken: list[Record] = []
+        outstanding: list[list[Record]] = []
+        choices = iter(picks)
+
+        async def produce() -> None:
+            for i in range(count):
+                await q.put_many([rec(i)])
+            q.close()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            while True:
+                # A take waits for events; with the queue's room all in flight, only a commit
+                # makes more (the worker's deliveries run beside its takes).
+                ready = q.statistics().queued_events > 0 or q.closed
+                if len(outstanding) < in_flight and ready:
+                    got = await q.take(batch, 1 << 30, 0.0)
+                    if got:
+                        taken.extend(got)
+                        outstanding.append(got)
+                        assert len(q) <= max(max_events, batch)
+                        continue
+                    if not outstanding:
+                        break
+                if not outstanding:
+                    await anyio.lowlevel.checkpoint()  # the producer's turn
+                    continue
+                done = outstanding.pop(next(choices, 0) % len(outstanding))
+                q.commit(done)
+                stats = q.statistics()
+                assert stats.inflight_events == sum(map(len, outstanding))
+                await anyio.lowlevel.checkpoint()
+        assert [int(r.payload) for r in taken] == list(range(count))
+        assert q.stats.sent == count
+        stats = q.statistics()
+        assert (stats.queued_events, stats.queued_bytes, stats.inflight_events) == (0, 0, 0)
+
+    anyio.run(main)
