@@ -274,10 +274,11 @@ class SinkQueue(QueueSignals):
 
     def commit(self, batch: Sequence[Record] | None = None) -> None:
         """`batch` (by default the oldest batch taken) is delivered: free its room."""
-        if not self._inflight:
+        key = next(iter(self._inflight), None) if batch is None else id(batch)
+        taken = self._inflight.pop(key, None) if key is not None else None
+        if taken is None:  # abandoned at the shutdown timeout while it was being delivered
             return
-        key = next(iter(self._inflight)) if batch is None else id(batch)
-        events, size = self._inflight.pop(key)
+        events, size = taken
         self.stats.sent += events
         self._bytes -= size
         self._inflight_events -= events

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from telemetryd.bus import Bus, Route
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import DROP_EVICTED, DROP_QUEUE_FULL, QueueClosed, SinkQueue
+from telemetryd.sink_queue import (
+    DROP_EVICTED,
+    DROP_QUEUE_FULL,
+    DROP_SHUTDOWN,
+    QueueClosed,
+    SinkQueue,
+)
 from telemetryd.sinks.base import WhenFull
 from telemetryd.stats import ComponentStats
 
@@ -275,5 +281,22 @@ def test_batches_in_flight_committed_in_any_order_free_exactly_their_room(
         assert q.stats.sent == count
         stats = q.statistics()
         assert (stats.queued_events, stats.queued_bytes, stats.inflight_events) == (0, 0, 0)
+
+    anyio.run(main)
+
+
+def test_a_batch_abandoned_at_the_shutdown_timeout_is_counted_once() -> None:
+    # The stop's deadline abandons what is still held, deliveries in flight included; a
+    # delivery finishing afterwards must not count its events again (nor fail).
+    async def main() -> None:
+        q = queue(100)
+        await q.put_many([rec(i) for i in range(10)])
+        first = await q.take(4, 1 << 30, 0.0)
+        second = await q.take(4, 1 << 30, 0.0)
+        assert q.abandon() == 10
+        q.commit(second)
+        q.commit(first)
+        assert q.stats.sent == 0
+        assert q.stats.dropped[DROP_SHUTDOWN] == 10
 
     anyio.run(main)
