@@ -20,6 +20,8 @@ Scenarios (see benchmarks.scenarios):
     jupyter_events_large_schema  the same with the large schema (socket_file_large_schema's)
     socket_floor           the machine's floor: the same bytes copied through a Unix socket into
                            a file by a minimal Python server that parses nothing
+    rsyslog_json           the same lines into rsyslogd (imptcp on a Unix socket, mmjsonparse,
+                           omfile): JSON checked and written, no schema (benchmarks.rsyslog)
     http_batch             NDJSON batches of 1,000 events to POST /api/events/batch over keep-alive
                            connections (raw sockets, prebuilt requests) into the file sink
     http_single            one event per POST /api/events, many keep-alive connections, each

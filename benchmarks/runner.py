@@ -42,6 +42,7 @@ from benchmarks.latency_load import (
     run_latency_at_load,
     run_overload,
 )
+from benchmarks.rsyslog import run_rsyslog
 from benchmarks.scenarios import (
     HttpLoadShape,
     ProgressFn,
@@ -71,6 +72,7 @@ SCENARIOS = (
     "jupyter_events",
     "jupyter_events_large_schema",
     "socket_floor",
+    "rsyslog_json",
     "http_batch",
     "http_single",
     "jupyter_server_post",
@@ -128,6 +130,7 @@ BATCH_EVENTS = 1_000
 #: The issue's targets (measured and reported, never asserted).
 TARGET_BATCH_EVENTS_PER_SEC = 150_000
 TARGET_SINGLE_X_JUPYTER_SERVER = 10.0
+TARGET_X_RSYSLOG = 2.0
 #: Load shapes, chosen for telemetryd's highest rate on the 2-core VM. Batches: 4 requests in
 #: flight keep the daemon busy while a response travels (1 connection: ~65-150k, 4: ~130-155k).
 #: Single events: 1 to 64 connections measured 1.3k-2.9k requests/s, best from 16 to 32 (more
@@ -351,6 +354,7 @@ def run_scenarios(
         ),
         "python_minimal": lambda d, p: run_python_minimal(events, d, p),
         "socket_floor": lambda d, p: run_socket_floor(events, d, p),
+        "rsyslog_json": lambda d, p: run_rsyslog(events, d, p),
         "http_batch": lambda d, p: run_http(
             "http_batch",
             events,
@@ -498,6 +502,16 @@ def _targets(results: list[ScenarioResult]) -> None:
         if single.ok and single.ratio_to_jupyter_server_post:
             single.target_ratio = (
                 single.ratio_to_jupyter_server_post / TARGET_SINGLE_X_JUPYTER_SERVER
+            )
+    socket_file, rsyslog = by_name.get("socket_file"), by_name.get("rsyslog_json")
+    if socket_file is not None and rsyslog is not None:
+        socket_file.target = f">= {TARGET_X_RSYSLOG:g} x rsyslog_json"
+        if socket_file.ok and rsyslog.ok and socket_file.events_per_sec and rsyslog.events_per_sec:
+            ratio = socket_file.events_per_sec / rsyslog.events_per_sec
+            socket_file.details["ratio_to_rsyslog_json"] = ratio
+            socket_file.target_ratio = ratio / TARGET_X_RSYSLOG
+            socket_file.notes.append(
+                f"{ratio:.2f}x rsyslog_json (rsyslogd with mmjsonparse into a file, same run)"
             )
     jupyter_events = by_name.get("jupyter_events")
     baseline_emit = (
