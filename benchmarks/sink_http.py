@@ -16,35 +16,32 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
-from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult, _table
+from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
 from benchmarks.events import encode_events
-from benchmarks.load import (
-    LoadError,
-    LoadGroup,
-    LoadReport,
-    ReadyFn,
-    cpu_seconds_self,
-    max_rss_bytes_self,
-    split,
-    unix_loads,
+from benchmarks.load import LoadGroup, LoadReport, ReadyFn, cpu_seconds_self, split, unix_loads
+from benchmarks.scenarios import HTTP_TOKEN, HTTP_TOKEN_HASH, ProgressFn, ScenarioResult
+from benchmarks.sink_run import (
+    SinkConfig,
+    against_raw,
+    check_delivery,
+    check_stopped,
+    client_report,
+    finish,
+    run_loads,
+    sink_target,
 )
-from benchmarks.scenarios import HTTP_TOKEN, HTTP_TOKEN_HASH, ScenarioResult
 from benchmarks.verify import LineCounter, verify_delivery
 
 BATCH_EVENTS = 1000
 #: The agent's http sink posts the next batch while the aggregator answers the last: one at
 #: a time, agent and aggregator wait for each other (measured 0.49 of http_raw, 0.63 with 2).
 BATCHES_IN_FLIGHT = 2
-TARGET = "the http sink delivers >= 80% of http_raw's rate"
-STALL_SECS = 30.0
 POLL_SECS = 0.005
-
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -79,106 +76,38 @@ def raw_post_load(ready: ReadyFn, target: RawTarget, start: int, count: int) -> 
             elif len(samples) < 3:
                 samples.append(f"{response.status_code} {response.text[:200]}")
         last = time.perf_counter()
-    return LoadReport(
-        start=start,
-        events=count,
+    report = client_report(
+        start,
+        count,
         bytes_sent=sum(len(b) for b in bodies),
-        first_byte=first_byte,
-        last_byte=last,
-        closed=last,
-        reply_bytes=0,
+        first=first_byte,
+        last=last,
         cpu_secs=cpu_seconds_self() - cpu_before,
-        max_rss_bytes=max_rss_bytes_self(),
         requests=len(bodies),
-        statuses=dict(statuses),
-        accepted=accepted,
-        error_samples=samples,
     )
+    return replace(report, statuses=dict(statuses), accepted=accepted, error_samples=samples)
 
 
 @dataclass(frozen=True)
-class AgentConfig(DaemonConfig):
+class AgentConfig(SinkConfig):
     """A telemetryd whose only sink is the http sink, forwarding to `url`."""
 
     url: str = ""
+    metrics: bool = False  # the aggregator's file is what is counted; no /metrics needed
 
-    def render(self, folder: Path) -> str:
-        return "\n".join(
-            [
-                _table(
-                    "[server]",
-                    {
-                        "unix_socket": folder / "run" / "telemetryd.sock",
-                        "shutdown_timeout_secs": self.shutdown_timeout_secs,
-                    },
-                ),
-                _table("[schemas]", {"builtin": True}),
-                _table("[log]", {"level": "info", "format": "json", "stats_interval_secs": 0}),
-                _table(
-                    "[[sinks]]",
-                    {
-                        "name": "forward",
-                        "type": "http",
-                        "url": self.url,
-                        "format": "events",
-                        "auth_token": HTTP_TOKEN,
-                        "batch_max_events": self.batch_max_events,
-                        "batches_in_flight": BATCHES_IN_FLIGHT,
-                        "when_full": "block",
-                    },
-                ),
-                _table(
-                    "[dead_letter]",
-                    {
-                        "name": "dead-letter",
-                        "type": "file",
-                        "path": folder / "out" / "rejected.jsonl",
-                        "when_full": "drop_newest",
-                    },
-                ),
-            ]
-        )
+    def sink_table(self) -> dict[str, object]:
+        return {
+            "name": "forward",
+            "type": "http",
+            "url": self.url,
+            "format": "events",
+            "auth_token": HTTP_TOKEN,
+            "batches_in_flight": BATCHES_IN_FLIGHT,
+        }
 
 
 def _aggregator_config() -> DaemonConfig:
     return DaemonConfig(http="127.0.0.1:0", token_hash=HTTP_TOKEN_HASH)
-
-
-def _wait_for_lines(
-    counter: LineCounter, expected: int, progress: ProgressFn, loads_done: Callable[[], bool]
-) -> float | None:
-    """perf_counter() when the file holds `expected` lines; None if it stops growing first."""
-    last_count, last_change = -1, time.monotonic()
-    while True:
-        count = counter.poll()
-        if count >= expected:
-            progress(count, expected)
-            return time.perf_counter()
-        if count != last_count:
-            last_count, last_change = count, time.monotonic()
-            progress(count, expected)
-        elif time.monotonic() - last_change > STALL_SECS or (
-            loads_done() and time.monotonic() - last_change > STALL_SECS / 3
-        ):
-            return None
-        time.sleep(POLL_SECS)
-
-
-def _check_stopped(result: ScenarioResult, name: str, daemon: DaemonResult, sink: str) -> None:
-    events = result.events
-    if daemon.exit_code != 0:
-        result.problems.append(f"{name} exited with {daemon.exit_code}")
-    entry = daemon.sink(sink)
-    if entry is None:
-        result.problems.append(f'no "{sink}" sink in the {name}\'s "stopped" line')
-        return
-    if entry.get("sent") != events:
-        result.problems.append(f"the {name}'s {sink} sink sent {entry.get('sent')} of {events}")
-    if entry.get("dropped"):
-        result.problems.append(f"the {name}'s {sink} sink dropped {entry.get('dropped')}")
-    dead = daemon.sink("dead-letter")
-    if dead is not None and dead.get("received"):
-        result.problems.append(f"{dead.get('received')} events in the {name}'s dead-letter")
 
 
 def _measure(
@@ -188,13 +117,11 @@ def _measure(
     make_loads: Callable[
         [DaemonProcess, contextlib.ExitStack], tuple[LoadGroup, DaemonProcess | None]
     ],
-) -> ScenarioResult:
+) -> None:
     """Starts the aggregator (and, through make_loads, the agent), releases the load, waits for
     every record at the aggregator, stops everything and checks the counts."""
-    events = result.events
     folder.mkdir(parents=True)
     (folder / "aggregator").mkdir()
-    reports: list[LoadReport] = []
     stopped_agent: DaemonResult | None = None
     with (
         DaemonProcess(folder / "aggregator", _aggregator_config()) as aggregator,
@@ -202,54 +129,37 @@ def _measure(
     ):
         aggregator.start()
         loads, agent = make_loads(aggregator, stack)
-        with loads:
-            loads.start()
-            watched = [aggregator] if agent is None else [aggregator, agent]
-            cpu_before = [d.cpu_seconds() for d in watched]
-            with LineCounter(aggregator.output_path) as counter:
-                loads.go()
-                written_at = _wait_for_lines(counter, events, progress, loads.done)
-            cpu = [d.cpu_seconds() - before for d, before in zip(watched, cpu_before, strict=True)]
-            result.cpu_secs_server = sum(cpu)
-            result.details["cpu_secs_aggregator"] = cpu[0]
-            if agent is not None:
-                result.details["cpu_secs_agent"] = cpu[1]
-            result.peak_rss_bytes = watched[-1].peak_rss_bytes()
-            if written_at is None:
-                result.problems.append(
-                    f"the aggregator's output stopped growing at {counter.lines:,} of {events:,}"
-                )
-            try:
-                reports = loads.reports(timeout_secs=60 if written_at is not None else 10)
-            except LoadError as e:
-                result.problems.append(str(e))
-            if agent is not None:
-                stopped_agent = agent.stop()
+        watched = [aggregator] if agent is None else [aggregator, agent]
+        with LineCounter(aggregator.output_path) as counter:
+            run = run_loads(
+                result,
+                loads,
+                counter.poll,
+                progress,
+                clocks=[d.cpu_seconds for d in watched],
+                stalled="the aggregator's output stopped growing at {count:,} of {expected:,}",
+                poll_secs=POLL_SECS,
+            )
+        result.cpu_secs_server = sum(run.cpu_secs)
+        result.details["cpu_secs_aggregator"] = run.cpu_secs[0]
+        if agent is not None:
+            result.details["cpu_secs_agent"] = run.cpu_secs[1]
+        result.peak_rss_bytes = watched[-1].peak_rss_bytes()
+        if agent is not None:
+            stopped_agent = agent.stop()
         stopped = aggregator.stop()
-    _check_stopped(result, "aggregator", stopped, "archive")
+    check_stopped(
+        result, stopped, "archive", process="aggregator", label="the aggregator's archive sink"
+    )
     result.details["aggregator_log_problems"] = stopped.error_lines[:10]
     if stopped_agent is not None:
-        _check_stopped(result, "agent", stopped_agent, "forward")
+        check_stopped(
+            result, stopped_agent, "forward", process="agent", label="the agent's forward sink"
+        )
         result.details["agent_log_problems"] = stopped_agent.error_lines[:10]
         result.details["agent_stopped"] = stopped_agent.stopped
-    if reports:
-        result.cpu_secs_load = sum(r.cpu_secs for r in reports)
-        if written_at is not None:
-            result.elapsed_secs = written_at - min(r.first_byte for r in reports)
-        result.details["load"] = [
-            {k: v for k, v in asdict(r).items() if k != "latencies_ns"} for r in reports
-        ]
-    delivery = verify_delivery([aggregator.output_path], events)
-    result.delivery = delivery.as_dict()
-    if not delivery.complete:
-        result.problems.append(
-            f"the aggregator holds {delivery.unique:,} of {events:,} events "
-            f"({delivery.duplicates:,} duplicated, {delivery.foreign:,} foreign lines)"
-        )
-    if result.elapsed_secs:
-        result.events_per_sec = events / result.elapsed_secs
-    result.status = "FAILED" if result.problems else "OK"
-    return result
+    delivery = verify_delivery([aggregator.output_path], result.events)
+    check_delivery(result, delivery, "the aggregator", "lines")
 
 
 def run_raw(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
@@ -276,8 +186,7 @@ def run_raw(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
                 f"the aggregator accepted {report['accepted']:,} of {events:,}; statuses "
                 f"{report['statuses']}; samples {report['error_samples']}"
             )
-            result.status = "FAILED"
-    return result
+    return finish(result)
 
 
 def run_sink(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
@@ -288,7 +197,7 @@ def run_sink(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
         f"{BATCHES_IN_FLIGHT} in flight) forwards "
         "them to an aggregator telemetryd's /api/events/batch, into its file sink",
         events,
-        target=TARGET,
+        target=sink_target("http"),
     )
 
     def loads(
@@ -300,13 +209,11 @@ def run_sink(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
         agent.start()
         return unix_loads(agent.socket_path, split(events, 1)), agent
 
-    return _measure(result, folder, progress, loads)
+    _measure(result, folder, progress, loads)
+    return finish(result)
 
 
 def run(events: int, folder: Path, progress: ProgressFn) -> list[ScenarioResult]:
     raw = run_raw(events, folder / "http_raw", progress)
     sink = run_sink(events, folder / "http_sink", progress)
-    if raw.events_per_sec and sink.events_per_sec:
-        sink.target_ratio = sink.events_per_sec / (0.8 * raw.events_per_sec)
-        sink.details["ratio_to_http_raw"] = sink.events_per_sec / raw.events_per_sec
-    return [raw, sink]
+    return against_raw(raw, sink)

@@ -27,8 +27,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -36,21 +35,22 @@ import nats
 import uvloop
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from benchmarks.daemon_metrics import sink_latency
-from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult, _table, cpu_seconds
-from benchmarks.events import SCHEMA_ID, SCHEMA_VERSION, event_data, event_index
-from benchmarks.load import (
-    LoadError,
-    LoadGroup,
-    LoadReport,
-    ReadyFn,
-    cpu_seconds_self,
-    max_rss_bytes_self,
-    split,
-    unix_loads,
+from benchmarks.daemon_process import cpu_seconds
+from benchmarks.events import SCHEMA_ID, SCHEMA_VERSION, event_data
+from benchmarks.load import LoadGroup, LoadReport, ReadyFn, cpu_seconds_self
+from benchmarks.scenarios import ProgressFn, ScenarioResult
+from benchmarks.sink_run import (
+    BackendCpu,
+    SinkConfig,
+    against_raw,
+    check_delivery,
+    client_report,
+    delivery_of,
+    finish,
+    measure_sink,
+    sink_target,
+    time_client,
 )
-from benchmarks.scenarios import ScenarioResult
-from benchmarks.verify import Delivery
 from telemetryd.record import RECORD_START, record_head
 from telemetryd.sinks.nats_stream import WantedStream
 from telemetryd.sinks.nats_subjects import MSG_ID_HEADER, msg_id, subject_for
@@ -58,14 +58,10 @@ from telemetryd.timestamps import now_utc
 
 BATCH_EVENTS = 1000
 WINDOW = 1000  # unacknowledged messages at most, in both runs
-TARGET = "the nats sink delivers >= 80% of nats_raw's rate"
 STREAM = "BENCH"
 PREFIX = "bench"
 SINK_NAME = "bus"
-STALL_SECS = 30.0
 POLL_SECS = 0.01
-
-ProgressFn = Callable[[int, int], None]
 
 #: The stream as the sink creates it with the settings of NatsDaemonConfig.
 WANTED = WantedStream(
@@ -167,26 +163,6 @@ class StoredCounter:
         self._connection.close()
 
 
-def _wait_for_stored(
-    counter: StoredCounter, expected: int, progress: ProgressFn, loads_done: Callable[[], bool]
-) -> float | None:
-    """perf_counter() when the stream holds `expected` messages; None if it stalls first."""
-    last_count, last_change = -1, time.monotonic()
-    while True:
-        count = counter.poll()
-        if count >= expected:
-            progress(count, expected)
-            return time.perf_counter()
-        if count != last_count:
-            last_count, last_change = count, time.monotonic()
-            progress(count, expected)
-        elif time.monotonic() - last_change > STALL_SECS or (
-            loads_done() and time.monotonic() - last_change > STALL_SECS / 3
-        ):
-            return None
-        time.sleep(POLL_SECS)
-
-
 # -- nats_raw ----------------------------------------------------------------------------------
 
 
@@ -236,16 +212,13 @@ async def _publish(
         cpu = cpu_seconds_self() - cpu_before
     finally:
         await nc.close()
-    return LoadReport(
-        start=start,
-        events=len(payloads),
+    return client_report(
+        start,
+        len(payloads),
         bytes_sent=sum(len(p) for p in payloads),
-        first_byte=first,
-        last_byte=last,
-        closed=last,
-        reply_bytes=0,
+        first=first,
+        last=last,
         cpu_secs=cpu,
-        max_rss_bytes=max_rss_bytes_self(),
     )
 
 
@@ -260,47 +233,24 @@ def run_raw(server: NatsServer, events: int, folder: Path, progress: ProgressFn)
     )
     folder.mkdir(parents=True)
     asyncio.run(_stream_admin(server.url, create=True))
-    progress(0, events)
-    with LoadGroup(
-        raw_publish_load, [(RawTarget(server.url, BATCH_EVENTS, WINDOW), 0, events)]
-    ) as loads:
-        try:
-            loads.start()
-            server_cpu = server.cpu_seconds()
-            loads.go()
-            reports = loads.reports()
-            result.details["nats_server_cpu_secs"] = server.cpu_seconds() - server_cpu
-        except LoadError as e:
-            result.problems.append(str(e))
-            reports = []
-    if reports:
-        report = reports[0]
-        result.elapsed_secs = report.last_byte - report.first_byte
-        result.cpu_secs_server = report.cpu_secs  # the publishing process: nats-py's side
-        result.peak_rss_bytes = report.max_rss_bytes
-        result.details["load"] = asdict(report) | {"latencies_ns": None}
-    progress(events, events)
+    loads = LoadGroup(raw_publish_load, [(RawTarget(server.url, BATCH_EVENTS, WINDOW), 0, events)])
+    time_client(result, loads, progress, BackendCpu("nats_server_cpu_secs", server.cpu_seconds))
     _verify_stream(result, server)
     asyncio.run(_stream_admin(server.url, create=False))  # the sink's run starts empty
-    return _finish(result)
+    return finish(result)
 
 
 # -- nats_sink ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class NatsDaemonConfig(DaemonConfig):
+class NatsDaemonConfig(SinkConfig):
     """A telemetryd whose only sink is the nats sink."""
 
     url: str = ""
 
-    def render(self, folder: Path) -> str:
-        server = {
-            "unix_socket": folder / "run" / "telemetryd.sock",
-            "shutdown_timeout_secs": self.shutdown_timeout_secs,
-            "http": "127.0.0.1:0",  # GET /metrics: the latency histogram's p99.9
-        }
-        sink = {
+    def sink_table(self) -> dict[str, object]:
+        return {
             "name": SINK_NAME,
             "type": "nats",
             "servers": [self.url],
@@ -311,97 +261,32 @@ class NatsDaemonConfig(DaemonConfig):
             "max_msgs": WANTED.max_msgs,
             "duplicate_window_secs": WANTED.duplicate_window_secs,
             "max_outstanding_acks": WINDOW,
-            "batch_max_events": self.batch_max_events,
-            "when_full": "block",
         }
-        dead_letter = {
-            "name": "dead-letter",
-            "type": "file",
-            "path": folder / "out" / "rejected.jsonl",
-            "when_full": "drop_newest",
-        }
-        return "\n".join(
-            [
-                _table("[server]", server),
-                _table("[schemas]", {"builtin": True}),
-                _table("[log]", {"level": "info", "format": "json", "stats_interval_secs": 0}),
-                _table("[[sinks]]", sink),
-                _table("[dead_letter]", dead_letter),
-            ]
-        )
 
 
 def run_sink(server: NatsServer, events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
-    config = NatsDaemonConfig(url=server.url, batch_max_events=BATCH_EVENTS)
     result = ScenarioResult(
         "nats_sink",
         f"{events:,} events over the Unix socket (plain mode, one load process) into telemetryd "
         f"with the nats sink (batches of {BATCH_EVENTS:,}, max_outstanding_acks = {WINDOW:,}) "
         "as its only sink, into the same nats-server",
         events,
-        target=TARGET,
+        target=sink_target("nats"),
         latency_kind="accept to acknowledged by JetStream (daemon histogram)",
     )
-    folder.mkdir(parents=True)
-    reports: list[LoadReport] = []
-    written_at: float | None = None
-    with DaemonProcess(folder, config) as daemon:
-        daemon.start()
-        counter = StoredCounter(server)
-        try:
-            with unix_loads(daemon.socket_path, split(events, 1)) as loads:
-                loads.start()
-                cpu_before = daemon.cpu_seconds()
-                server_cpu = server.cpu_seconds()
-                loads.go()
-                written_at = _wait_for_stored(counter, events, progress, loads.done)
-                result.cpu_secs_server = daemon.cpu_seconds() - cpu_before
-                result.details["nats_server_cpu_secs"] = server.cpu_seconds() - server_cpu
-                result.peak_rss_bytes = daemon.peak_rss_bytes()
-                if written_at is None:
-                    result.problems.append(
-                        f"the stream stopped growing at {counter.poll():,} of {events:,} events"
-                    )
-                else:
-                    histogram = sink_latency(daemon.http_port(), SINK_NAME, events)
-                    if histogram is not None:
-                        result.latency_p999_secs = histogram.p999_secs
-                try:
-                    reports = loads.reports(timeout_secs=60 if written_at is not None else 10)
-                except LoadError as e:
-                    result.problems.append(str(e))
-        finally:
-            counter.close()
-        stopped = daemon.stop()
-    _check_stopped(result, stopped)
-    if reports:
-        result.cpu_secs_load = sum(r.cpu_secs for r in reports)
-        if written_at is not None:
-            result.elapsed_secs = written_at - min(r.first_byte for r in reports)
-        result.details["load"] = [asdict(r) | {"latencies_ns": None} for r in reports]
+    measure_sink(
+        result,
+        folder,
+        NatsDaemonConfig(url=server.url, batch_max_events=BATCH_EVENTS),
+        progress,
+        sink_name=SINK_NAME,
+        counter=lambda _: StoredCounter(server),
+        backend=BackendCpu("nats_server_cpu_secs", server.cpu_seconds),
+        stalled="the stream stopped growing at {count:,} of {expected:,} events",
+        poll_secs=POLL_SECS,
+    )
     _verify_stream(result, server)
-    return _finish(result)
-
-
-def _check_stopped(result: ScenarioResult, daemon: DaemonResult) -> None:
-    events = result.events
-    result.details["daemon_log_problems"] = daemon.error_lines[:10]
-    if daemon.exit_code != 0:
-        result.problems.append(f"telemetryd exited with {daemon.exit_code}")
-    entry = daemon.sink(SINK_NAME)
-    if entry is None:
-        result.problems.append(f'no "{SINK_NAME}" sink in the "stopped" line')
-        return
-    result.details["daemon_sink"] = entry
-    result.latency_p50_secs = entry.get("latency_p50_secs")
-    result.latency_p99_secs = entry.get("latency_p99_secs")
-    if entry.get("sent") != events:
-        result.problems.append(f"the sink sent {entry.get('sent')} of {events}")
-    if entry.get("dropped"):
-        result.problems.append(f"the sink dropped {entry.get('dropped')}")
-    dead = daemon.sink("dead-letter")
-    if dead is not None and dead.get("received"):
-        result.problems.append(f"{dead.get('received')} events went to the dead-letter sink")
+    return finish(result)
 
 
 # -- both --------------------------------------------------------------------------------------
@@ -449,38 +334,13 @@ async def _stored_paths(url: str) -> list[str | None]:
 
 def _verify_stream(result: ScenarioResult, server: NatsServer) -> None:
     """Reads back every message's event path: events 0 .. n-1, each exactly once."""
-    delivery = Delivery(result.events)
-    seen = bytearray(result.events)
     try:
         found = asyncio.run(_stored_paths(server.url))
     except (OSError, nats.errors.Error) as e:
         result.problems.append(f"cannot read stream {STREAM}: {type(e).__name__}: {e}")
         return
-    delivery.lines = len(found)
-    for path in found:
-        n = event_index(path) if path is not None else None
-        if n is None or n >= len(seen):
-            delivery.foreign += 1
-            if len(delivery.samples) < 3:
-                delivery.samples.append(str(path)[:200])
-        elif seen[n]:
-            delivery.duplicates += 1
-        else:
-            seen[n] = 1
-    delivery.unique = result.events - seen.count(0)
-    result.delivery = delivery.as_dict()
-    if not delivery.complete:
-        result.problems.append(
-            f"stream {STREAM} holds {delivery.unique:,} of {result.events:,} events "
-            f"({delivery.duplicates:,} duplicated, {delivery.foreign:,} foreign messages)"
-        )
-
-
-def _finish(result: ScenarioResult) -> ScenarioResult:
-    if result.elapsed_secs:
-        result.events_per_sec = result.events / result.elapsed_secs
-    result.status = "FAILED" if result.problems else "OK"
-    return result
+    delivery = delivery_of(result.events, found, lambda path: path)
+    check_delivery(result, delivery, f"stream {STREAM}", "messages")
 
 
 def run(events: int, folder: Path, progress: ProgressFn) -> list[ScenarioResult]:
@@ -488,7 +348,4 @@ def run(events: int, folder: Path, progress: ProgressFn) -> list[ScenarioResult]
     with NatsServer(folder / "nats-server") as server:
         raw = run_raw(server, events, folder / "nats_raw", progress)
         sink = run_sink(server, events, folder / "nats_sink", progress)
-    if raw.events_per_sec and sink.events_per_sec:
-        sink.target_ratio = sink.events_per_sec / (0.8 * raw.events_per_sec)
-        sink.details["ratio_to_nats_raw"] = sink.events_per_sec / raw.events_per_sec
-    return [raw, sink]
+    return against_raw(raw, sink)
