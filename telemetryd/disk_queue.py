@@ -221,7 +221,12 @@ class DiskQueue(QueueSignals):
         return batch
 
     def _inflight_events(self) -> int:
-        return sum(t.events for t in self._inflight.values() if not t.done)
+        return self._in_flight()[0]
+
+    def _in_flight(self) -> tuple[int, int]:
+        """Events and bytes of the batches taken and not yet delivered."""
+        pending = [t for t in self._inflight.values() if not t.done]
+        return sum(t.events for t in pending), sum(t.size for t in pending)
 
     def _read_batch(self, max_events: int, max_bytes: int) -> tuple[list[Frame], Position]:
         frames: list[Frame] = []
@@ -302,9 +307,7 @@ class DiskQueue(QueueSignals):
         return self._events
 
     def statistics(self) -> QueueStatistics:
-        pending = [t for t in self._inflight.values() if not t.done]
-        inflight_events = sum(t.events for t in pending)
-        inflight_bytes = sum(t.size for t in pending)
+        inflight_events, inflight_bytes = self._in_flight()
         return QueueStatistics(
             queued_events=self._events - inflight_events,
             queued_bytes=self._bytes - inflight_bytes,

@@ -48,17 +48,11 @@ class SinkWorker:
 
     async def run(self) -> None:
         """Delivers until the queue is closed and drained."""
-        settings = self.sink.settings
         try:
-            if settings.batches_in_flight == 1:
-                while True:
-                    batch = await self._take()
-                    if not batch:
-                        return
-                    await self._deliver_and_commit(batch)
-            # Several batches at once, each retried on its own: while one waits for the
-            # destination's answer, the next is on its way (sinks that allow it only).
-            slots = anyio.Semaphore(settings.batches_in_flight)
+            # Up to batches_in_flight batches at once, each retried on its own: while one
+            # waits for the destination's answer, the next is on its way (with 1, the next
+            # batch is taken once the last is committed).
+            slots = anyio.Semaphore(self.sink.settings.batches_in_flight)
             async with anyio.create_task_group() as deliveries:
                 while True:
                     await slots.acquire()
