@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.baselines import nearest_rank
@@ -94,61 +95,73 @@ def max_rate(
 def run_latency_at_load(
     events: int, rate: float | None, source: str, workdir: Path, progress: ProgressFn
 ) -> list[ScenarioResult]:
-    out = []
-    for fraction in FRACTIONS:
-        name = latency_name(fraction)
-        if rate is None:
-            out.append(failed(name, events, RuntimeError(f"no maximum rate: {source}")))
-            continue
-        offered = rate * fraction
+    def describe(fraction: float, offered: float, rate: float) -> tuple[int, str]:
         count = max(1, min(events, int(offered * PACED_MAX_SECS)))
-        result = ScenarioResult(
-            name,
+        return count, (
             f"{count:,} events paced at {offered:,.0f} events/s ({fraction:.0%} of "
             f"{rate:,.0f} events/s, the maximum measured by {source}) in {TICK_SECS * 1e3:g} ms "
-            "ticks, one load process over the Unix socket, into the file sink",
-            count,
-            latency_kind=LATENCY_KIND,
+            "ticks, one load process over the Unix socket, into the file sink"
         )
-        out.append(
-            _paced(
-                result,
-                offered=offered,
-                rate=rate,
-                source=source,
-                load=fraction,
-                folder=workdir / name,
-                progress=progress,
-            )
-        )
-    return out
+
+    return _paced_runs(
+        events,
+        [(latency_name(f), f) for f in FRACTIONS],
+        describe,
+        rate=rate,
+        source=source,
+        workdir=workdir,
+        progress=progress,
+    )
 
 
 def run_overload(
     events: int, rate: float | None, source: str, workdir: Path, progress: ProgressFn
 ) -> list[ScenarioResult]:
+    def describe(factor: float, offered: float, rate: float) -> tuple[int, str]:
+        return events, (
+            f"{events:,} events offered open-loop at {offered:,.0f} events/s ({factor:g}x the "
+            f"{rate:,.0f} events/s measured by {source}) in {TICK_SECS * 1e3:g} ms ticks, one "
+            "load process over the Unix socket, into the file sink (when_full = block)"
+        )
+
+    return _paced_runs(
+        events,
+        [(overload_name(f), f) for f in FACTORS],
+        describe,
+        rate=rate,
+        source=source,
+        workdir=workdir,
+        progress=progress,
+    )
+
+
+def _paced_runs(
+    events: int,
+    points: list[tuple[str, float]],
+    describe: Callable[[float, float, float], tuple[int, str]],
+    *,
+    rate: float | None,
+    source: str,
+    workdir: Path,
+    progress: ProgressFn,
+) -> list[ScenarioResult]:
+    """One paced run per (name, load) point, at `load` times the maximum `rate`; `describe`
+    gives each run's event count and description from (load, offered rate, rate)."""
     out = []
-    for factor in FACTORS:
-        name = overload_name(factor)
+    for name, load in points:
         if rate is None:
             out.append(failed(name, events, RuntimeError(f"no maximum rate: {source}")))
             continue
-        offered = rate * factor
-        result = ScenarioResult(
-            name,
-            f"{events:,} events offered open-loop at {offered:,.0f} events/s ({factor:g}x the "
-            f"{rate:,.0f} events/s measured by {source}) in {TICK_SECS * 1e3:g} ms ticks, one "
-            "load process over the Unix socket, into the file sink (when_full = block)",
-            events,
-            latency_kind=LATENCY_KIND,
-        )
+        offered = rate * load
+        count, description = describe(load, offered, rate)
+        result = ScenarioResult(name, description, count, latency_kind=LATENCY_KIND)
         out.append(
             _paced(
                 result,
                 offered=offered,
                 rate=rate,
                 source=source,
-                load=factor,
+                load=load,
                 folder=workdir / name,
                 progress=progress,
             )
