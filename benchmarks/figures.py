@@ -183,10 +183,7 @@ def _cell(value: float | None, spec: str, scale: float = 1.0) -> str:
 
 
 def _latency(r: ScenarioResult) -> str:
-    values = (r.latency_p50_secs, r.latency_p99_secs, r.latency_p999_secs)
-    if all(v is None for v in values):
-        return ""
-    return " / ".join(_cell(v, ".3f", 1e3) or "-" for v in values)
+    return r.latency_text(separator=" / ", unmeasured="")
 
 
 def summary_markdown(

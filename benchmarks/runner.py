@@ -555,11 +555,7 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
 
 
 def format_latency(r: ScenarioResult) -> str:
-    """p50/p99/p99.9 in ms, "-" for what is not measured (e.g. p99.9 of a sink scenario)."""
-    values = (r.latency_p50_secs, r.latency_p99_secs, r.latency_p999_secs)
-    if all(v is None for v in values):
-        return "-"
-    return "/".join(_fmt(v, ".3f", 1e3) for v in values)
+    return r.latency_text(separator="/", unmeasured="-")
 
 
 def format_table(results: list[ScenarioResult]) -> str:

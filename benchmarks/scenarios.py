@@ -85,6 +85,14 @@ class ScenarioResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def latency_text(self, *, separator: str, unmeasured: str) -> str:
+        """p50/p99/p99.9 in ms, "-" for a quantile not measured (e.g. p99.9 of a sink
+        scenario), `unmeasured` when none is."""
+        values = (self.latency_p50_secs, self.latency_p99_secs, self.latency_p999_secs)
+        if all(v is None for v in values):
+            return unmeasured
+        return separator.join("-" if v is None else f"{v * 1e3:.3f}" for v in values)
+
 
 def _wait_for_lines(
     counter: LineCounter | OutputWatch,
