@@ -79,6 +79,7 @@ def head_of(events: list[Event]) -> RequestHead:
 # --- requests, as a client may send them --------------------------------------------------------
 
 TOKEN = st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
+OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "expect"})
 VALUE = st.text("abcdefghijklmnopqrstuvwxyz0123456789 /;=,.", max_size=40).map(str.strip)
 
 
@@ -88,7 +89,11 @@ def requests(draw: st.DrawFn) -> bytes:
     path = "/" + draw(st.text("abcxyz/_-.%0123456789", max_size=30))
     query = draw(st.one_of(st.just(""), st.text("abc=&%20", max_size=20).map("?{}".format)))
     headers = [("Host", "example")]
-    headers += draw(st.lists(st.tuples(TOKEN, VALUE), max_size=5))
+    # Other headers never repeat the ones set here: a second Host or framing header makes the
+    # request invalid (400, test_malformed_requests_are_400), and these are valid requests.
+    headers += draw(
+        st.lists(st.tuples(TOKEN.filter(lambda n: n not in OWN_HEADERS), VALUE), max_size=5)
+    )
     body = draw(st.binary(max_size=300))
     framing = draw(st.sampled_from(["length", "chunked", "none"]))
     if framing == "none" and body:
@@ -361,6 +366,7 @@ def test_trailers_and_chunk_size_lines_are_bounded() -> None:
         b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
         b"GET /healthz HTTP/1.1\r\n\r\n",  # no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: example\r\nhost: \r\n\r\n",  # found by hypothesis in CI
         b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
         b"GET /\r\n\r\n",  # HTTP/0.9
         b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF
