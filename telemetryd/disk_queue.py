@@ -220,6 +220,10 @@ class DiskQueue(QueueSignals):
             self._inflight[id(batch)] = _Taken(len(frames), sum(f.size for f in frames), after)
         return batch
 
+    def has_full_batch(self, max_events: int, max_bytes: int) -> bool:
+        events, size = self._in_flight()
+        return self._events - events >= max_events or self._bytes - size >= max_bytes
+
     def _inflight_events(self) -> int:
         return self._in_flight()[0]
 

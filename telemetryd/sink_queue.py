@@ -61,6 +61,10 @@ class EventQueue(Protocol):
         self, max_events: int, max_bytes: int, max_delay_secs: float
     ) -> list[Record]: ...
 
+    def has_full_batch(self, max_events: int, max_bytes: int) -> bool:
+        """Whether take(max_events, max_bytes, ...) would return a full batch at once."""
+        ...
+
     def commit(self, batch: Sequence[Record] | None = None) -> None: ...
 
     def close(self) -> None: ...
@@ -271,6 +275,9 @@ class SinkQueue(QueueSignals):
             self._inflight_events += len(batch)
             self._inflight_bytes += size
         return batch
+
+    def has_full_batch(self, max_events: int, max_bytes: int) -> bool:
+        return len(self._items) >= max_events or self._bytes - self._inflight_bytes >= max_bytes
 
     def commit(self, batch: Sequence[Record] | None = None) -> None:
         """`batch` (by default the oldest batch taken) is delivered: free its room."""

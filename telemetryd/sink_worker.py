@@ -71,8 +71,21 @@ class SinkWorker:
         )
 
     async def _deliver_in_slot(self, batch: list[Record], slots: anyio.Semaphore) -> None:
+        settings = self.sink.settings
         try:
-            await self._deliver_and_commit(batch)
+            while True:
+                await self._deliver_and_commit(batch)
+                # A full batch already waiting goes out from this slot now. Handing it back
+                # to the loop above costs turns of the event loop, in which a source reading
+                # more than a batch per turn gets ahead: the queue would then sit at its limit,
+                # holding memory and adding its length to every event's latency.
+                if not self.queue.has_full_batch(
+                    settings.batch_max_events, settings.batch_max_bytes
+                ):
+                    return
+                batch = await self._take()
+                if not batch:
+                    return
         finally:
             slots.release()
 
