@@ -155,7 +155,7 @@ async def test_queue_depth_and_drops_by_reason() -> None:
         assert value(samples, "telemetryd_sink_queue_events", sink=name) == 3
         assert value(samples, "telemetryd_sink_queue_bytes", sink=name) == 3 * len(b'{"i":0}')
         assert value(samples, "telemetryd_sink_queue_max_events", sink=name) == 3
-        assert value(samples, "telemetryd_sink_queue_max_bytes", sink=name) == 64 * 1024 * 1024
+        assert value(samples, "telemetryd_sink_queue_max_bytes", sink=name) == 32 * 1024 * 1024
     dropped = "telemetryd_sink_dropped_events_total"
     assert samples[dropped] == {
         frozenset({("sink", "newest"), ("reason", "queue_full")}): 2,
