@@ -6,6 +6,8 @@ Scenarios (see benchmarks.scenarios):
     socket_file_4clients   the same, from four concurrent load processes
     socket_file_16clients  the same, from sixteen
     socket_file_disk       socket_file through the disk buffer
+    socket_file_2daemons   two independent daemons at once, half the events each: the ceiling
+                           of any telemetryd split over processes on this machine
     fanout_3sinks          every event to three file sinks, each of which must hold every event
     slow_sink              two file sinks and a slow blackhole sink (drop_newest, small queue):
                            the fast sinks get every event, the slow one's drops are counted

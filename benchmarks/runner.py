@@ -56,12 +56,14 @@ from benchmarks.scenarios import (
     run_socket_file,
     run_socket_floor,
 )
+from benchmarks.two_daemons import run_two_daemons
 
 SCENARIOS = (
     "socket_file",
     "socket_file_4clients",
     "socket_file_16clients",
     "socket_file_disk",
+    "socket_file_2daemons",
     "fanout_3sinks",
     "slow_sink",
     "socket_file_large_schema",
@@ -107,6 +109,7 @@ TELEMETRYD_SCENARIOS = (
 #: Results whose events/s is also given over socket_file's (in the same run).
 SOCKET_FILE_RELATIVE = (
     "socket_file_4clients",
+    "socket_file_2daemons",
     "socket_file_16clients",
     "socket_file_disk",
     "fanout_3sinks",
@@ -340,6 +343,7 @@ def run_scenarios(
         "socket_file_16clients": lambda d, p: run_socket_file(
             "socket_file_16clients", events, 16, d, p
         ),
+        "socket_file_2daemons": lambda d, p: run_two_daemons(events, d, p),
         "fanout_3sinks": lambda d, p: run_fanout(events, d, p),
         "slow_sink": lambda d, p: run_slow_sink(events, d, p),
         "socket_file_large_schema": lambda d, p: run_socket_file_large(large, events, d, p),
@@ -513,6 +517,21 @@ def _targets(results: list[ScenarioResult]) -> None:
             socket_file.notes.append(
                 f"{ratio:.2f}x rsyslog_json (rsyslogd with mmjsonparse into a file, same run)"
             )
+    ceiling = by_name.get("socket_file_2daemons")
+    if (
+        ceiling is not None
+        and rsyslog is not None
+        and ceiling.ok
+        and rsyslog.ok
+        and ceiling.events_per_sec
+        and rsyslog.events_per_sec
+    ):
+        ratio = ceiling.events_per_sec / rsyslog.events_per_sec
+        ceiling.details["ratio_to_rsyslog_json"] = ratio
+        ceiling.notes.append(
+            f"{ratio:.2f}x rsyslog_json: the most any telemetryd on both cores could reach "
+            f"against the {TARGET_X_RSYSLOG:g}x target, with no hand-off cost at all"
+        )
     jupyter_events = by_name.get("jupyter_events")
     baseline_emit = (
         jupyter_events.latency_p50_secs
