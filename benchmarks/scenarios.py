@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from benchmarks.baselines import (
     BaselineProcess,
@@ -94,8 +94,14 @@ class ScenarioResult:
         return separator.join("-" if v is None else f"{v * 1e3:.3f}" for v in values)
 
 
+class Polled(Protocol):
+    """What _wait_for_lines watches: a count of the records written so far."""
+
+    def poll(self) -> int: ...
+
+
 def _wait_for_lines(
-    counter: LineCounter | OutputWatch,
+    counter: Polled,
     expected: int,
     progress: ProgressFn,
     loads_done: Callable[[], bool],

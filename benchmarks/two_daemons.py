@@ -14,20 +14,19 @@ rsyslog_json (which uses both cores itself), can be met by using the second core
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
 from benchmarks.load import CHUNK_BYTES, LoadGroup, LoadReport, unix_load
 from benchmarks.scenarios import (
-    STALL_SECS,
     ProgressFn,
     ScenarioResult,
     _check_daemon,
     _finish,
     _load_summary,
     _verify,
+    _wait_for_lines,
 )
 from benchmarks.verify import LineCounter, verify_delivery
 
@@ -64,7 +63,9 @@ def run_two_daemons(events: int, folder: Path, progress: ProgressFn) -> Scenario
         counters = [stack.enter_context(LineCounter(d.sink_path("archive"))) for d in daemons]
         cpu_before = [d.cpu_seconds() for d in daemons]
         loads.go()
-        finished = _wait_for_shares(counters, [count for _, count in shares], events, progress)
+        finished = _wait_for_lines(
+            _Shares(counters, [count for _, count in shares]), events, progress, loads.done
+        )
         result.peak_rss_bytes = max(d.peak_rss_bytes() for d in daemons)
         cpu = [d.cpu_seconds() - before for d, before in zip(daemons, cpu_before, strict=True)]
         result.cpu_secs_server = sum(cpu)
@@ -86,19 +87,13 @@ def run_two_daemons(events: int, folder: Path, progress: ProgressFn) -> Scenario
     return _finish(result)
 
 
-def _wait_for_shares(
-    counters: list[LineCounter], shares: list[int], events: int, progress: ProgressFn
-) -> float | None:
-    """perf_counter() once every file holds its share; None if they stop growing first."""
-    last_total, last_change = -1, time.monotonic()
-    while True:
-        counts = [c.poll() for c in counters]
-        total = sum(counts)
-        progress(total, events)
-        if all(n >= share for n, share in zip(counts, shares, strict=True)):
-            return time.perf_counter()
-        if total != last_total:
-            last_total, last_change = total, time.monotonic()
-        elif time.monotonic() - last_change > STALL_SECS:
-            return None
-        time.sleep(0.01)
+class _Shares:
+    """The records written, each file counted up to its share: the sum reaches all events
+    exactly when every file holds its share."""
+
+    def __init__(self, counters: list[LineCounter], shares: list[int]) -> None:
+        self.counters = counters
+        self.shares = shares
+
+    def poll(self) -> int:
+        return sum(min(c.poll(), n) for c, n in zip(self.counters, self.shares, strict=True))
