@@ -23,12 +23,12 @@ from pathlib import Path
 
 from benchmarks.load import split, unix_loads
 from benchmarks.scenarios import (
-    STALL_SECS,
     ProgressFn,
     ScenarioResult,
     _finish,
     _load_summary,
     _verify,
+    _wait_for_lines,
 )
 from benchmarks.verify import LineCounter, verify_delivery
 
@@ -109,26 +109,14 @@ def run_rsyslog(events: int, folder: Path, progress: ProgressFn) -> ScenarioResu
         with unix_loads(sock, split(events, 1)) as loads, LineCounter(out) as counter:
             loads.start()
             loads.go()
-            last_count, last_change = -1, time.monotonic()
-            finished: float | None = None
-            while True:
-                count = counter.poll()
-                progress(count, events)
-                if count >= events:
-                    finished = time.perf_counter()
-                    break
-                if count != last_count:
-                    last_count, last_change = count, time.monotonic()
-                elif time.monotonic() - last_change > STALL_SECS:
-                    break
-                time.sleep(0.005)
+            finished = _wait_for_lines(counter, events, progress, loads.done)
             reports = loads.reports(timeout_secs=60)
         result.cpu_secs_server = _cpu_secs(process.pid) - cpu_before
         result.peak_rss_bytes = _peak_rss_bytes(process.pid)
         result.cpu_secs_load = sum(r.cpu_secs for r in reports)
         result.details["load"] = _load_summary(reports)
         if finished is None:
-            result.problems.append(f"the output stopped growing at {last_count:,} lines")
+            result.problems.append(f"the output stopped growing at {counter.lines:,} lines")
         else:
             result.elapsed_secs = finished - min(r.first_byte for r in reports)
     finally:
