@@ -98,6 +98,27 @@ class RetryLater(Exception):
         self.retry_after_secs = max(0.0, retry_after_secs)
 
 
+class PartialDelivery(Exception):
+    """Raised by write_batch when part of the batch landed and the rest did not.
+
+    `remaining` are the records that did not land (taken from the batch, in its order);
+    `cause` is the error that stopped them. The worker retries only `remaining`, with the same
+    backoff as after any failure, so what landed is not written twice; once they land, the
+    whole batch is delivered. A sink that cannot tell what landed raises the error itself, and
+    the whole batch is retried.
+    """
+
+    def __init__(self, remaining: Sequence[Record], cause: BaseException) -> None:
+        super().__init__(f"{len(remaining)} records not delivered: {_describe(cause)}")
+        self.remaining = remaining
+        self.cause = cause
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 @dataclass(frozen=True)
 class SinkHealth:
     healthy: bool
@@ -123,11 +144,17 @@ class Sink(ABC):
 
     @abstractmethod
     async def write_batch(self, batch: Sequence[Record]) -> None:
-        """Deliver every record of `batch`, or raise; the worker then retries the whole batch.
+        """Deliver every record of `batch`, or raise; the worker then retries the batch.
 
         Returning means the batch is delivered (durably, as far as the sink's settings say):
-        the worker then forgets it. At-least-once: a batch may be handed over again after a
-        failure that happened after part of it was written.
+        the worker then forgets it. Raising any exception but PartialDelivery means nothing of
+        it is known to have landed: the worker hands the whole batch over again, after its
+        backoff. Raising `PartialDelivery(remaining, cause)` says that every record but
+        `remaining` landed: the worker hands over only `remaining` (a new, shorter batch) at
+        the next attempt. At least once: a record may be handed over again after a failure
+        that happened after it was written, but a sink that knows what landed (a record
+        acknowledged on its own, a destination split over several servers) should say so, so
+        that a failure of one part of the destination does not duplicate the others.
         """
 
     def health(self) -> SinkHealth:

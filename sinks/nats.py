@@ -2,9 +2,10 @@
 
 Every record is one message on `<subject_prefix>.<host>.<path>.<version>` (see
 telemetryd.sinks.nats_subjects) with a `Nats-Msg-Id` made from its bytes. A batch is delivered
-when JetStream acknowledged every message of it; a batch retried after a failure (a lost
-connection, a stream leader that died before answering) is published again with the same ids,
-and the stream's duplicate window stores each record once.
+when JetStream acknowledged every message of it. After a failure (a lost connection, a
+stream leader that died before answering) only the messages not acknowledged are published
+again (PartialDelivery), with the same ids: one that was stored but whose acknowledgement was
+lost is stored once, by the stream's duplicate window.
 
 Connections are the sink's own business, not nats-py's: nats-py's reconnect is off, so a lost
 connection ends the batch at once (instead of buffering behind a dead socket until a
@@ -30,7 +31,7 @@ from nats.aio.client import Client
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from telemetryd.record import Record
-from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sinks.base import PartialDelivery, Sink, SinkHealth, SinkSettings
 from telemetryd.sinks.nats_acks import AckWindow, PublishError
 from telemetryd.sinks.nats_stream import StreamMismatch, WantedStream, ensure_stream
 from telemetryd.sinks.nats_subjects import TOKEN, is_subject, subject_for
@@ -255,9 +256,14 @@ class NatsSink(Sink):
             await link.acks.publish(batch, self._subject_of)
         except Exception as e:
             self._error = _describe(e)
-            if link is not None:
-                await self._after_failure(link, e)
-            raise
+            if link is None:
+                raise
+            remaining = link.acks.unstored(batch)
+            await self._after_failure(link, e)
+            if len(remaining) == len(batch):
+                raise
+            # Only what JetStream did not acknowledge is published again.
+            raise PartialDelivery(remaining, e) from e
         self._error = None
 
     async def _after_failure(self, link: _Link, error: Exception) -> None:

@@ -72,7 +72,9 @@ class AckWindow:
         self._subscription: Subscription | None = None
         self._next = 0  # the reply number of the next message
         self._first = 0  # the reply number of the current batch's first message
-        self._acked = bytearray()
+        self._acked = bytearray()  # per message of the current batch: any answer came
+        self._stored = bytearray()  # per message of the current batch: a PubAck came
+        self._batch: Sequence[Record] = ()
         self._outstanding = 0
         self._acks_seen = 0
         self._wanted = -1  # wake the publisher when _outstanding <= this
@@ -94,7 +96,9 @@ class AckWindow:
         """Publishes every record and returns when JetStream acknowledged each of them."""
         self._first = self._next
         self._next += len(batch)
+        self._batch = batch
         self._acked = bytearray(len(batch))
+        self._stored = bytearray(len(batch))
         self._outstanding = 0
         self._error = None
         publish = self._nc.publish
@@ -119,6 +123,13 @@ class AckWindow:
         await self._wait_until(0)
         if self._error is not None:
             raise self._error
+
+    def unstored(self, batch: Sequence[Record]) -> list[Record]:
+        """The records of `batch` (the last one published) that JetStream has not acknowledged
+        so far: after a failure, what has to be published again."""
+        if batch is not self._batch:
+            return list(batch)
+        return [record for record, stored in zip(batch, self._stored, strict=True) if not stored]
 
     async def _wait_until(self, outstanding: int) -> None:
         """Waits until at most `outstanding` acks are missing; AckTimeout if none comes."""
@@ -145,8 +156,11 @@ class AckWindow:
         self._acked[index] = 1
         self._outstanding -= 1
         self._acks_seen += 1
-        if self._error is None:
-            self._error = self._refusal(msg)
+        refusal = self._refusal(msg)
+        if refusal is None:
+            self._stored[index] = 1
+        elif self._error is None:
+            self._error = refusal
         if self._error is not None or self._outstanding <= self._wanted:
             self._wake()
 

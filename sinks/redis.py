@@ -1,4 +1,4 @@
-"""The Redis sink: every record XADDed to a Redis stream, one round trip per batch.
+"""The Redis sink: every record XADDed to a Redis stream, one round trip per batch and server.
 
 An entry has three fields, so consumers can filter by schema without decoding the record:
 `record` (the JSON record of DESIGN.md §4, as bytes), `schema_id` and `version`. Records go to
@@ -9,36 +9,43 @@ alone, so every version of one schema lives on one slot and a consumer can XREAD
 call (a multi-key XREAD across slots fails with CROSSSLOT). The key is the same on a single
 node, so moving to a cluster keeps the names.
 
-A batch is one non-transactional pipeline (in a cluster, RedisCluster's pipeline splits it
-per node and sends the parts concurrently). With `method = "script"` (the default) the
-pipeline holds one EVAL per schema version of the batch, a Lua loop that XADDs each of its
-records; with `method = "pipeline"` it holds one XADD per record. Both write the same
-entries; the script is 5 to 10 times faster, because redis-py spends about 20 us of Python per
-pipelined command (packing it, parsing its reply), and a server-side loop costs microseconds.
+A batch is one non-transactional pipeline per server: on one server, one pipeline; in a
+cluster, one per master that holds a stream of the batch (by the client's slot map), sent
+concurrently. With `method = "script"` (the default) a pipeline holds one EVAL per schema
+version of the batch, a Lua loop that XADDs each of its records; with `method = "pipeline"` it
+holds one XADD per record. Both write the same entries; the script is 5 to 10 times faster,
+because redis-py spends about 20 us of Python per pipelined command (packing it, parsing its
+reply), and a server-side loop costs microseconds.
 
-`write_batch` returns once every command answered; a failure anywhere fails the batch and the
-worker sends it again, so entries written before the failure are written twice: at least
-once, as the Sink contract says. redis-py's own retries are off: the worker's backoff is the
-one retry loop, and health() reports it.
+`write_batch` returns once every command answered. What failed is sent again, and only that:
+each command's reply (or its pipeline's error) says whether its records landed, so when some
+commands failed and others did not (a master of the cluster gone, a stream refusing a write),
+the sink raises PartialDelivery with the failed commands' records and the worker retries only
+those; when all failed, the error itself (the worker retries the whole batch). A failure of
+one master therefore never duplicates the streams of the others. Records of a command whose
+reply was lost after the server ran it (a master killed mid-reply, a timeout) are written
+again: at least once, as the Sink contract says. redis-py's own retries are off: the worker's
+backoff is the one retry loop, and health() reports it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from telemetryd.record import Record
-from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sinks.base import PartialDelivery, Sink, SinkHealth, SinkSettings
 
 SCHEMES = ("redis", "rediss", "unix")
 
@@ -157,8 +164,28 @@ class Stream:
         self.xadd_tail = (b"schema_id", schema_id.encode(), b"version", version.encode())
 
 
+class _Send:
+    """One pipeline: its commands, and each one's stream and records."""
+
+    __slots__ = ("commands", "keys", "records")
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        self.keys: list[str] = []
+        self.records: list[Sequence[Record]] = []
+
+    def add(self, command: tuple[Any, ...], key: str, records: Sequence[Record]) -> None:
+        self.commands.append(command)
+        self.keys.append(key)
+        self.records.append(records)
+
+
+def _one_server(key: str) -> None:
+    return None
+
+
 class RedisSink(Sink):
-    """XADDs each record to its stream, one pipeline per batch."""
+    """XADDs each record to its stream, one pipeline per batch and server."""
 
     settings_model = RedisSettings
 
@@ -225,64 +252,148 @@ class RedisSink(Sink):
         client = self._client
         if client is None:
             raise RuntimeError(f"redis sink {self.name!r} is not started")
-        pipe = client.pipeline(transaction=False)
-        if self._settings.method == "script":
-            keys = self._queue_scripts(pipe, batch)
-        else:
-            keys = self._queue_xadds(pipe, batch)
         try:
-            # raise_on_error=False: redis-py's own error names the failed command with its
-            # arguments, which are records (personal data) that must not reach the logs.
-            replies = await pipe.execute(raise_on_error=False)
+            node_of = await self._router(client)
         except Exception as exc:
-            await self._failed(client, exc, f"{type(exc).__name__}: {exc}")
+            await self._failed(client, [exc], f"{type(exc).__name__}: {exc}")
             raise
-        failed = [(k, r) for k, r in zip(keys, replies, strict=True) if isinstance(r, Exception)]
-        if failed:
-            key, first = failed[0]
-            detail = (
-                f"{type(first).__name__}: {first} ({len(failed)} of {len(replies)} "
-                f"commands failed; the first on stream {key!r})"
+        if self._settings.method == "script":
+            sends = self._script_sends(batch, node_of)
+        else:
+            sends = self._xadd_sends(batch, node_of)
+        if len(sends) == 1:
+            try:
+                outcomes: list[list[Any] | BaseException] = [await self._send(client, sends[0])]
+            except Exception as exc:
+                await self._failed(client, [exc], f"{type(exc).__name__}: {exc}")
+                raise
+        else:
+            # Each node's pipeline on its own: the others' replies are known even when one
+            # node is gone (one cluster pipeline would raise for all of them).
+            outcomes = await asyncio.gather(
+                *(self._send(client, send) for send in sends), return_exceptions=True
             )
-            await self._failed(client, first, detail)
+        failed: list[tuple[str, BaseException]] = []  # (stream, error) of each failed command
+        lost: list[Sequence[Record]] = []  # the records of the failed commands
+        commands = 0
+        for send, outcome in zip(sends, outcomes, strict=True):
+            commands += len(send.keys)
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome  # cancelled: not a failure of the destination
+                failed.extend((key, outcome) for key in send.keys)
+                lost.extend(send.records)
+                continue
+            for key, records, reply in zip(send.keys, send.records, outcome, strict=True):
+                if isinstance(reply, Exception):
+                    failed.append((key, reply))
+                    lost.append(records)
+        if not failed:
+            self._error = None
+            return
+        key, first = failed[0]
+        detail = (
+            f"{type(first).__name__}: {first} ({len(failed)} of {commands} commands failed; "
+            f"the first on stream {key!r})"
+        )
+        await self._failed(client, [error for _, error in failed], detail)
+        if sum(map(len, lost)) == len(batch):
             raise first
-        self._error = None
+        # The other commands were answered: only the failed ones' records are sent again.
+        undelivered = {id(record) for records in lost for record in records}
+        remaining = [record for record in batch if id(record) in undelivered]
+        raise PartialDelivery(remaining, first) from first
 
-    async def _failed(self, client: RedisClient, error: BaseException, detail: str) -> None:
+    async def _router(self, client: RedisClient) -> Callable[[str], str | None]:
+        """What groups the commands of a batch into pipelines: a cluster node's name (the
+        cluster as this client knows it), or None (one server; or a slot the map misses,
+        which its own pipeline routes)."""
+        if not isinstance(client, RedisCluster):
+            return _one_server
+        await client.initialize()  # at once unless the slot map is missing or stale
+
+        def node_of(key: str) -> str | None:
+            try:
+                node = client.get_node_from_key(key)
+            except RedisError:
+                return None
+            return None if node is None else node.name
+
+        return node_of
+
+    async def _send(self, client: RedisClient, send: _Send) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for command in send.commands:
+            pipe.execute_command(*command)
+        # raise_on_error=False: redis-py's own error names the failed command with its
+        # arguments, which are records (personal data) that must not reach the logs.
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    async def _failed(
+        self, client: RedisClient, errors: Sequence[BaseException], detail: str
+    ) -> None:
         self._error = detail
-        if isinstance(client, RedisCluster) and isinstance(error, RedisCluster.ERRORS_ALLOW_RETRY):
+        if isinstance(client, RedisCluster) and any(
+            isinstance(error, RedisCluster.ERRORS_ALLOW_RETRY) for error in errors
+        ):
             # A node is gone or the cluster is failing over: forget the slot map, so the
             # next attempt asks the cluster again and finds the replica promoted.
             with contextlib.suppress(Exception):  # closing what broke tells nothing new
                 await client.aclose()
 
-    def _queue_scripts(
-        self, pipe: Pipeline | ClusterPipeline, batch: Sequence[Record]
-    ) -> list[str]:
-        """One EVAL per stream of the batch; returns their streams, in order."""
+    def _script_sends(
+        self, batch: Sequence[Record], node_of: Callable[[str], str | None]
+    ) -> list[_Send]:
+        """One EVAL per stream of the batch, in one pipeline per node."""
         # Grouped by schema version: each stream keeps its records' order; in a shared
         # `stream`, records of different schemas within one batch are grouped.
-        groups: dict[Stream, list[bytes]] = {}
+        groups: dict[Stream, list[Record]] = {}
         stream_of = self._stream
         for record in batch:
             stream = stream_of(record)
-            payloads = groups.get(stream)
-            if payloads is None:
-                payloads = groups[stream] = []
-            payloads.append(record.payload)
-        for stream, payloads in groups.items():
-            pipe.execute_command("EVAL", XADD_SCRIPT, 1, stream.key, *stream.script_args, *payloads)
-        return [stream.key for stream in groups]
+            records = groups.get(stream)
+            if records is None:
+                records = groups[stream] = []
+            records.append(record)
+        sends: dict[str | None, _Send] = {}
+        for stream, records in groups.items():
+            node = node_of(stream.key)
+            send = sends.get(node)
+            if send is None:
+                send = sends[node] = _Send()
+            send.add(
+                (
+                    "EVAL",
+                    XADD_SCRIPT,
+                    1,
+                    stream.key,
+                    *stream.script_args,
+                    *[record.payload for record in records],
+                ),
+                stream.key,
+                records,
+            )
+        return list(sends.values())
 
-    def _queue_xadds(self, pipe: Pipeline | ClusterPipeline, batch: Sequence[Record]) -> list[str]:
-        """One XADD per record; returns their streams, in order."""
-        keys = []
+    def _xadd_sends(
+        self, batch: Sequence[Record], node_of: Callable[[str], str | None]
+    ) -> list[_Send]:
+        """One XADD per record, in the batch's order, in one pipeline per node."""
+        sends: dict[str | None, _Send] = {}
+        send_of: dict[Stream, _Send] = {}
         stream_of = self._stream
         for record in batch:
             stream = stream_of(record)
-            pipe.execute_command(*stream.xadd_head, record.payload, *stream.xadd_tail)
-            keys.append(stream.key)
-        return keys
+            send = send_of.get(stream)
+            if send is None:
+                node = node_of(stream.key)
+                send = sends.get(node)
+                if send is None:
+                    send = sends[node] = _Send()
+                send_of[stream] = send
+            send.add((*stream.xadd_head, record.payload, *stream.xadd_tail), stream.key, (record,))
+        return list(sends.values())
 
     def health(self) -> SinkHealth:
         if self._error is not None:

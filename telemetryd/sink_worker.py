@@ -2,7 +2,9 @@
 
 One worker per sink, each in its own task, so a slow or dead sink never slows the others. A
 failed batch is retried with exponential backoff and full jitter, without limit: the queue
-keeps the batch (and counts it against its limits) until the sink takes it.
+keeps the batch (and counts it against its limits) until the sink takes it. When the sink says
+that part of a batch landed (PartialDelivery), only the rest is retried, and the batch is
+committed whole once all of it landed.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 
 import anyio
 
 from telemetryd.latency import BATCH_SIZE_BUCKETS, Histogram, LatencyHistogram
 from telemetryd.record import Record
 from telemetryd.sink_queue import EventQueue
-from telemetryd.sinks.base import RetryLater, Sink, SinkHealth
+from telemetryd.sinks.base import PartialDelivery, RetryLater, Sink, SinkHealth
 from telemetryd.stats import ComponentStats
 
 log = logging.getLogger("telemetryd.sink")
@@ -97,14 +100,25 @@ class SinkWorker:
         self.queue.commit(batch)
 
     async def _deliver(self, batch: list[Record]) -> None:
+        """Returns once every record of `batch` landed. After a PartialDelivery the next
+        attempt hands over only what did not land (the queue holds `batch` until its commit)."""
         settings = self.sink.settings
         delay = settings.retry_initial_secs
+        pending: Sequence[Record] = batch
         while True:
             try:
-                await self.sink.write_batch(batch)
-            except Exception as e:
+                await self.sink.write_batch(pending)
+            except Exception as raised:
+                e: BaseException = raised
+                if isinstance(raised, PartialDelivery):
+                    pending = raised.remaining
+                    if not pending:  # all of it landed after all
+                        break
+                    e = raised.cause
                 self.consecutive_failures += 1
                 self.last_error = f"{type(e).__name__}: {e}"
+                if pending is not batch:
+                    self.last_error += f" ({len(pending)} of {len(batch)} records left)"
                 self.stats.errors[type(e).__name__] += 1
                 self.retries += 1
                 pause = random.uniform(0, delay)  # full jitter: spreads retries of many daemons
@@ -119,18 +133,17 @@ class SinkWorker:
                             "attempt": self.consecutive_failures,
                             "retry_in_secs": round(pause, 3),
                             "batch": len(batch),
+                            "retrying": len(pending),
                         }
                     },
                 )
                 await anyio.sleep(pause)
                 delay = min(delay * 2, settings.retry_max_secs)
                 continue
-            if self.consecutive_failures:
-                log.info(
-                    "sink recovered",
-                    extra={
-                        "fields": {"sink": self.name, "after_attempts": self.consecutive_failures}
-                    },
-                )
-            self.consecutive_failures = 0
-            return
+            break
+        if self.consecutive_failures:
+            log.info(
+                "sink recovered",
+                extra={"fields": {"sink": self.name, "after_attempts": self.consecutive_failures}},
+            )
+        self.consecutive_failures = 0

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import nats.errors
 import pytest
@@ -30,7 +31,7 @@ from daemon_process import (
     wait_for,
 )
 from http_client import http_port
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from nats_process import (
     NatsServer,
@@ -43,6 +44,10 @@ from nats_process import (
 )
 
 from telemetryd.config import ConfigError, parse_config
+from telemetryd.record import Record
+from telemetryd.sinks.base import PartialDelivery, SinkHealth
+from telemetryd.sinks.nats import NatsSettings, NatsSink
+from telemetryd.sinks.nats_acks import PublishError
 from telemetryd.sinks.nats_subjects import msg_id, subject_for
 
 pytestmark = pytest.mark.integration
@@ -350,6 +355,48 @@ def test_an_existing_stream_is_checked_and_never_changed(
         wait_for(lambda: readyz(daemon)["bus"]["healthy"], 10, "the sink to recover")
         assert paths(read_stream([server.url], "TELEMETRYD")) == Counter({"waits": 1})
         assert daemon.stop() == 0
+
+
+def test_a_batch_partly_refused_leaves_only_the_unacknowledged_records_to_retry(
+    server: NatsServer,
+) -> None:
+    # A stream that takes 5 messages and refuses the rest (discard new): the first 5 records
+    # of the batch are acknowledged, and only the others are handed back to the worker.
+    full_at = 5
+    wanted = NatsSettings(name="bus", type="nats", servers=[server.url], max_msgs=full_at)
+    add_stream(
+        [server.url],
+        StreamConfig(
+            name="TELEMETRYD",
+            subjects=["telemetryd.>"],
+            storage=StorageType.FILE,
+            max_age=wanted.max_age_secs,
+            max_bytes=wanted.max_bytes,
+            max_msgs=full_at,
+            duplicate_window=wanted.duplicate_window_secs,
+            discard=DiscardPolicy.NEW,
+        ),
+    )
+    batch = [Record(CONTENTS, "1", json.dumps({"path": f"p-{n}"}).encode(), 0.0) for n in range(8)]
+
+    async def attempt() -> tuple[PartialDelivery, SinkHealth]:
+        sink = NatsSink(wanted)
+        await sink.start()
+        try:
+            with pytest.raises(PartialDelivery) as partial:
+                await sink.write_batch(batch)
+            return partial.value, sink.health()
+        finally:
+            await sink.close()
+
+    partial, health = anyio.run(attempt)
+    assert [r.payload for r in partial.remaining] == [r.payload for r in batch[full_at:]]
+    assert isinstance(partial.cause, PublishError)
+    assert "maximum messages exceeded" in str(partial.cause)
+    assert not health.healthy
+    assert paths(read_stream([server.url], "TELEMETRYD")) == Counter(
+        {f"p-{n}": 1 for n in range(full_at)}
+    )
 
 
 def test_a_server_down_at_start_does_not_stop_the_daemon(tmp_path: Path) -> None:
