@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,11 @@ log = logging.getLogger("telemetryd")
 
 
 class StartupError(Exception):
-    pass
+    """Why the daemon cannot start, and the configuration key it is about ("" for none)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def load_registry(config: Config) -> SchemaRegistry:
@@ -125,6 +130,7 @@ class Daemon:
             )
         self._stop = anyio.Event()
         self.started_at = time.monotonic()
+        self.ready = False  # whether it served: the final counters are worth a line only then
 
     @property
     def all_workers(self) -> list[SinkWorker]:
@@ -201,7 +207,8 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close_sinks()
-            log.info("stopped", extra={"fields": self.snapshot()})
+            if self.ready:
+                log.info("stopped", extra={"fields": self.snapshot()})
 
     @property
     def sources(self) -> list[UnixSource | HttpSource]:
@@ -213,7 +220,11 @@ class Daemon:
         done = [anyio.Event() for _ in self.sources]
         async with anyio.create_task_group() as sources:
             for source, source_done in zip(self.sources, done, strict=True):
-                await sources.start(self._serve_source, source, source_done)
+                try:
+                    await sources.start(self._serve_source, source, source_done)
+                except OSError as e:
+                    raise StartupError(self._source_key(source), _describe(e)) from e
+            self._log_pioneer()
             log.info(
                 "ready",
                 extra={
@@ -226,6 +237,7 @@ class Daemon:
                 },
             )
             _sd_notify(b"READY=1")
+            self.ready = True
             task_status.started()
             await self._stop.wait()
             _sd_notify(b"STOPPING=1")
@@ -242,6 +254,26 @@ class Daemon:
                     await source_done.wait()
             sources.cancel_scope.cancel()
         return deadline
+
+    def _source_key(self, source: UnixSource | HttpSource) -> str:
+        if isinstance(source, UnixSource):
+            return "server.unix_socket"
+        return "server.http" if self.config.server.http else "server.http_unix_socket"
+
+    def _log_pioneer(self) -> None:
+        """Says that POST /api/pioneer takes notebooks, and whose (a warning when anyone's)."""
+        if self.http is None or not self.config.pioneer.enabled:
+            return
+        auth = self.config.auth
+        if not auth.required:
+            log.warning(
+                "POST /api/pioneer is on",
+                extra={"fields": {"authentication": "none (pioneer.allow_anonymous)"}},
+            )
+            return
+        checked = ["auth.tokens"] if auth.tokens else []
+        checked += ["auth.jupyterhub"] if auth.jupyterhub is not None else []
+        log.info("POST /api/pioneer is on", extra={"fields": {"authentication": checked}})
 
     async def _drain(self, deadline: float) -> None:
         """Lets every worker empty its queue until `deadline`; counts and logs what is left."""
@@ -287,9 +319,15 @@ class Daemon:
                 for done in started:
                     await done.sink.close()
                 raise StartupError(
-                    f"sink {worker.name!r} ({worker.sink.settings.type}) failed to start: {e}"
+                    self._sink_key(worker),
+                    f"sink {worker.name!r} ({worker.sink.settings.type}) failed to start: {e}",
                 ) from e
             started.append(worker)
+
+    def _sink_key(self, worker: SinkWorker) -> str:
+        if worker is self.dead_letter:
+            return "dead_letter"
+        return f"sinks[{self.workers.index(worker)}]"
 
     async def _close_sinks(self) -> None:
         for worker in self.all_workers:
@@ -363,28 +401,49 @@ def run(config: Config) -> int:
     try:
         registry = load_registry(config)
     except SchemaLoadError as e:
-        log.error(
-            "refusing to start: bad schemas", extra={"fields": {"problems": str(e).splitlines()}}
-        )
-        return 2
+        return _refuse(config, [("", str(problem)) for problem in e.problems], 2, "bad schemas")
     try:
         daemon = Daemon(config, registry)  # opens the disk buffers, which lock their directory
     except OSError as e:
-        log.error("refusing to start", extra={"fields": {"error": str(e)}})
-        return 1
+        return _refuse(config, [_key_and_message(e)], 1)
     try:
         anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
     except (StartupError, OSError) as e:
-        log.error("refusing to start", extra={"fields": {"error": str(e)}})
-        return 1
+        return _refuse(config, [_key_and_message(e)], 1)
     except BaseExceptionGroup as group:
         matched, rest = group.split((StartupError, OSError))
         if rest is not None or matched is None:
             raise
-        errors = [str(e) for e in _leaves(matched)]
-        log.error("refusing to start", extra={"fields": {"error": "; ".join(errors)}})
-        return 1
+        return _refuse(config, [_key_and_message(e) for e in _leaves(matched)], 1)
     return 0
+
+
+def _key_and_message(error: BaseException) -> tuple[str, str]:
+    return (error.key if isinstance(error, StartupError) else "", _describe(error))
+
+
+def _describe(error: BaseException) -> str:
+    """An error in words, without OSError's "[Errno 17]" prefix."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return str(error)
+
+
+def _refuse(config: Config, errors: list[tuple[str, str]], code: int, what: str = "") -> int:
+    """A fatal start error, first and readable: `telemetryd: error: <file>: <key>: <message>`
+    lines on stderr (for a person at a terminal, or systemctl status), then the JSON log line
+    for log collectors when stderr is not a terminal."""
+    source = str(config.source or "<configuration>")
+    for key, message in errors:
+        where = f"{source}: {key}: " if key else (f"{source}: " if not what else "")
+        print(f"telemetryd: error: {where}{message}", file=sys.stderr, flush=True)
+    if not sys.stderr.isatty():
+        messages = [message for _, message in errors]
+        if what:
+            log.error(f"refusing to start: {what}", extra={"fields": {"problems": messages}})
+        else:
+            log.error("refusing to start", extra={"fields": {"error": "; ".join(messages)}})
+    return code
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
