@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from telemetryd.plugins import SinkUnavailable, UnknownSinkType, load_sink_class
-from telemetryd.settings_types import FileMode
+from telemetryd.settings_types import FileMode, GroupName
 from telemetryd.sinks.base import SinkSettings
 
 DEFAULT_CONFIG_PATHS = (Path("telemetryd.toml"), Path("/etc/telemetryd/telemetryd.toml"))
@@ -55,6 +55,12 @@ class ServerSettings(_Section):
     )
     unix_socket_mode: FileMode = Field(
         0o660, description="File mode of the socket (TOML 0o660 or '0660')."
+    )
+    unix_socket_group: GroupName | None = Field(
+        None,
+        description="Group of the socket files (unix_socket, http_unix_socket), by name or "
+        "number: with mode 0o660, who may send. The daemon's user must be a member. Unset: the "
+        "daemon's own group.",
     )
     max_line_bytes: int = Field(1 * MiB, gt=0, description="Longest accepted event line.")
     read_chunk_bytes: int = Field(256 * 1024, ge=4096, description="Bytes read per receive.")

@@ -35,6 +35,7 @@ from telemetryd.record import Record
 from telemetryd.registry import SchemaLoadError, SchemaRegistry
 from telemetryd.rejections import Rejection, dead_letter_record
 from telemetryd.routing import RouteFilter
+from telemetryd.settings_types import GroupError
 from telemetryd.sink_queue import DROP_SHUTDOWN, EventQueue, QueueClosed, SinkQueue
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sinks.base import Sink, SinkSettings
@@ -223,7 +224,8 @@ class Daemon:
                 try:
                     await sources.start(self._serve_source, source, source_done)
                 except OSError as e:
-                    raise StartupError(self._source_key(source), _describe(e)) from e
+                    key = e.key if isinstance(e, GroupError) else self._source_key(source)
+                    raise StartupError(key, _describe(e)) from e
             self._log_pioneer()
             log.info(
                 "ready",
@@ -318,8 +320,9 @@ class Daemon:
             except Exception as e:
                 for done in started:
                     await done.sink.close()
+                key = self._sink_key(worker) + (f".{e.key}" if isinstance(e, GroupError) else "")
                 raise StartupError(
-                    self._sink_key(worker),
+                    key,
                     f"sink {worker.name!r} ({worker.sink.settings.type}) failed to start: {e}",
                 ) from e
             started.append(worker)
