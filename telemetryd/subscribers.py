@@ -17,12 +17,13 @@ from typing import Final
 
 import anyio
 
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
 from telemetryd.stats import ComponentStats
 
 #: A subscriber's records dropped because it read slower than they came.
-DROP_SUBSCRIBER_FULL: Final = "subscriber_queue_full"
+DROP_SUBSCRIBER_FULL: Final = DropReason.SUBSCRIBER_QUEUE_FULL  # an alias (telemetryd.reasons)
 #: Records handed to a transport at most at once.
 BATCH_MAX_EVENTS: Final = 512
 

@@ -255,11 +255,11 @@ class UnixSource:
         records, rejected = self.ingestor.process(
             frames, connection.origin, timestamp, received, first
         )
+        for rejection in rejected:  # now: a stop while publishing must not leave them uncounted
+            self.stats.rejected[rejection.reason] += 1
         if records:
             await self._publish(records)
         if rejected:
-            for rejection in rejected:
-                self.stats.rejected[rejection.reason] += 1
             await self.on_rejected(rejected, connection.origin, timestamp, received)
             await self._reply_rejections(connection, rejected, replies)
         if connection.acked:
