@@ -403,25 +403,34 @@ def run(config: Config) -> int:
     try:
         registry = load_registry(config)
     except SchemaLoadError as e:
-        return _refuse(config, [("", str(problem)) for problem in e.problems], 2, "bad schemas")
+        # Each problem names its schema file, not the configuration's.
+        problems = [str(problem) for problem in e.problems]
+        return _refuse(problems, 2, "refusing to start: bad schemas", {"problems": problems})
     try:
         daemon = Daemon(config, registry)  # opens the disk buffers, which lock their directory
     except OSError as e:
-        return _refuse(config, [_key_and_message(e)], 1)
+        return _refuse_start(config, [e])
     try:
         anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
     except (StartupError, OSError) as e:
-        return _refuse(config, [_key_and_message(e)], 1)
+        return _refuse_start(config, [e])
     except BaseExceptionGroup as group:
         matched, rest = group.split((StartupError, OSError))
         if rest is not None or matched is None:
             raise
-        return _refuse(config, [_key_and_message(e) for e in _leaves(matched)], 1)
+        return _refuse_start(config, _leaves(matched))
     return 0
 
 
-def _key_and_message(error: BaseException) -> tuple[str, str]:
-    return (error.key if isinstance(error, StartupError) else "", _describe(error))
+def _refuse_start(config: Config, errors: list[BaseException]) -> int:
+    source = str(config.source or "<configuration>")
+    messages = [_describe(e) for e in errors]
+    keys = [e.key if isinstance(e, StartupError) else "" for e in errors]
+    located = [
+        f"{source}: {key}: {message}" if key else f"{source}: {message}"
+        for key, message in zip(keys, messages, strict=True)
+    ]
+    return _refuse(located, 1, "refusing to start", {"error": "; ".join(messages)})
 
 
 def _describe(error: BaseException) -> str:
@@ -431,20 +440,14 @@ def _describe(error: BaseException) -> str:
     return str(error)
 
 
-def _refuse(config: Config, errors: list[tuple[str, str]], code: int, what: str = "") -> int:
-    """A fatal start error, first and readable: `telemetryd: error: <file>: <key>: <message>`
-    lines on stderr (for a person at a terminal, or systemctl status), then the JSON log line
-    for log collectors when stderr is not a terminal."""
-    source = str(config.source or "<configuration>")
-    for key, message in errors:
-        where = f"{source}: {key}: " if key else (f"{source}: " if not what else "")
-        print(f"telemetryd: error: {where}{message}", file=sys.stderr, flush=True)
+def _refuse(problems: list[str], code: int, msg: str, fields: dict[str, Any]) -> int:
+    """A fatal start error, first and readable: a `telemetryd: error: <file>: <key>: <message>`
+    line per problem on stderr (for a person at a terminal, or systemctl status), then the JSON
+    log line for log collectors when stderr is not a terminal."""
+    for problem in problems:
+        print(f"telemetryd: error: {problem}", file=sys.stderr, flush=True)
     if not sys.stderr.isatty():
-        messages = [message for _, message in errors]
-        if what:
-            log.error(f"refusing to start: {what}", extra={"fields": {"problems": messages}})
-        else:
-            log.error("refusing to start", extra={"fields": {"error": "; ".join(messages)}})
+        log.error(msg, extra={"fields": fields})
     return code
 
 

@@ -190,6 +190,20 @@ def test_a_fatal_start_error_comes_first_readable_without_a_stats_line(
     assert not [line for line in logs if line.get("msg") == "stopped"], "nothing ran"
 
 
+def test_a_sink_that_cannot_start_is_named_by_its_key_first(tmp_path: Path) -> None:
+    (tmp_path / "out" / "events.jsonl").mkdir(parents=True)  # a folder where the file goes
+    with DaemonProcess(tmp_path, daemon_config(tmp_path), wait_ready=False) as daemon:
+        assert daemon.proc is not None
+        assert daemon.proc.wait(60) == 1
+    first = daemon.stderr().splitlines()[0]
+    assert first.startswith(
+        f"telemetryd: error: {daemon.config_path}: sinks[0]: sink 'archive' (file) failed to "
+        "start: "
+    ), first
+    assert "Is a directory" in first
+    assert '"msg":"stopped"' not in daemon.stderr()
+
+
 def test_check_config_accepts_the_repository_telemetryd_toml(refusals: dict[str, Run]) -> None:
     run = refusals["check:repo"]
     assert (run.code, run.stderr) == (0, "")
