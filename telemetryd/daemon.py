@@ -322,7 +322,8 @@ class Daemon:
                 key = self._sink_key(worker) + (f".{e.key}" if isinstance(e, GroupError) else "")
                 raise StartupError(
                     key,
-                    f"sink {worker.name!r} ({worker.sink.settings.type}) failed to start: {e}",
+                    f"sink {worker.name!r} ({worker.sink.settings.type}) failed to start: "
+                    + _describe(e),
                 ) from e
             started.append(worker)
 
