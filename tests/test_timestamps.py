@@ -73,7 +73,21 @@ RFC3339 = re.compile(
 )
 
 
-@given(st.text(alphabet="0123456789-:.+TtZzW ,", max_size=40))
+#: ISO 8601's shapes (extended and basic, week and ordinal dates, reduced times, offsets with
+#: and without a colon or seconds), RFC 3339's among them.
+ISO8601_LIKE = (
+    r"[0-9]{4}-?(W[0-9]{2}-?[0-9]|[0-9]{3}|[0-9]{2}-?[0-9]{2})"
+    r"([Tt ][0-9]{2}(:?[0-9]{2}(:?[0-9]{2}([.,][0-9]{0,9})?)?)?)?"
+    r"([Zz]|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)?Z?"
+)
+
+
+@given(
+    st.one_of(
+        st.from_regex(ISO8601_LIKE, fullmatch=True),
+        st.text(alphabet="0123456789-:.+TtZzW ,", max_size=40),
+    )
+)
 @example("2026-W47-7T01:30:21+00:00")
 @example("20261122T013021Z")
 @example("2026-11-22T01Z")
