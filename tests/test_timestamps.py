@@ -74,11 +74,13 @@ RFC3339 = re.compile(
 
 
 #: ISO 8601's shapes (extended and basic, week and ordinal dates, reduced times, offsets with
-#: and without a colon or seconds), RFC 3339's among them.
+#: and without a colon or seconds), with values in range, RFC 3339's among them.
+_HOUR, _SIXTY = "([01][0-9]|2[0-3])", "[0-5][0-9]"
 ISO8601_LIKE = (
-    r"[0-9]{4}-?(W[0-9]{2}-?[0-9]|[0-9]{3}|[0-9]{2}-?[0-9]{2})"
-    r"([Tt ][0-9]{2}(:?[0-9]{2}(:?[0-9]{2}([.,][0-9]{0,9})?)?)?)?"
-    r"([Zz]|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)?Z?"
+    r"[0-9]{4}-?(W(0[1-9]|[1-4][0-9]|5[0-2])-?[1-7]|(0[0-9][1-9]|[12][0-9]{2}|3[0-5][0-9])"
+    r"|(0[1-9]|1[0-2])-?(0[1-9]|1[0-9]|2[0-8]))"
+    rf"([Tt ]{_HOUR}(:?{_SIXTY}(:?{_SIXTY}([.,][0-9]{{0,9}})?)?)?)?"
+    rf"([Zz]|[+-]{_HOUR}(:?{_SIXTY}(:?{_SIXTY})?)?)?Z?"
 )
 
 
