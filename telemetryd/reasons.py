@@ -42,6 +42,7 @@ class DropReason(StrEnum):
     QUEUE_FULL = "queue_full"  # when_full = "drop_newest" (or a disk buffer's limit)
     EVICTED_OLDEST = "evicted_oldest"  # when_full = "drop_oldest"
     SUBSCRIBER_QUEUE_FULL = "subscriber_queue_full"  # a live subscriber too slow to keep up
+    SUBSCRIBER_CLOSED = "subscriber_closed"  # waiting for a subscriber that left (or the stop)
     TOO_MANY_WAITING = "too_many_waiting"  # HTTP 429: http_max_waiting_requests
     ENQUEUE_TIMEOUT = "enqueue_timeout"  # HTTP 503: http_enqueue_timeout_secs
     SHUTDOWN_TIMEOUT = "shutdown_timeout"  # the stop's deadline came first
@@ -58,6 +59,7 @@ _INTENDED = frozenset(
         DropReason.QUEUE_FULL,
         DropReason.EVICTED_OLDEST,
         DropReason.SUBSCRIBER_QUEUE_FULL,
+        DropReason.SUBSCRIBER_CLOSED,  # live views are best effort: the sinks have every record
         DropReason.TOO_MANY_WAITING,
         DropReason.ENQUEUE_TIMEOUT,
     }

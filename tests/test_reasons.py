@@ -27,7 +27,9 @@ from telemetryd import disk_queue, http_api, rejections, sink_queue, subscribers
 from telemetryd.config import parse_config
 from telemetryd.daemon import Daemon, load_registry
 from telemetryd.reasons import DropReason, Reason
+from telemetryd.record import Record
 from telemetryd.rejections import Rejection
+from telemetryd.subscribers import SubscriberHub
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +145,35 @@ def test_a_rejection_that_meets_a_closed_dead_letter_is_counted_once(tmp_path: P
     anyio.run(daemon.reject, [rejection], b"{}", "2026-11-22T01:30:21.131970Z", 0.0)
     stats = daemon.dead_letter.stats
     assert (stats.received, dict(stats.dropped)) == (1, {DropReason.SHUTDOWN_TIMEOUT: 1})
+
+
+def test_a_subscriber_s_records_are_each_counted_once() -> None:
+    """Offered records are sent, dropped as the subscriber fell behind, or dropped because it
+    was still holding them when it closed (the stop): never uncounted, never twice."""
+    hub = SubscriberHub(2, 3, 1 << 20)
+    subscription = hub.subscribe([])
+    records = [Record("https://example.org/a/v1", "1", b"%d" % n, 0.0) for n in range(9)]
+
+    async def scenario() -> None:
+        hub.offer(records[:5])  # 3 kept, 2 dropped: the queue holds 3
+        batch = await subscription.next_batch(0)
+        assert batch is not None
+        subscription.delivered(len(batch.records))
+        hub.offer(records[5:7])
+        taken = await subscription.next_batch(0)  # handed out, then the stop
+        assert taken is not None
+        assert len(taken.records) == 2
+        hub.offer(records[7:])  # still held when it closes
+        hub.close()
+        assert await subscription.next_batch(0) is None
+        subscription.close()  # the transport is done: it never wrote what it had taken
+        subscription.close()
+
+    anyio.run(scenario)
+    stats = hub.stats
+    assert stats.received == len(records)
+    assert stats.sent == 3
+    assert dict(stats.dropped) == {
+        DropReason.SUBSCRIBER_QUEUE_FULL: 2,
+        DropReason.SUBSCRIBER_CLOSED: 4,
+    }
