@@ -127,6 +127,7 @@ class UnixSource:
             give_to_group(self.path, self.settings.unix_socket_group, "server.unix_socket_group")
         except GroupError:
             await listener.aclose()
+            self.path.unlink(missing_ok=True)  # nobody may send to it: it was never served
             raise
         limiter = anyio.CapacityLimiter(self.settings.max_connections)
         log.info(
