@@ -39,7 +39,7 @@ import anyio.to_thread
 from pydantic import Field
 
 from telemetryd.record import Record
-from telemetryd.settings_types import FileMode
+from telemetryd.settings_types import FileMode, GroupError, GroupName, gid_of
 from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
 from telemetryd.sinks.file_gzip import GZ, PARTIAL, Compressor
 
@@ -84,6 +84,12 @@ class FileSettings(SinkSettings):
     file_mode: FileMode = Field(
         default=0o640,
         description="File mode of the files the sink creates (TOML 0o640 or '0640').",
+    )
+    group: GroupName | None = Field(
+        default=None,
+        description="Group of the files the sink creates, by name or number: with file_mode "
+        "0o640, who may read the records. The daemon's user must be a member. Unset: the "
+        "daemon's own group.",
     )
     create_dirs: bool = Field(default=True, description="Create the file's missing parent folders.")
 
@@ -224,10 +230,11 @@ class AppendFile:
         self._last_sync = 0.0
         self._size_hint = 0  # the file's size after our last write; rotation is checked exactly
         self._rotate_at = math.inf  # wall-clock time the file's period ends (rotate_secs)
+        self._gid = -1 if settings.group is None else gid_of(settings.group)
         self.compressor: Compressor | None = None
         if settings.compress == "gzip":
             self.compressor = Compressor(
-                self._names.uncompressed, self._prune, settings.file_mode, _sync_folder
+                self._names.uncompressed, self._prune, settings.file_mode, _sync_folder, self._gid
             )
 
     def open(self) -> None:
@@ -287,6 +294,7 @@ class AppendFile:
         else:
             try:
                 os.fchmod(fd, settings.file_mode)  # the umask must not change the chosen mode
+                self._give_to_group(fd)
                 if settings.fsync != "never":
                     _sync_folder(self.path.parent)  # also makes a rotation's rename durable
             except OSError:
@@ -296,6 +304,14 @@ class AppendFile:
         self._last_sync = time.monotonic()
         self._rotate_at = self._period_end(fd)
         return fd
+
+    def _give_to_group(self, fd: int) -> None:
+        if self._gid == -1:
+            return
+        try:
+            os.fchown(fd, -1, self._gid)
+        except OSError as e:
+            raise GroupError("group", self.path, str(self._settings.group), e) from e
 
     def _period_end(self, fd: int) -> float:
         period = self._settings.rotate_secs
@@ -419,6 +435,8 @@ class FileSink(Sink):
     async def start(self) -> None:
         try:
             await anyio.to_thread.run_sync(self._file.open)
+        except GroupError:
+            raise  # it names its setting already
         except OSError as exc:
             raise _naming(exc, f"file sink {self.name!r} cannot open {self.path}") from exc
 

@@ -24,13 +24,18 @@ LEVEL = 6  # zlib's default: ~4x on JSON Lines at ~50 MB/s; 9 is twice as slow f
 COPY_BYTES = 1024 * 1024
 
 
-def gzip_file(path: Path, file_mode: int, sync_folder: Callable[[Path], None]) -> Path:
-    """`path` compressed to `path.gz`, which is durable before `path` is removed."""
+def gzip_file(
+    path: Path, file_mode: int, sync_folder: Callable[[Path], None], gid: int = -1
+) -> Path:
+    """`path` compressed to `path.gz` (mode `file_mode`, group `gid` unless -1), which is
+    durable before `path` is removed."""
     target = path.with_name(path.name + GZ)
     partial = path.with_name(path.name + PARTIAL)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, file_mode)
     try:
         os.fchmod(fd, file_mode)  # the umask must not change the chosen mode
+        if gid != -1:
+            os.fchown(fd, -1, gid)
         with (
             path.open("rb") as source,
             open(fd, "wb", closefd=False) as raw,
@@ -61,10 +66,12 @@ class Compressor:
         after_pass: Callable[[], None],
         file_mode: int,
         sync_folder: Callable[[Path], None],
+        gid: int = -1,
     ) -> None:
         self._uncompressed = uncompressed
         self._after_pass = after_pass
         self._file_mode = file_mode
+        self._gid = gid
         self._sync_folder = sync_folder
         self._wake = threading.Condition()
         self._requested = False
@@ -112,7 +119,7 @@ class Compressor:
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()  # a pass that was cut off; this one starts it again
                 try:
-                    gzip_file(path, self._file_mode, self._sync_folder)
+                    gzip_file(path, self._file_mode, self._sync_folder, self._gid)
                 except FileNotFoundError:
                     continue  # pruned or moved away by an operator meanwhile
                 self.files_compressed += 1

@@ -24,7 +24,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as e:
-        print(f"telemetryd: bad configuration\n{e}", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(f"telemetryd: error: {line}", file=sys.stderr)
         return 2
     logs.setup(args.log_level or config.log.level, config.log.format)
     return daemon.run(config)

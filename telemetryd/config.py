@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from telemetryd.plugins import SinkUnavailable, UnknownSinkType, load_sink_class
-from telemetryd.settings_types import FileMode
+from telemetryd.settings_types import FileMode, GroupName
 from telemetryd.sinks.base import SinkSettings
 
 DEFAULT_CONFIG_PATHS = (Path("telemetryd.toml"), Path("/etc/telemetryd/telemetryd.toml"))
@@ -55,6 +55,12 @@ class ServerSettings(_Section):
     )
     unix_socket_mode: FileMode = Field(
         0o660, description="File mode of the socket (TOML 0o660 or '0660')."
+    )
+    unix_socket_group: GroupName | None = Field(
+        None,
+        description="Group of the socket files (unix_socket, http_unix_socket), by name or "
+        "number: with mode 0o660, who may send. The daemon's user must be a member. Unset: the "
+        "daemon's own group.",
     )
     max_line_bytes: int = Field(1 * MiB, gt=0, description="Longest accepted event line.")
     read_chunk_bytes: int = Field(256 * 1024, ge=4096, description="Bytes read per receive.")
@@ -174,7 +180,16 @@ class TokenSettings(_Section):
 
 
 class PioneerSettings(_Section):
-    enabled: bool = Field(True, description="Serve POST /api/pioneer.")
+    enabled: bool = Field(
+        False,
+        description="Serve POST /api/pioneer. It takes notebook contents: it needs "
+        "auth.required = true, or allow_anonymous = true.",
+    )
+    allow_anonymous: bool = Field(
+        False,
+        description="Serve POST /api/pioneer while auth.required is false: whoever can reach "
+        "the HTTP API may post notebook contents.",
+    )
     keep_environ: bool = Field(
         False,
         description="Keep NotebookOpenEvent's eventInfo.environ, the Jupyter server's whole "
@@ -385,6 +400,33 @@ def _sink_settings(
     return settings, []
 
 
+def _sink_table_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The sink tables' own problems, so that they are reported with the rest of the file's."""
+    tables: list[tuple[str, Any]] = [("dead_letter", data.get("dead_letter"))]
+    sinks = data.get("sinks")
+    if isinstance(sinks, list):
+        tables += [(f"sinks[{i}]", table) for i, table in enumerate(sinks)]
+    problems: list[tuple[str, str]] = []
+    for key, table in tables:
+        if isinstance(table, dict):
+            problems += _sink_settings(table, key)[1]
+    return problems
+
+
+def _pioneer_problems(pioneer: PioneerSettings, auth: AuthSettings) -> list[tuple[str, str]]:
+    """An open POST /api/pioneer takes notebooks from anyone: only when the operator says so."""
+    if not pioneer.enabled or auth.required or pioneer.allow_anonymous:
+        return []
+    return [
+        (
+            "pioneer.enabled",
+            "true while auth.required is false: POST /api/pioneer would take notebook contents "
+            "from anyone who can reach the HTTP API; set auth.required = true (with "
+            "[[auth.tokens]] or [auth.jupyterhub]), or pioneer.allow_anonymous = true",
+        )
+    ]
+
+
 def parse_config(text: str, source: Path | str = "<string>") -> Config:
     try:
         data = tomllib.loads(text)
@@ -393,7 +435,7 @@ def parse_config(text: str, source: Path | str = "<string>") -> Config:
     try:
         raw = _RawConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(source, _problems(e)) from None
+        raise ConfigError(source, _problems(e) + _sink_table_problems(data)) from None
 
     problems: list[tuple[str, str]] = []
     sinks: list[SinkSettings] = []
@@ -414,6 +456,7 @@ def parse_config(text: str, source: Path | str = "<string>") -> Config:
         sinks.append(settings)
     dead_letter, errs = _sink_settings(raw.dead_letter, "dead_letter")
     problems += errs
+    problems += _pioneer_problems(raw.pioneer, raw.auth)
     if problems or dead_letter is None:
         raise ConfigError(source, problems)
     return Config(

@@ -11,10 +11,12 @@ reload  SIGHUP: re-read the schemas; a bad schema set is refused and the old one
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from telemetryd.record import Record
 from telemetryd.registry import SchemaLoadError, SchemaRegistry
 from telemetryd.rejections import Rejection, dead_letter_record
 from telemetryd.routing import RouteFilter
+from telemetryd.settings_types import GroupError
 from telemetryd.sink_queue import DROP_SHUTDOWN, EventQueue, QueueClosed, SinkQueue
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sinks.base import Sink, SinkSettings
@@ -46,7 +49,11 @@ log = logging.getLogger("telemetryd")
 
 
 class StartupError(Exception):
-    pass
+    """Why the daemon cannot start, and the configuration key it is about ("" for none)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def load_registry(config: Config) -> SchemaRegistry:
@@ -125,6 +132,7 @@ class Daemon:
             )
         self._stop = anyio.Event()
         self.started_at = time.monotonic()
+        self.ready = False  # whether it served: the final counters are worth a line only then
 
     @property
     def all_workers(self) -> list[SinkWorker]:
@@ -137,10 +145,8 @@ class Daemon:
         records: list[Record] = [
             dead_letter_record(r, origin, timestamp, received) for r in rejected
         ]
-        try:
+        with contextlib.suppress(QueueClosed):  # the closed queue counted them as its losses
             await self.dead_letter.queue.put_many(records)
-        except QueueClosed:
-            self.dead_letter.stats.dropped["shutdown"] += len(records)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -201,7 +207,8 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close_sinks()
-            log.info("stopped", extra={"fields": self.snapshot()})
+            if self.ready:
+                log.info("stopped", extra={"fields": self.snapshot()})
 
     @property
     def sources(self) -> list[UnixSource | HttpSource]:
@@ -213,7 +220,12 @@ class Daemon:
         done = [anyio.Event() for _ in self.sources]
         async with anyio.create_task_group() as sources:
             for source, source_done in zip(self.sources, done, strict=True):
-                await sources.start(self._serve_source, source, source_done)
+                try:
+                    await sources.start(self._serve_source, source, source_done)
+                except OSError as e:
+                    key = e.key if isinstance(e, GroupError) else self._source_key(source)
+                    raise StartupError(key, _describe(e)) from e
+            self._log_pioneer()
             log.info(
                 "ready",
                 extra={
@@ -226,6 +238,7 @@ class Daemon:
                 },
             )
             _sd_notify(b"READY=1")
+            self.ready = True
             task_status.started()
             await self._stop.wait()
             _sd_notify(b"STOPPING=1")
@@ -242,6 +255,26 @@ class Daemon:
                     await source_done.wait()
             sources.cancel_scope.cancel()
         return deadline
+
+    def _source_key(self, source: UnixSource | HttpSource) -> str:
+        if isinstance(source, UnixSource):
+            return "server.unix_socket"
+        return "server.http" if self.config.server.http else "server.http_unix_socket"
+
+    def _log_pioneer(self) -> None:
+        """Says that POST /api/pioneer takes notebooks, and whose (a warning when anyone's)."""
+        if self.http is None or not self.config.pioneer.enabled:
+            return
+        auth = self.config.auth
+        if not auth.required:
+            log.warning(
+                "POST /api/pioneer is on",
+                extra={"fields": {"authentication": "none (pioneer.allow_anonymous)"}},
+            )
+            return
+        checked = ["auth.tokens"] if auth.tokens else []
+        checked += ["auth.jupyterhub"] if auth.jupyterhub is not None else []
+        log.info("POST /api/pioneer is on", extra={"fields": {"authentication": checked}})
 
     async def _drain(self, deadline: float) -> None:
         """Lets every worker empty its queue until `deadline`; counts and logs what is left."""
@@ -286,10 +319,18 @@ class Daemon:
             except Exception as e:
                 for done in started:
                     await done.sink.close()
+                key = self._sink_key(worker) + (f".{e.key}" if isinstance(e, GroupError) else "")
                 raise StartupError(
-                    f"sink {worker.name!r} ({worker.sink.settings.type}) failed to start: {e}"
+                    key,
+                    f"sink {worker.name!r} ({worker.sink.settings.type}) failed to start: "
+                    + _describe(e),
                 ) from e
             started.append(worker)
+
+    def _sink_key(self, worker: SinkWorker) -> str:
+        if worker is self.dead_letter:
+            return "dead_letter"
+        return f"sinks[{self.workers.index(worker)}]"
 
     async def _close_sinks(self) -> None:
         for worker in self.all_workers:
@@ -363,28 +404,52 @@ def run(config: Config) -> int:
     try:
         registry = load_registry(config)
     except SchemaLoadError as e:
-        log.error(
-            "refusing to start: bad schemas", extra={"fields": {"problems": str(e).splitlines()}}
-        )
-        return 2
+        # Each problem names its schema file, not the configuration's.
+        problems = [str(problem) for problem in e.problems]
+        return _refuse(problems, 2, "refusing to start: bad schemas", {"problems": problems})
     try:
         daemon = Daemon(config, registry)  # opens the disk buffers, which lock their directory
     except OSError as e:
-        log.error("refusing to start", extra={"fields": {"error": str(e)}})
-        return 1
+        return _refuse_start(config, [e])
     try:
         anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
     except (StartupError, OSError) as e:
-        log.error("refusing to start", extra={"fields": {"error": str(e)}})
-        return 1
+        return _refuse_start(config, [e])
     except BaseExceptionGroup as group:
         matched, rest = group.split((StartupError, OSError))
         if rest is not None or matched is None:
             raise
-        errors = [str(e) for e in _leaves(matched)]
-        log.error("refusing to start", extra={"fields": {"error": "; ".join(errors)}})
-        return 1
+        return _refuse_start(config, _leaves(matched))
     return 0
+
+
+def _refuse_start(config: Config, errors: list[BaseException]) -> int:
+    source = str(config.source or "<configuration>")
+    messages = [_describe(e) for e in errors]
+    keys = [e.key if isinstance(e, StartupError) else "" for e in errors]
+    located = [
+        f"{source}: {key}: {message}" if key else f"{source}: {message}"
+        for key, message in zip(keys, messages, strict=True)
+    ]
+    return _refuse(located, 1, "refusing to start", {"error": "; ".join(messages)})
+
+
+def _describe(error: BaseException) -> str:
+    """An error in words, without OSError's "[Errno 17]" prefix."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return str(error)
+
+
+def _refuse(problems: list[str], code: int, msg: str, fields: dict[str, Any]) -> int:
+    """A fatal start error, first and readable: a `telemetryd: error: <file>: <key>: <message>`
+    line per problem on stderr (for a person at a terminal, or systemctl status), then the JSON
+    log line for log collectors when stderr is not a terminal."""
+    for problem in problems:
+        print(f"telemetryd: error: {problem}", file=sys.stderr, flush=True)
+    if not sys.stderr.isatty():
+        log.error(msg, extra={"fields": fields})
+    return code
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -24,6 +24,7 @@ from typing import Literal
 import anyio
 
 from telemetryd.disk_log import DiskLog, Frame, Position, encode_frame
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.sink_queue import (
     DROP_EVICTED,
@@ -38,7 +39,7 @@ from telemetryd.stats import ComponentStats
 
 log = logging.getLogger("telemetryd.disk_buffer")
 
-DROP_DAMAGED = "disk_damaged"
+DROP_DAMAGED = DropReason.DISK_DAMAGED  # an alias: the reasons live in telemetryd.reasons
 Fsync = Literal["batch", "never"]
 
 

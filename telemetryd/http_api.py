@@ -28,6 +28,7 @@ from telemetryd.framing import Frame, LineFramer
 from telemetryd.hub_auth import HUB_RETRY_AFTER_SECS, HubClient
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import render
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.registry import CompiledSchema
 from telemetryd.rejections import Rejection
@@ -45,9 +46,9 @@ NDJSON: Final = "application/x-ndjson"
 JUPYTER_EVENT_TYPES: Final = (JSON, "", "text/plain", "application/x-www-form-urlencoded")
 
 #: The events of a request that waited `http_enqueue_timeout_secs` for full `block` queues.
-DROP_ENQUEUE_TIMEOUT: Final = "enqueue_timeout"
+DROP_ENQUEUE_TIMEOUT: Final = DropReason.ENQUEUE_TIMEOUT  # an alias (telemetryd.reasons)
 #: The events of a request refused because `http_max_waiting_requests` already waited for room.
-DROP_TOO_MANY_WAITING: Final = "too_many_waiting"
+DROP_TOO_MANY_WAITING: Final = DropReason.TOO_MANY_WAITING  # an alias (telemetryd.reasons)
 #: A queue at this fraction of its queue_max_events makes the daemon not ready.
 READY_QUEUE_FRACTION: Final = 0.9
 #: Events of a batch validated between two yields to the event loop.
@@ -405,7 +406,7 @@ class HttpApi:
             records += accepted
             rejected += refused
         if rejected:
-            await self._reject(rejected, request.origin, timestamp, received)
+            await self._reject(rejected, request.origin, timestamp, received, len(records))
         unavailable = await self._accept(records)
         if unavailable is not None:
             return unavailable
@@ -479,13 +480,24 @@ class HttpApi:
         return error_response(503, reason, message, (("retry-after", str(RETRY_AFTER_SECS)),))
 
     async def _reject(
-        self, rejected: list[Rejection], origin: bytes, timestamp: str, received: float
+        self,
+        rejected: list[Rejection],
+        origin: bytes,
+        timestamp: str,
+        received: float,
+        valid: int = 0,
     ) -> None:
-        """Counts rejected input and hands it to the dead-letter sink (bounded in time)."""
+        """Counts rejected input and hands it to the dead-letter sink (bounded in time). The
+        stop's deadline may cancel the wait: the request's `valid` events, not yet handed on,
+        are then never accepted, and counted so."""
         for rejection in rejected:
             self.stats.rejected[rejection.reason] += 1
-        with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
-            await self.on_rejected(rejected, origin, timestamp, received)
+        try:
+            with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
+                await self.on_rejected(rejected, origin, timestamp, received)
+        except BaseException:
+            self.stats.dropped[DROP_SHUTDOWN] += valid
+            raise
         if waited.cancelled_caught:
             self.stats.errors["dead_letter_timeout"] += 1
 

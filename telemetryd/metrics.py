@@ -45,10 +45,12 @@ Live subscribers (GET /api/events/subscribe), all together:
 
 =================================================  =========  ===================================
 ``telemetryd_subscribers``                         gauge      subscriptions open now
-``telemetryd_subscriber_received_events_total``    counter    records queued for subscribers
+``telemetryd_subscriber_received_events_total``    counter    records offered to subscribers
 ``telemetryd_subscriber_sent_events_total``        counter    records written to subscribers
-``telemetryd_subscriber_dropped_events_total``     counter    records a slow subscriber missed,
-                                                              by ``reason``
+``telemetryd_subscriber_dropped_events_total``     counter    records a subscriber missed, by
+                                                              ``reason`` (too slow:
+                                                              ``subscriber_queue_full``; gone
+                                                              or stopped: ``subscriber_closed``)
 =================================================  =========  ===================================
 
 And ``telemetryd_build_info{version}``, a gauge of 1. `make_registry` adds prometheus_client's
@@ -255,14 +257,15 @@ class _SinkFamilies:
 def _subscriber_families(hub: SubscriberHub | None) -> Iterator[Metric]:
     open_now = GaugeMetricFamily(PREFIX + "subscribers", "Live subscriptions open now.")
     received = CounterMetricFamily(
-        PREFIX + "subscriber_received_events", "Records queued for live subscribers."
+        PREFIX + "subscriber_received_events",
+        "Records offered to live subscribers (sent or dropped).",
     )
     sent = CounterMetricFamily(
         PREFIX + "subscriber_sent_events", "Records written to live subscribers."
     )
     dropped = CounterMetricFamily(
         PREFIX + "subscriber_dropped_events",
-        "Records slow live subscribers missed, by reason.",
+        "Records live subscribers missed (too slow, or gone), by reason.",
         labels=["reason"],
     )
     if hub is not None:

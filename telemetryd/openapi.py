@@ -698,8 +698,8 @@ def _paths() -> dict[str, Schema]:
                 "Point JupyterLab Pioneer's `remote_exporter` here. Its body is unwrapped into "
                 f"an event of the shipped schema `{SCHEMA_PREFIX}<eventName>/v1` "
                 "(eventDetail and notebookState flattened into one record, `eventTime` as the "
-                "timestamp) and then handled as `POST /api/events`. Served unless "
-                "`[pioneer] enabled` is false (then 404).",
+                "timestamp) and then handled as `POST /api/events`. Served only when "
+                "`[pioneer] enabled` is true (off by default: 404).",
                 {
                     "204": {"description": "Accepted: queued for every sink that wants it."},
                     "400": _error(
@@ -712,7 +712,7 @@ def _paths() -> dict[str, Schema]:
                         "`forbidden`: the token is not valid; or `schema_not_allowed`: the "
                         "token's `allowed_schemas` do not include the event's schema."
                     ),
-                    "404": _error("`not_found`: `[pioneer] enabled` is false."),
+                    "404": _error("`not_found`: `[pioneer] enabled` is false (the default)."),
                 },
                 access=_INGEST,
                 body=True,

@@ -1,9 +1,9 @@
 """Why an input was refused, and the dead-letter record that keeps it.
 
-Every refused input becomes a `Rejection` with a stable `reason` code (for metrics and for
-clients to branch on) and a `message` that names what is wrong in words. The dead-letter record
-is an event of telemetryd's own schema `rejected_event`, so it travels and is stored like any
-other record.
+Every refused input becomes a `Rejection` with a stable `reason` code (a
+telemetryd.reasons.Reason, for metrics and for clients to branch on) and a `message` that names
+what is wrong in words. The dead-letter record is an event of telemetryd's own schema
+`rejected_event`, so it travels and is stored like any other record.
 """
 
 from __future__ import annotations
@@ -13,35 +13,24 @@ from typing import Any, Final
 
 import msgspec
 
+from telemetryd.reasons import Reason
 from telemetryd.record import RECORD_START, Record, record_head
 
-EMPTY_LINE: Final = "empty_line"
-LINE_TOO_LONG: Final = "line_too_long"
-INVALID_UTF8: Final = "invalid_utf8"
-INVALID_JSON: Final = "invalid_json"
-INVALID_ENVELOPE: Final = "invalid_envelope"
-INVALID_TIMESTAMP: Final = "invalid_timestamp"
-UNKNOWN_SCHEMA: Final = "unknown_schema"
-UNKNOWN_VERSION: Final = "unknown_version"
-SCHEMA_NOT_ALLOWED: Final = "schema_not_allowed"
-INVALID_DATA: Final = "invalid_data"
-RESERVED_FIELD: Final = "reserved_field"
-INVALID_PIONEER: Final = "invalid_pioneer"  # POST /api/pioneer: not a remote_exporter body
+# The reasons live in telemetryd.reasons; these names stay for the modules that import them.
+EMPTY_LINE: Final = Reason.EMPTY_LINE
+LINE_TOO_LONG: Final = Reason.LINE_TOO_LONG
+INVALID_UTF8: Final = Reason.INVALID_UTF8
+INVALID_JSON: Final = Reason.INVALID_JSON
+INVALID_ENVELOPE: Final = Reason.INVALID_ENVELOPE
+INVALID_TIMESTAMP: Final = Reason.INVALID_TIMESTAMP
+UNKNOWN_SCHEMA: Final = Reason.UNKNOWN_SCHEMA
+UNKNOWN_VERSION: Final = Reason.UNKNOWN_VERSION
+SCHEMA_NOT_ALLOWED: Final = Reason.SCHEMA_NOT_ALLOWED
+INVALID_DATA: Final = Reason.INVALID_DATA
+RESERVED_FIELD: Final = Reason.RESERVED_FIELD
+INVALID_PIONEER: Final = Reason.INVALID_PIONEER
 
-REASONS: Final = (
-    EMPTY_LINE,
-    LINE_TOO_LONG,
-    INVALID_UTF8,
-    INVALID_JSON,
-    INVALID_ENVELOPE,
-    INVALID_TIMESTAMP,
-    UNKNOWN_SCHEMA,
-    UNKNOWN_VERSION,
-    SCHEMA_NOT_ALLOWED,
-    INVALID_DATA,
-    RESERVED_FIELD,
-    INVALID_PIONEER,
-)
+REASONS: Final = tuple(Reason)
 
 REJECTED_EVENT_SCHEMA: Final = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
 REJECTED_EVENT_VERSION: Final = "1"

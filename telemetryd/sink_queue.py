@@ -17,15 +17,17 @@ from typing import Protocol
 
 import anyio
 
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.sinks.base import WhenFull
 from telemetryd.stats import ComponentStats
 
 _payload = attrgetter("payload")
 
-DROP_QUEUE_FULL = "queue_full"
-DROP_EVICTED = "evicted_oldest"
-DROP_SHUTDOWN = "shutdown_timeout"
+# The reasons live in telemetryd.reasons; these names stay for the modules that import them.
+DROP_QUEUE_FULL = DropReason.QUEUE_FULL
+DROP_EVICTED = DropReason.EVICTED_OLDEST
+DROP_SHUTDOWN = DropReason.SHUTDOWN_TIMEOUT
 
 
 class QueueClosed(Exception):

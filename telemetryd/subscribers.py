@@ -5,7 +5,9 @@ bus. So the bus hands each subscription its records without waiting (`Subscriber
 subscription holds at most `max_events` records and `max_bytes` of them, and what does not fit is
 dropped for that subscriber alone, counted, and announced to it (`Batch.dropped`) so it knows its
 view has a gap. The transports (telemetryd.sources.sse, telemetryd.sources.websocket) take batches
-with `Subscription.next_batch` and write them at the subscriber's own pace.
+with `Subscription.next_batch` and write them at the subscriber's own pace, and close the
+subscription when done: what it still held then is counted as dropped, so that the hub's counts
+add up (received = sent + dropped).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from typing import Final
 
 import anyio
 
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
 from telemetryd.stats import ComponentStats
 
 #: A subscriber's records dropped because it read slower than they came.
-DROP_SUBSCRIBER_FULL: Final = "subscriber_queue_full"
+DROP_SUBSCRIBER_FULL: Final = DropReason.SUBSCRIBER_QUEUE_FULL  # an alias (telemetryd.reasons)
 #: Records handed to a transport at most at once.
 BATCH_MAX_EVENTS: Final = 512
 
@@ -61,8 +64,10 @@ class Subscription:
         self._queue: deque[Record | _Gap] = deque()
         self._events = 0
         self._bytes = 0
+        self._handed = 0  # records of batches taken but not yet delivered
         self._ready = anyio.Event()
         self.closed = False
+        self._counted = False  # whether what it held at the end is counted
 
     def offer(self, records: Sequence[Record]) -> None:
         """Keeps what this subscriber wants and what fits; never waits."""
@@ -87,9 +92,8 @@ class Subscription:
             kept += 1
         if dropped:
             self._hub.stats.dropped[DROP_SUBSCRIBER_FULL] += dropped
-        if kept:
-            self._hub.stats.received += kept
         if kept or dropped:
+            self._hub.stats.received += kept + dropped
             self._ready.set()
 
     async def next_batch(self, wait_secs: float) -> Batch | None:
@@ -116,17 +120,31 @@ class Subscription:
             records.append(item)
         self._events -= len(records)
         self._bytes -= sum(len(r.payload) for r in records)
+        self._handed += len(records)
         if not queue:
             self._ready = anyio.Event()
         return Batch(records, dropped)
 
     def delivered(self, count: int) -> None:
+        self._handed -= count
         self._hub.stats.sent += count
 
-    def close(self) -> None:
+    def end(self) -> None:
+        """No more batches: next_batch returns None (the transport then closes it)."""
         self.closed = True
         self._ready.set()
+
+    def close(self) -> None:
+        """The transport is done with it: what it still held is dropped, and counted."""
+        self.end()
         self._hub.remove(self)
+        if not self._counted:
+            self._counted = True
+            held = self._events + self._handed
+            if held:
+                self._hub.stats.dropped[DropReason.SUBSCRIBER_CLOSED] += held
+            self._queue.clear()
+            self._events = self._bytes = self._handed = 0
 
 
 class SubscriberHub:
@@ -165,10 +183,11 @@ class SubscriberHub:
             self.subscriptions.remove(subscription)
 
     def close(self) -> None:
-        """The daemon stops: every subscription ends after what it has already taken."""
+        """The daemon stops: every subscription ends after what it has already taken (its
+        transport closes it once that is written or the subscriber is gone)."""
         self.closed = True
         for subscription in list(self.subscriptions):
-            subscription.close()
+            subscription.end()
 
 
 def _both(first: Callable[[str], bool], second: Callable[[str], bool]) -> Callable[[str], bool]:

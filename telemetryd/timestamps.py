@@ -10,6 +10,12 @@ from datetime import UTC, datetime
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _CANONICAL_LENGTH = len("2026-11-22T01:30:21.131970Z")
 _CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
+#: RFC 3339's date-time (section 5.6), as the only shape a client's timestamp may have:
+#: datetime.fromisoformat also takes ISO 8601's week dates, basic format, hour-only times and
+#: other separators, none of which RFC 3339 allows. `t` is allowed (RFC 3339 allows it and the
+#: daemon always took it); a trailing `Z` after an offset is jupyter_events' own form. The
+#: ranges of the fields (month 13, hour 24, 30 February) are left to fromisoformat.
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d+)?)(Z|[+-]\d\d:\d\dZ?)", re.ASCII)
 
 
 class InvalidTimestamp(ValueError):
@@ -55,7 +61,8 @@ def normalise(value: str) -> str:
 
     Accepts RFC 3339 with `Z` or an offset, and jupyter_events' own `+00:00Z` form (an offset
     followed by a stray `Z`), which Jupyter Server's POST /api/events expects and which the
-    records jupyter_events writes carry. A time without an offset is ambiguous and refused.
+    records jupyter_events writes carry; nothing else of ISO 8601. A time without an offset is
+    ambiguous and refused. Fractions past microseconds are truncated, as datetime does.
     """
     if len(value) == _CANONICAL_LENGTH and _CANONICAL.fullmatch(value):
         # Already canonical: parsing checks the calendar (no 30 February); no reformat needed.
@@ -64,20 +71,27 @@ def normalise(value: str) -> str:
         except ValueError:
             raise InvalidTimestamp(f"timestamp {value!r} is not a valid RFC 3339 time") from None
         return value
-    text = value
-    if len(text) > 6 and text[-1] == "Z" and text[-7] in "+-" and text[-4] == ":":
-        text = text[:-1]
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise _not_rfc3339(value)
+    text = value[:-1] if match.end(2) - match.start(2) == 7 else value  # +00:00Z: no stray Z
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidTimestamp(
-            f"timestamp {value!r} is not an RFC 3339 time such as 2026-11-22T01:30:21.131970Z"
+            f"timestamp {value!r} is not a valid RFC 3339 time (a field is out of range)"
         ) from None
-    if moment.tzinfo is None:
-        raise InvalidTimestamp(f"timestamp {value!r} has no UTC offset; add Z or +HH:MM")
     try:
         return format_utc(moment)
     except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         raise InvalidTimestamp(
             f"timestamp {value!r} is out of range: in UTC it falls before year 1 or after 9999"
         ) from None
+
+
+def _not_rfc3339(value: str) -> InvalidTimestamp:
+    if _RFC3339.fullmatch(value + "Z"):
+        return InvalidTimestamp(f"timestamp {value!r} has no UTC offset; add Z or +HH:MM")
+    return InvalidTimestamp(
+        f"timestamp {value!r} is not an RFC 3339 time such as 2026-11-22T01:30:21.131970Z"
+    )

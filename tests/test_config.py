@@ -85,6 +85,27 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "server.max_connections" in message
 
 
+def test_a_sink_table_s_problems_are_reported_with_the_rest_of_the_file() -> None:
+    message = problems(
+        "[server]\nunix_sockett = 'x'\n"
+        "[[sinks]]\nname = 'a'\ntype = 'file'\npath = 'x'\nrotate_bytes = -1\n"
+    )
+    assert message.splitlines() == [
+        "/etc/telemetryd/telemetryd.toml: server.unix_sockett: unknown key",
+        "/etc/telemetryd/telemetryd.toml: sinks[0].rotate_bytes: "
+        "Input should be greater than or equal to 0 (got -1)",
+    ]
+
+
+def test_pioneer_without_auth_is_refused_naming_the_keys() -> None:
+    assert parse_config("").pioneer.enabled is False
+    message = problems("[pioneer]\nenabled = true\n")
+    assert "telemetryd.toml: pioneer.enabled: true while auth.required is false" in message
+    assert "pioneer.allow_anonymous = true" in message
+    config = parse_config("[pioneer]\nenabled = true\nallow_anonymous = true\n")
+    assert config.pioneer.enabled
+
+
 def test_octal_mode_as_string_or_toml_octal() -> None:
     assert parse_config("[server]\nunix_socket_mode = '0600'\n").server.unix_socket_mode == 0o600
     assert parse_config("[server]\nunix_socket_mode = 0o640\n").server.unix_socket_mode == 0o640

@@ -167,6 +167,43 @@ def test_bad_configuration_exits_2_naming_the_file_and_the_key(
         assert not (run.path.parent / "run").exists(), "a bad configuration must not listen"
 
 
+@pytest.mark.parametrize("name", [name for name in BAD_CONFIGS if name != "invalid_toml"])
+def test_a_bad_configuration_is_the_first_line_of_stderr_naming_file_and_key(
+    refusals: dict[str, Run], name: str
+) -> None:
+    first = refusals[f"run:{name}"].stderr.splitlines()[0]
+    key = BAD_CONFIGS[name][1][0]
+    assert first.startswith(f"telemetryd: error: {refusals[f'run:{name}'].path}: {key}: "), first
+
+
+def test_a_fatal_start_error_comes_first_readable_without_a_stats_line(
+    refusals: dict[str, Run],
+) -> None:
+    run = refusals["not_a_socket"]
+    config = run.path.parent.parent / "telemetryd.toml"
+    first = run.stderr.splitlines()[0]
+    assert first == (
+        f"telemetryd: error: {config}: server.unix_socket: "
+        f"{run.path} exists and is not a socket; refusing to replace it"
+    )
+    logs = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    assert not [line for line in logs if line.get("msg") == "stopped"], "nothing ran"
+
+
+def test_a_sink_that_cannot_start_is_named_by_its_key_first(tmp_path: Path) -> None:
+    (tmp_path / "out" / "events.jsonl").mkdir(parents=True)  # a folder where the file goes
+    with DaemonProcess(tmp_path, daemon_config(tmp_path), wait_ready=False) as daemon:
+        assert daemon.proc is not None
+        assert daemon.proc.wait(60) == 1
+    first = daemon.stderr().splitlines()[0]
+    assert first.startswith(
+        f"telemetryd: error: {daemon.config_path}: sinks[0]: sink 'archive' (file) failed to "
+        "start: "
+    ), first
+    assert "Is a directory" in first
+    assert '"msg":"stopped"' not in daemon.stderr()
+
+
 def test_check_config_accepts_the_repository_telemetryd_toml(refusals: dict[str, Run]) -> None:
     run = refusals["check:repo"]
     assert (run.code, run.stderr) == (0, "")

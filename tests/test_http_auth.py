@@ -59,6 +59,7 @@ class Server:
     def __init__(self, daemon: DaemonProcess, workdir: Path) -> None:
         self.events = workdir / "out" / "events.jsonl"
         self.rejected = workdir / "out" / "rejected.jsonl"
+        self.daemon = daemon
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{http_port(daemon)}", timeout=30)
         self.port = http_port(daemon)
 
@@ -69,9 +70,11 @@ class Server:
         return self.client.post("/api/events", content=json.dumps(body).encode(), headers=headers)
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, name: str, **flags: bool) -> Iterator[Server]:
+def start(
+    tmp_path_factory: pytest.TempPathFactory, name: str, extra: str = "", **flags: bool
+) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp(name)
-    sinks = file_sink("archive", workdir / "out" / "events.jsonl") + auth_section(**flags)
+    sinks = file_sink("archive", workdir / "out" / "events.jsonl") + auth_section(**flags) + extra
     with DaemonProcess(workdir, http_config(workdir, sinks=sinks)) as daemon:
         running = Server(daemon, workdir)
         with running.client:
@@ -81,14 +84,36 @@ def start(tmp_path_factory: pytest.TempPathFactory, name: str, **flags: bool) ->
 
 @pytest.fixture(scope="module")
 def required(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`[auth] required = true`; health and metrics left open."""
-    yield from start(tmp_path_factory, "auth_required", required=True)
+    """`[auth] required = true`, Pioneer's endpoint on; health and metrics left open."""
+    yield from start(tmp_path_factory, "auth_required", PIONEER_ON, required=True)
 
 
 @pytest.fixture(scope="module")
 def optional(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Tokens optional for ingest; health and metrics protected."""
     yield from start(tmp_path_factory, "auth_optional", protect_health=True, protect_metrics=True)
+
+
+PIONEER_ON = "\n[pioneer]\nenabled = true\n"
+PIONEER_IS_ON = "POST /api/pioneer is on"
+#: The smallest body Pioneer's remote_exporter posts.
+PIONEER_BODY: dict[str, Any] = {
+    "data": {
+        "eventDetail": {
+            "eventName": "CellExecuteEvent",
+            "eventTime": 1700000000000,
+            "eventInfo": {"cells": [{"id": "c1", "index": 0}], "success": True},
+        },
+        "notebookState": {"sessionID": "s1", "notebookPath": "pioneer.ipynb"},
+    },
+    "params": None,
+    "env": [],
+}
+
+
+def post_pioneer(server: Server, token: str | None = None) -> httpx.Response:
+    headers = {"authorization": f"token {token}"} if token is not None else {}
+    return server.client.post("/api/pioneer", json=PIONEER_BODY, headers=headers)
 
 
 def record_at(server: Server, path: str) -> dict[str, Any]:
@@ -355,6 +380,51 @@ def test_other_auth_config_errors(text: str, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert key in [k for k, _ in caught.value.problems]
+
+
+def test_pioneer_takes_notebooks_only_from_the_tokens_when_auth_is_required(
+    required: Server,
+) -> None:
+    assert post_pioneer(required).status_code == 401
+    assert post_pioneer(required, "wrong").status_code == 403
+    assert post_pioneer(required, ALICE).status_code == 204
+    (record,) = wait_for_records(
+        required.events, lambda r: r.get("notebookPath") == "pioneer.ipynb"
+    )
+    assert record["__origin__"]["user"] == "alice"
+
+
+def test_the_start_says_that_pioneer_is_on_and_how_it_is_authenticated(required: Server) -> None:
+    (line,) = [line for line in required.daemon.log_lines() if line.get("msg") == PIONEER_IS_ON]
+    assert (line["level"], line["authentication"]) == ("info", ["auth.tokens"])
+
+
+def test_pioneer_is_off_by_default(optional: Server) -> None:
+    assert parse_config("").pioneer.enabled is False
+    assert post_pioneer(optional, ALICE).status_code == 404
+
+
+def test_pioneer_without_required_auth_refuses_to_start(tmp_path: Path) -> None:
+    config = http_config(tmp_path) + PIONEER_ON
+    with DaemonProcess(tmp_path, config, wait_ready=False) as daemon:
+        assert daemon.proc is not None
+        assert daemon.proc.wait(60) == 2
+    first = daemon.stderr().splitlines()[0]
+    assert first.startswith(f"telemetryd: error: {daemon.config_path}: pioneer.enabled: ")
+    assert "auth.required" in first
+    assert "pioneer.allow_anonymous" in first
+
+
+def test_pioneer_open_to_anyone_only_when_the_operator_says_so(tmp_path: Path) -> None:
+    config = http_config(tmp_path) + PIONEER_ON + "allow_anonymous = true\n"
+    with DaemonProcess(tmp_path, config) as daemon:
+        server = Server(daemon, tmp_path)
+        with server.client:
+            assert post_pioneer(server).status_code == 204
+        (line,) = [line for line in daemon.log_lines() if line.get("msg") == PIONEER_IS_ON]
+        assert line["level"] == "warning"
+        assert line["authentication"] == "none (pioneer.allow_anonymous)"
+        assert daemon.stop() == 0
 
 
 def test_auth_defaults_to_off() -> None:

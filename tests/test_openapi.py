@@ -104,8 +104,9 @@ identity = "limited"
 hash = "{hash_token(LIMITED)}"
 allowed_schemas = ["https://events.telemetryd.org/*"]
 """
+    pioneer = "\n[pioneer]\nenabled = true\nallow_anonymous = true\n"
     sinks = file_sink("archive", workdir / "out" / "events.jsonl")
-    return http_config(workdir, server=server, sinks=sinks) + auth
+    return http_config(workdir, server=server, sinks=sinks) + auth + pioneer
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ the event as lib/producer.js does, and POSTs `{"eventDetail", "notebookState", "
 /jupyterlab-pioneer/export, where the server extension's remote_exporter forwards it to
 telemetryd and answers with telemetryd's status code and body.
 
-Two daemons: one with the default [pioneer] settings (every event), one with keep_environ on
-(only NotebookOpenEvent, through an exporter with its own activeEvents).
+Two daemons with [pioneer] on and open (allow_anonymous: the exporter sends no token): one with
+keep_environ off (every event), one with keep_environ on (only NotebookOpenEvent, through an
+exporter with its own activeEvents).
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ class Setup:
 
 
 def _daemon(workdir: Path, pioneer: str) -> DaemonProcess:
+    """A daemon serving POST /api/pioneer without tokens (Pioneer's remote_exporter sends none)."""
     sinks = file_sink("archive", workdir / "out" / "events.jsonl")
+    pioneer = f"\n[pioneer]\nenabled = true\nallow_anonymous = true\n{pioneer}"
     return DaemonProcess(workdir, http_config(workdir, sinks=sinks) + pioneer)
 
 
@@ -111,7 +114,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     environ_dir = tmp_path_factory.mktemp("telemetryd_keep_environ")
     with (
         _daemon(default_dir, "") as default_process,
-        _daemon(environ_dir, "\n[pioneer]\nkeep_environ = true\n") as environ_process,
+        _daemon(environ_dir, "keep_environ = true\n") as environ_process,
     ):
         default = Daemon(
             default_process,

@@ -564,10 +564,10 @@ async def test_gzip_runs_beside_the_writes(tmp_path: Path, monkeypatch: pytest.M
     started_gzip = threading.Event()
     real = file_gzip.gzip_file
 
-    def held(path: Path, mode: int, sync: Callable[[Path], None]) -> Path:
+    def held(path: Path, mode: int, sync: Callable[[Path], None], gid: int = -1) -> Path:
         started_gzip.set()
         assert release.wait(10)
-        return real(path, mode, sync)
+        return real(path, mode, sync, gid)
 
     monkeypatch.setattr(file_gzip, "gzip_file", held)
     path = tmp_path / "events.jsonl"
@@ -624,10 +624,10 @@ async def test_a_failed_gzip_keeps_the_file_is_unhealthy_and_is_retried(
     real = file_gzip.gzip_file
     failures = iter([OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))])
 
-    def failing_once(path: Path, mode: int, sync: Callable[[Path], None]) -> Path:
+    def failing_once(path: Path, mode: int, sync: Callable[[Path], None], gid: int = -1) -> Path:
         for failure in failures:
             raise failure
-        return real(path, mode, sync)
+        return real(path, mode, sync, gid)
 
     monkeypatch.setattr(file_gzip, "gzip_file", failing_once)
     path = tmp_path / "events.jsonl"

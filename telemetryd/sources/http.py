@@ -44,6 +44,7 @@ from telemetryd import __version__
 from telemetryd.auth import Identity
 from telemetryd.config import parse_host_port
 from telemetryd.http_api import HttpApi, Request, Response, Route, error_response
+from telemetryd.settings_types import give_to_group
 from telemetryd.sources.channel import Channel, ChannelClosed
 from telemetryd.sources.content_encoding import BadBody, content_coding, gunzip
 from telemetryd.sources.http_parser import (
@@ -164,6 +165,7 @@ class HttpSource:
                 mode = self.settings.unix_socket_mode
                 listening.append(_bind_unix(path, mode))
                 bound_path = True
+                give_to_group(path, self.settings.unix_socket_group, "server.unix_socket_group")
                 fields |= {"http_unix_socket": str(path), "mode": oct(mode)}
             for one in listening:
                 if one.family == socket.AF_UNIX:

@@ -33,6 +33,7 @@ from telemetryd.framing import Frame, LineFramer
 from telemetryd.ingest import Ingestor
 from telemetryd.record import Record
 from telemetryd.rejections import Rejection
+from telemetryd.settings_types import GroupError, give_to_group
 from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed
 from telemetryd.sources.accept import accept_or_pause
 from telemetryd.stats import ComponentStats
@@ -122,6 +123,12 @@ class UnixSource:
         refuse_if_in_use(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         listener = await anyio.create_unix_listener(self.path, mode=self.settings.unix_socket_mode)
+        try:
+            give_to_group(self.path, self.settings.unix_socket_group, "server.unix_socket_group")
+        except GroupError:
+            await listener.aclose()
+            self.path.unlink(missing_ok=True)  # nobody may send to it: it was never served
+            raise
         limiter = anyio.CapacityLimiter(self.settings.max_connections)
         log.info(
             "listening",
@@ -249,11 +256,11 @@ class UnixSource:
         records, rejected = self.ingestor.process(
             frames, connection.origin, timestamp, received, first
         )
+        for rejection in rejected:  # now: a stop while publishing must not leave them uncounted
+            self.stats.rejected[rejection.reason] += 1
         if records:
             await self._publish(records)
         if rejected:
-            for rejection in rejected:
-                self.stats.rejected[rejection.reason] += 1
             await self.on_rejected(rejected, connection.origin, timestamp, received)
             await self._reply_rejections(connection, rejected, replies)
         if connection.acked:
