@@ -2,7 +2,8 @@
 
 One worker per sink, each in its own task, so a slow or dead sink never slows the others. A
 failed batch is retried with exponential backoff and full jitter, without limit: the queue
-keeps the batch (and counts it against its limits) until the sink takes it.
+keeps the batch (and counts it against its limits) until the sink takes it. The failures of an
+outage that lasts are logged once per interval (telemetryd.disk_errors.Throttle), not per try.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 
 import anyio
 
+from telemetryd.disk_errors import Throttle
 from telemetryd.latency import BATCH_SIZE_BUCKETS, Histogram, LatencyHistogram
 from telemetryd.record import Record
 from telemetryd.sink_queue import EventQueue
@@ -33,6 +35,7 @@ class SinkWorker:
         self.retries = 0
         self.consecutive_failures = 0
         self.last_error = ""
+        self._failure_log = Throttle()
         self.done = anyio.Event()
 
     @property
@@ -40,6 +43,8 @@ class SinkWorker:
         return self.sink.name
 
     def health(self) -> SinkHealth:
+        if self.queue.problem is not None:  # a disk buffer that cannot write
+            return SinkHealth(False, self.queue.problem)
         if self.consecutive_failures:
             return SinkHealth(
                 False, f"{self.consecutive_failures} failed attempts: {self.last_error}"
@@ -110,22 +115,25 @@ class SinkWorker:
                 pause = random.uniform(0, delay)  # full jitter: spreads retries of many daemons
                 if isinstance(e, RetryLater):  # the destination said when: never sooner
                     pause = max(pause, min(e.retry_after_secs, settings.retry_max_secs))
-                log.warning(
-                    "sink write failed; retrying",
-                    extra={
-                        "fields": {
-                            "sink": self.name,
-                            "error": self.last_error,
-                            "attempt": self.consecutive_failures,
-                            "retry_in_secs": round(pause, 3),
-                            "batch": len(batch),
-                        }
-                    },
-                )
+                held = self._failure_log.due()
+                if held is not None:
+                    log.warning(
+                        "sink write failed; retrying",
+                        extra={
+                            "fields": {
+                                "sink": self.name,
+                                "error": self.last_error,
+                                "attempt": self.consecutive_failures,
+                                "retry_in_secs": round(pause, 3),
+                                "batch": len(batch),
+                                "failures_not_logged": held,
+                            }
+                        },
+                    )
                 await anyio.sleep(pause)
                 delay = min(delay * 2, settings.retry_max_secs)
                 continue
-            if self.consecutive_failures:
+            if self.consecutive_failures and self._failure_log.ended():
                 log.info(
                     "sink recovered",
                     extra={
