@@ -24,6 +24,8 @@ import httpx
 import pytest
 from daemon_process import CONTENTS, DaemonProcess, file_sink, records_so_far, wait_for
 from http_client import http_config, http_port, jupyter_event
+from test_sink_file import file_settings, gz_lines, gzipped, lines, rotated, started, wait_until
+from test_sink_file import record as file_record
 
 from telemetryd.client import Client
 from telemetryd.disk_log import DiskLog, encode_frame
@@ -35,12 +37,12 @@ from telemetryd.stats import ComponentStats
 DISK_FULL = "disk full: No space left on device writing "
 
 
-def mount_tmpfs(folder: Path, size: str) -> None:
+def mount_tmpfs(folder: Path, options: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs", str(folder)],
         capture_output=True,
         text=True,
         check=False,
@@ -53,7 +55,7 @@ def mount_tmpfs(folder: Path, size: str) -> None:
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 5 MiB file system, unmounted after the test."""
     disk = tmp_path / "disk"
-    mount_tmpfs(disk, "5m")
+    mount_tmpfs(disk, "size=5m")
     try:
         yield disk
     finally:
@@ -246,6 +248,62 @@ def test_a_post_that_the_full_disk_cannot_take_is_answered_503_naming_the_disk(
     assert (http["received"], http["sent"], http["dropped"]) == (2, 1, {"disk_full": 1})
     sink = stats_of(final, "sinks", "archive")
     assert (sink["received"], sink["sent"], sink["dropped"]) == (2, 1, {"disk_full": 1})
+
+
+@pytest.mark.integration
+def test_the_daemon_starts_when_the_file_sink_cannot_create_its_file(tmp_path: Path) -> None:
+    """A disk without a free inode: the sink's file cannot be created. The daemon starts, the
+    sink is unhealthy saying why, and the events it holds arrive once the disk has room."""
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "size=5m,nr_inodes=16")
+    try:
+        fillers: list[Path] = []
+        with contextlib.suppress(OSError):
+            while True:
+                fillers.append(disk / f"filler{len(fillers)}")
+                fillers[-1].touch()
+        archive = disk / "events.jsonl"
+        sinks = file_sink("archive", archive, "retry_initial_secs = 0.05\nretry_max_secs = 0.5")
+        with DaemonProcess(tmp_path, http_config(tmp_path, sinks=sinks)) as daemon:
+            port = http_port(daemon)
+            assert sink_health(port, "archive")["detail"] == f"{DISK_FULL}{archive}"
+            with Client(daemon.socket_path) as client:
+                emit(client, 0, 100)
+                assert client.flush(30)  # in the sink's memory queue
+            fillers[0].unlink()
+            wait_for(lambda: len(delivered(archive)) == 100, 30, "the events in the file")
+            wait_for(lambda: sink_health(port, "archive")["healthy"], 30, "a healthy sink")
+            assert daemon.stop() == 0
+            final = daemon.final_stats()
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+    sink = stats_of(final, "sinks", "archive")
+    assert (sink["received"], sink["sent"], sink["dropped"]) == (100, 100, {})
+
+
+@pytest.mark.anyio
+async def test_a_gzip_the_full_disk_refused_is_retried_when_space_returns(
+    small_disk: Path,
+) -> None:
+    path = small_disk / "events.jsonl"
+    sink = await started(file_settings(path, rotate_bytes=1, compress="gzip"))
+    await sink.write_batch([file_record(0)])
+    filler = fill(small_disk)
+    with pytest.raises(OSError, match=f"{DISK_FULL}{path}"):
+        await sink.write_batch([file_record(1)])  # rotates; neither it nor the gzip has room
+    compressor = sink._file.compressor  # the sink's health shows the write's error first
+    assert compressor is not None
+    error = await anyio.to_thread.run_sync(lambda: wait_until(lambda: compressor.error))
+    assert error.startswith(f"compressing rotated files: {DISK_FULL}")
+    filler.unlink()
+    await sink.write_batch([file_record(1)])  # the worker's retry: into the new, empty file
+    # No rotation follows, which used to be the only retry of a gzip: it retries by itself.
+    await anyio.to_thread.run_sync(lambda: wait_until(lambda: gzipped(small_disk), timeout=30))
+    await anyio.to_thread.run_sync(lambda: wait_until(lambda: sink.health().healthy))
+    await sink.close()
+    assert [gz_lines(p) for p in gzipped(small_disk)] == [[file_record(0).payload]]
+    assert rotated(small_disk) == []
+    assert lines(path) == [file_record(1).payload]
 
 
 # --- the buffer itself, on a full disk ----------------------------------------------------------
