@@ -458,10 +458,10 @@ class HttpApi:
             with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
                 await self.bus.publish(records, lost_reason=DROP_ENQUEUE_TIMEOUT)
         except QueueClosed:
-            self.stats.dropped[DROP_SHUTDOWN] += count
+            self.stats.dropped[self.bus.lost_reason(DROP_SHUTDOWN)] += count
             return self._unavailable("stopping", "the daemon is stopping; events not accepted")
         except BaseException:  # cancelled by the stop's deadline: the client gets no answer
-            self.stats.dropped[DROP_SHUTDOWN] += count
+            self.stats.dropped[self.bus.lost_reason(DROP_SHUTDOWN)] += count
             raise
         finally:
             self.waiting -= 1

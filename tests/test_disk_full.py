@@ -22,7 +22,14 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from daemon_process import CONTENTS, DaemonProcess, file_sink, records_so_far, wait_for
+from daemon_process import (
+    CONTENTS,
+    DaemonProcess,
+    blackhole_sink,
+    file_sink,
+    records_so_far,
+    wait_for,
+)
 from http_client import http_config, http_port, jupyter_event
 from test_sink_file import file_settings, gz_lines, gzipped, lines, rotated, started, wait_until
 from test_sink_file import record as file_record
@@ -216,6 +223,45 @@ def test_a_full_disk_holds_events_back_and_everything_acknowledged_arrives_when_
     # Each of the two runs says it at once, then at most once per 10 s.
     assert len(refused) <= elapsed / 10 + 2
     assert len(failed) <= elapsed / 10 + 2
+
+
+@pytest.mark.integration
+def test_events_a_full_disk_held_back_at_a_stop_are_counted_as_disk_full(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Nothing acknowledged is lost; what the full disk never took is counted as `disk_full`,
+    for the source, the disk-buffered sink and the sink after it, never as a shutdown loss."""
+    sinks = file_sink(
+        "archive",
+        tmp_path / "out/events.jsonl",
+        f'buffer = "disk"\nbuffer_path = "{small_disk}/archive"\n',
+    ) + blackhole_sink("after")
+    config = http_config(tmp_path, sinks=sinks, shutdown_timeout_secs=2)
+    with DaemonProcess(tmp_path, config) as daemon:
+        fill(small_disk)
+        client = Client(daemon.socket_path)
+        try:
+            emit(client, 0, 500)
+            wait_for(
+                lambda: sink_health(http_port(daemon), "archive")["detail"].startswith(DISK_FULL),
+                30,
+                "the full disk on /readyz",
+            )
+            assert daemon.stop() == 0
+            assert client.stats().acknowledged == 0
+        finally:
+            client.close(0)
+        final = daemon.final_stats()
+        logs = daemon.log_lines()
+
+    unix = stats_of(final, "sources", "unix")
+    read = unix["received"]
+    assert read > 0
+    assert (unix["sent"], unix["dropped"]) == (0, {"disk_full": read})
+    for name in ("archive", "after"):
+        sink = stats_of(final, "sinks", name)
+        assert (sink["received"], sink["sent"], sink["dropped"]) == (read, 0, {"disk_full": read})
+    assert not [line for line in logs if line.get("msg", "").startswith("shutdown timeout")]
 
 
 @pytest.mark.integration
