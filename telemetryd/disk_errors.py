@@ -18,15 +18,15 @@ LOG_INTERVAL_SECS = 10.0
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def describe(exc: OSError, path: str | PathLike[str]) -> str:
-    """What went wrong writing `path`, e.g. "disk full: No space left on device writing
+def describe(exc: OSError, path: str | PathLike[str], doing: str = "writing") -> str:
+    """What went wrong `doing` `path`, e.g. "disk full: No space left on device writing
     /var/buffer/archive/00000003.seg"."""
     what = exc.strerror or str(exc)
     if exc.errno in _FULL:
-        return f"disk full: {what} writing {path}"
+        return f"disk full: {what} {doing} {path}"
     if exc.errno == errno.EIO:
-        return f"disk error: {what} writing {path}"
-    return f"cannot write: {what} writing {path}"
+        return f"disk error: {what} {doing} {path}"
+    return f"cannot {doing.removesuffix('ing')}: {what} {doing} {path}"
 
 
 class Throttle:

@@ -385,7 +385,10 @@ class DiskLog:
         (a crash in between delivers again from the start of the first segment left)."""
         self.cursor = position
         while self._oldest < position.segment:  # segments the cursor has left
-            self._remove(self._oldest)
+            try:
+                self._remove(self._oldest)
+            except OSError:
+                break  # a failing disk: the next commit tries again (a restart would, too)
             self._oldest += 1
         self._save_cursor()
 

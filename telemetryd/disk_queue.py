@@ -92,6 +92,7 @@ class DiskQueue(QueueSignals):
         self._inflight: dict[int, _Taken] = {}
         super().__init__()
         self._disk_log = Throttle()
+        self._read_log = Throttle()
         self._disk_retry_secs = DISK_RETRY_INITIAL_SECS
         self._disk_trouble_since = 0.0
         self.recovered = self._recover()
@@ -332,7 +333,7 @@ class DiskQueue(QueueSignals):
                     and not self._waiting_putters
                 ):
                     await self._wait("_ready")
-        frames, after = self._read_batch(max_events, max_bytes)
+        frames, after = await self._read_batch_retrying(max_events, max_bytes)
         self._read = after
         now = time.monotonic()
         batch = [Record(f.schema_id, f.version, f.payload, now) for f in frames]
@@ -351,6 +352,37 @@ class DiskQueue(QueueSignals):
         """Events and bytes of the batches taken and not yet delivered."""
         pending = [t for t in self._inflight.values() if not t.done]
         return sum(t.events for t in pending), sum(t.size for t in pending)
+
+    async def _read_batch_retrying(
+        self, max_events: int, max_bytes: int
+    ) -> tuple[list[Frame], Position]:
+        """_read_batch, retried with backoff while the disk fails the read (EIO): delivery
+        waits, the daemon goes on, and `problem` says why."""
+        delay = DISK_RETRY_INITIAL_SECS
+        while True:
+            try:
+                read = self._read_batch(max_events, max_bytes)
+            except OSError as exc:
+                self.problem = describe(exc, self.directory, "reading")
+                self.stats.errors["disk_read_error"] += 1
+                held = self._read_log.due()
+                if held is not None:
+                    log.error(
+                        "disk buffer cannot read; delivery waits and retries",
+                        extra={
+                            "fields": {
+                                "buffer": str(self.directory),
+                                "error": self.problem,
+                                "failures_not_logged": held,
+                            }
+                        },
+                    )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, DISK_RETRY_MAX_SECS)
+                continue
+            if delay > DISK_RETRY_INITIAL_SECS:  # it failed before
+                self.problem = None
+            return read
 
     def _read_batch(self, max_events: int, max_bytes: int) -> tuple[list[Frame], Position]:
         frames: list[Frame] = []

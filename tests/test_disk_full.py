@@ -428,3 +428,26 @@ async def test_a_blocking_queue_waits_for_space_and_counts_an_abandoned_wait_as_
     assert queue.problem is None
     assert [r.payload for r in await queue.take(10, 1 << 20, 0)] == [record(2).payload]
     queue.shutdown()
+
+
+@pytest.mark.anyio
+async def test_a_read_the_disk_fails_is_retried_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An I/O error cannot be made on a tmpfs: this one is injected, once.
+    queue = disk_queue(tmp_path / "buffer", "block")
+    await queue.put_many([record(0)])
+    real = queue.log.read
+    failures = iter([OSError(errno.EIO, os.strerror(errno.EIO))])
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        for failure in failures:
+            raise failure
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queue.log, "read", failing_once)
+    batch = await queue.take(10, 1 << 20, 0)
+    assert [r.payload for r in batch] == [record(0).payload]
+    assert queue.stats.errors["disk_read_error"] == 1
+    assert queue.problem is None
+    queue.shutdown()
