@@ -173,6 +173,10 @@ class DiskLog:
         self._oldest = segments[0] if segments else self._write_segment
         self._write_fd = self._open_segment(self._write_segment)
         self._write_size = os.fstat(self._write_fd).st_size
+        if self.cursor.segment == self._write_segment and self.cursor.offset > self._write_size:
+            # A cursor past the end: its segment was deleted (and made anew) after delivery,
+            # before the cursor could be saved. New frames start at the end: read them.
+            self.cursor = Position(self._write_segment, self._write_size)
         self._read_fds: dict[int, int] = {}
         self._last_read_start = self.cursor
         #: Why the cursor could not be saved (None: it is saved); a later commit tries again.

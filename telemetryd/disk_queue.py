@@ -214,8 +214,10 @@ class DiskQueue(QueueSignals):
                 if self._reclaim():
                     continue  # the space the buffer itself held is back
                 if count > 1:
-                    count //= 2  # the space left may take a part: a put must not wait for room
-                    continue  # for more than the disk may ever have
+                    # The space left may take a part: a put must not wait for more room than
+                    # the disk may ever have (the buffer frees its own only once delivered).
+                    count //= 2
+                    continue
                 self._disk_trouble(exc)
                 return 0
             break

@@ -451,3 +451,20 @@ async def test_a_read_the_disk_fails_is_retried_not_fatal(
     assert queue.stats.errors["disk_read_error"] == 1
     assert queue.problem is None
     queue.shutdown()
+
+
+def test_a_cursor_left_past_a_deleted_segment_loses_no_new_record(tmp_path: Path) -> None:
+    # Segments are deleted before the cursor is saved (on a full disk, their space is what the
+    # save needs): if the last one went and the save did not happen, the segment is made anew
+    # at the next start, shorter than the cursor says. What is appended to it must be read.
+    log = DiskLog(tmp_path / "buffer", 1 << 30)
+    log.append(encode_frame(CONTENTS, "1", b"delivered"))
+    log.commit(log.end)
+    log.close()
+    (tmp_path / "buffer" / "00000001.seg").unlink()
+
+    again = DiskLog(tmp_path / "buffer", 1 << 30)
+    again.append(encode_frame(CONTENTS, "1", b"new"))
+    frames, _, _ = again.read(again.cursor, 1 << 20)
+    assert [f.payload for f in frames] == [b"new"]
+    again.close()
