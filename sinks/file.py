@@ -18,12 +18,18 @@ next batch, so no empty file is ever rotated.
 
 With `fsync = "interval"` the check happens when a batch is written (and on close): data of
 the last batch before a quiet spell reaches the disk at the next batch, or at close.
+
+A full disk is an outage like any other: a write that fails leaves no torn record, the worker
+retries the batch with backoff, and health says why ("disk full: No space left on device writing
+<path>"). A full (or failing) disk at start does not stop the daemon: the file is opened by the
+first write that finds space.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import math
 import os
 import re
@@ -38,12 +44,17 @@ from typing import Literal
 import anyio.to_thread
 from pydantic import Field
 
+from telemetryd.disk_errors import describe
 from telemetryd.record import Record
 from telemetryd.settings_types import FileMode, GroupError, GroupName, gid_of
 from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
 from telemetryd.sinks.file_gzip import GZ, PARTIAL, Compressor
 
+log = logging.getLogger("telemetryd.sink")
+
 MiB = 1024 * 1024
+#: Errors of the disk, not of the configuration: the sink starts anyway and retries.
+_DISK_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 FsyncPolicy = Literal["never", "batch", "interval"]
 Compression = Literal["none", "gzip"]
@@ -438,7 +449,13 @@ class FileSink(Sink):
         except GroupError:
             raise  # it names its setting already
         except OSError as exc:
-            raise _naming(exc, f"file sink {self.name!r} cannot open {self.path}") from exc
+            if exc.errno not in _DISK_TROUBLE:
+                raise _naming(exc, f"file sink {self.name!r} cannot open {self.path}") from exc
+            self._error = describe(exc, self.path)
+            log.error(
+                "file sink cannot open its file; starting anyway, the first write tries again",
+                extra={"fields": {"sink": self.name, "error": self._error}},
+            )
 
     async def write_batch(self, batch: Sequence[Record]) -> None:
         if not batch:
@@ -454,8 +471,8 @@ class FileSink(Sink):
                 # hot path (measured: 120k events/s instead of keeping up at 150k+).
                 self._file.write_data(data)
         except OSError as exc:
-            self._error = f"writing {self.path}: {exc}"
-            raise
+            self._error = describe(exc, self.path)
+            raise OSError(exc.errno, self._error) from exc
         self._error = None
 
     def health(self) -> SinkHealth:

@@ -6,6 +6,9 @@ uncompressed by a crash, a kill or a failed pass is compressed by the next pass 
 start). A file is written to `<name>.gz.tmp`, fsynced, renamed to `<name>.gz` (the folder
 fsynced), and only then is `<name>` removed: at every instant the records are complete in at
 least one of the two, and a reader that finds both reads one.
+
+A pass that fails (a full disk) is retried with backoff (RETRY_*_SECS) as well as at the next
+rotation, and the pruning after it runs anyway: old files it deletes may be the space it needs.
 """
 
 from __future__ import annotations
@@ -15,13 +18,19 @@ import gzip
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+from telemetryd.disk_errors import describe
 
 GZ = ".gz"
 PARTIAL = ".gz.tmp"
 LEVEL = 6  # zlib's default: ~4x on JSON Lines at ~50 MB/s; 9 is twice as slow for a few %
 COPY_BYTES = 1024 * 1024
+#: Backoff of a failed pass: each try writes until the disk is full again, so not too often.
+RETRY_INITIAL_SECS = 1.0
+RETRY_MAX_SECS = 60.0
 
 
 def gzip_file(
@@ -103,29 +112,52 @@ class Compressor:
             thread.join()
 
     def _run(self) -> None:
+        retry_secs = RETRY_INITIAL_SECS
         while True:
             with self._wake:
-                while not (self._requested or self._stopping):
-                    self._wake.wait()
+                self._wait_for_request(retry_secs if self.error is not None else None)
                 if not self._requested:
                     return
                 self._requested = False
             self._pass()
+            retry_secs = (
+                RETRY_INITIAL_SECS if self.error is None else min(retry_secs * 2, RETRY_MAX_SECS)
+            )
+
+    def _wait_for_request(self, retry_secs: float | None) -> None:
+        """Waits (holding `_wake`) for a request, the stop, or the time to retry a failed pass."""
+        deadline = None if retry_secs is None else time.monotonic() + retry_secs
+        while not (self._requested or self._stopping):
+            if deadline is None:
+                self._wake.wait()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._requested = True
+                return
+            self._wake.wait(left)
 
     def _pass(self) -> None:
+        error: str | None = None
+        current: Path | None = None
         try:
-            for path in self._uncompressed():
-                stale = path.with_name(path.name + PARTIAL)
+            for current in self._uncompressed():
+                stale = current.with_name(current.name + PARTIAL)
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()  # a pass that was cut off; this one starts it again
                 try:
-                    gzip_file(path, self._file_mode, self._sync_folder, self._gid)
+                    gzip_file(current, self._file_mode, self._sync_folder, self._gid)
                 except FileNotFoundError:
                     continue  # pruned or moved away by an operator meanwhile
                 self.files_compressed += 1
-            self._after_pass()
         except OSError as e:
             # The file stays uncompressed (its records intact) until a later pass.
-            self.error = f"compressing rotated files: {e}"
-        else:
-            self.error = None
+            where = e.filename or (
+                current.with_name(current.name + PARTIAL) if current is not None else "folder"
+            )
+            error = f"compressing rotated files: {describe(e, where)}"
+        try:
+            self._after_pass()
+        except OSError as e:
+            error = error or f"pruning rotated files: {e}"
+        self.error = error

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from telemetryd.policy import PASS_THROUGH, SinkPolicy
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import DROP_SHUTDOWN, EventQueue
+from telemetryd.sink_queue import DROP_DISK_FULL, DROP_SHUTDOWN, EventQueue
 from telemetryd.subscribers import SubscriberHub
 
 
@@ -47,12 +47,20 @@ class Bus:
             except BaseException:
                 # Stopping while a `block` sink waited for room: the sinks after it never got
                 # these records either. Each sink's counts stay whole: received = sent + dropped.
+                reason = self.lost_reason(lost_reason)
                 for later in self.routes[index + 1 :]:
-                    later.queue.count_lost(len(later.filter.select(records)), lost_reason)
+                    later.queue.count_lost(len(later.filter.select(records)), reason)
                 raise
         hub = self.hub
         if hub is not None and hub.subscriptions:
             hub.offer(records)
+
+    def lost_reason(self, default: str) -> str:
+        """Why a publish that did not complete lost its records: a queue's full disk, which
+        held it back, rather than the stop (`default`) that ended the wait."""
+        if any(route.queue.problem is not None for route in self.routes):
+            return DROP_DISK_FULL
+        return default
 
     def wanted_by(self, schema_id: str) -> list[str]:
         return [route.name for route in self.routes if route.filter.wants(schema_id)]

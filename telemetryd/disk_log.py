@@ -12,12 +12,19 @@ write at the end of a crash, a flipped bit) skips forward to the next frame that
 counts the bytes it skipped: damage costs the damaged records, never a crash loop, never the
 records after it. Segments are deleted once the cursor has moved past them.
 
+A full disk (or a failing one) is never fatal here: an append that fails is cut back to the last
+whole frame and raised for the queue to retry; a cursor that cannot be saved stays in memory and
+is saved by a later commit (a crash meanwhile delivers again from the last saved one: at least
+once); and a log whose every record is delivered can start a new segment to free the old one.
+Starting on a full disk needs no space: recovery only reads, and cuts a torn tail.
+
 This module does blocking file I/O and no async: the queue (telemetryd.disk_queue) decides
 when to call it and what runs in a worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -28,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
+
+from telemetryd.disk_errors import Throttle, describe
 
 log = logging.getLogger("telemetryd.disk_buffer")
 
@@ -162,17 +171,30 @@ class DiskLog:
         self._write_segment = segments[-1] if segments else max(self.cursor.segment, 1)
         #: The lowest segment number that may still exist.
         self._oldest = segments[0] if segments else self._write_segment
-        self._write_fd = os.open(
-            self._path(self._write_segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-        )
+        self._write_fd = self._open_segment(self._write_segment)
         self._write_size = os.fstat(self._write_fd).st_size
+        if self.cursor.segment == self._write_segment and self.cursor.offset > self._write_size:
+            # A cursor past the end: its segment was deleted (and made anew) after delivery,
+            # before the cursor could be saved. New frames start at the end: read them.
+            self.cursor = Position(self._write_segment, self._write_size)
         self._read_fds: dict[int, int] = {}
         self._last_read_start = self.cursor
+        #: Why the cursor could not be saved (None: it is saved); a later commit tries again.
+        self.cursor_error: str | None = None
+        self._cursor_log = Throttle()
 
     # -- files -------------------------------------------------------------------------------
 
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:08d}{SEGMENT_SUFFIX}"
+
+    def _open_segment(self, segment: int) -> int:
+        return os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    @property
+    def write_path(self) -> Path:
+        """The segment appended to."""
+        return self._path(self._write_segment)
 
     def segments(self) -> list[int]:
         numbers = []
@@ -209,19 +231,49 @@ class DiskLog:
     # -- writing -----------------------------------------------------------------------------
 
     def append(self, data: bytes) -> None:
-        """Appends encoded frames, starting a new segment first when the current one is full."""
+        """Appends encoded frames, starting a new segment first when the current one is full.
+
+        On an OSError (a full disk) nothing of `data` stays: what was written is cut off, so
+        the retried append follows whole frames."""
         if self._write_size >= self.segment_bytes:
-            os.close(self._write_fd)
-            self._write_segment += 1
-            self._write_fd = os.open(
-                self._path(self._write_segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-            )
-            self._write_size = 0
+            self._start_segment()
         view = memoryview(data)
-        while view:
-            written = os.write(self._write_fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._write_fd, view)
+                view = view[written:]
+        except OSError:
+            if len(view) < len(data):
+                self._cut_back()
+            raise
         self._write_size += len(data)
+
+    def _start_segment(self) -> None:
+        fd = self._open_segment(self._write_segment + 1)  # may fail: then nothing changed
+        os.close(self._write_fd)
+        self._write_segment += 1
+        self._write_fd = fd
+        self._write_size = 0
+
+    def _cut_back(self) -> None:
+        """Removes a partly written append; if even that fails, the reader skips the torn
+        frame as damage, and the size follows the file so that positions stay true."""
+        try:
+            os.ftruncate(self._write_fd, self._write_size)
+        except OSError:
+            self._write_size = os.fstat(self._write_fd).st_size
+
+    def reclaim(self) -> bool:
+        """With every record delivered, starts a new segment so the delivered one can go: the
+        space a full disk needs back when the buffer filled it. True if a segment was freed."""
+        if self.cursor != self.end or self._write_size == 0:
+            return False
+        try:
+            self._start_segment()
+        except OSError:
+            return False
+        self.commit(self.end)
+        return True
 
     def fsync(self) -> None:
         os.fsync(self._write_fd)
@@ -331,16 +383,54 @@ class DiskLog:
     # -- delivered ---------------------------------------------------------------------------
 
     def commit(self, position: Position) -> None:
-        """Everything before `position` is delivered: persist the cursor, drop old segments."""
+        """Everything before `position` is delivered: drop old segments, persist the cursor.
+
+        The segments go first: on a full disk, their space is what the cursor's write needs
+        (a crash in between delivers again from the start of the first segment left)."""
         self.cursor = position
-        tmp = self.directory / "cursor.tmp"
-        tmp.write_text(json.dumps({"segment": position.segment, "offset": position.offset}))
-        os.replace(tmp, self.directory / "cursor")
         while self._oldest < position.segment:  # segments the cursor has left
-            self._remove(self._oldest)
+            try:
+                self._remove(self._oldest)
+            except OSError:
+                break  # a failing disk: the next commit tries again (a restart would, too)
             self._oldest += 1
+        self._save_cursor()
+
+    def _save_cursor(self) -> None:
+        tmp = self.directory / "cursor.tmp"
+        position = self.cursor
+        try:
+            tmp.write_text(json.dumps({"segment": position.segment, "offset": position.offset}))
+            os.replace(tmp, self.directory / "cursor")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # a partial one would only hold space
+            self.cursor_error = describe(exc, tmp)
+            held = self._cursor_log.due()
+            if held is not None:
+                log.warning(
+                    "disk buffer cursor not saved; saved by a later commit (a crash before "
+                    "then delivers again from the last saved cursor)",
+                    extra={
+                        "fields": {
+                            "buffer": str(self.directory),
+                            "error": self.cursor_error,
+                            "failures_not_logged": held,
+                        }
+                    },
+                )
+            return
+        if self.cursor_error is not None:
+            self.cursor_error = None
+            if self._cursor_log.ended():
+                log.info(
+                    "disk buffer cursor saved again",
+                    extra={"fields": {"buffer": str(self.directory)}},
+                )
 
     def close(self) -> None:
+        if self.cursor_error is not None:
+            self._save_cursor()  # a last try: less to deliver again at the next start
         for fd in self._read_fds.values():
             os.close(fd)
         self._read_fds.clear()

@@ -10,11 +10,20 @@ delivered again).
 Bounded by `buffer_max_bytes` of undelivered records on disk; beyond it `when_full` applies as
 for a memory queue (block, drop_newest, drop_oldest). Memory holds only the batch in flight.
 At shutdown nothing is abandoned: what was not delivered stays on disk for the next start.
+
+A full disk (or one that fails writes) is backpressure, not an error: with `block`, a put waits
+and retries the write with backoff (DISK_RETRY_*), so its events are acknowledged once they are
+on disk and not before; with `drop_newest` or `drop_oldest` what cannot be written is dropped
+and counted as `disk_full`. Meanwhile `problem` says why (the sink's /readyz detail), the log
+says it once per interval, and once everything is delivered the log starts a new segment to
+free the space it took.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +32,12 @@ from typing import Literal
 
 import anyio
 
+from telemetryd.disk_errors import Throttle, describe
 from telemetryd.disk_log import DiskLog, Frame, Position, encode_frame
 from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.sink_queue import (
+    DROP_DISK_FULL,
     DROP_EVICTED,
     DROP_QUEUE_FULL,
     DROP_SHUTDOWN,
@@ -41,6 +52,10 @@ log = logging.getLogger("telemetryd.disk_buffer")
 
 DROP_DAMAGED = DropReason.DISK_DAMAGED  # an alias: the reasons live in telemetryd.reasons
 Fsync = Literal["batch", "never"]
+
+#: Backoff of a write the disk refused: cheap to retry, and space may return any moment.
+DISK_RETRY_INITIAL_SECS = 0.05
+DISK_RETRY_MAX_SECS = 1.0
 
 
 @dataclass(slots=True)
@@ -77,6 +92,10 @@ class DiskQueue(QueueSignals):
         # once) whatever a batch still in flight ahead of them held.
         self._inflight: dict[int, _Taken] = {}
         super().__init__()
+        self._disk_log = Throttle()
+        self._read_log = Throttle()
+        self._disk_retry_secs = DISK_RETRY_INITIAL_SECS
+        self._disk_trouble_since = 0.0
         self.recovered = self._recover()
 
     def _recover(self) -> int:
@@ -118,35 +137,60 @@ class DiskQueue(QueueSignals):
             raise QueueClosed
         frames = [encode_frame(r.schema_id, r.version, r.payload) for r in records]
         if self.when_full == "block":
-            start = 0
-            try:
-                while start < len(frames):
-                    end = self._fits(frames, start)
-                    if end == start:
-                        self._wake(ready=True)
-                        self._waiting_putters += 1
-                        try:
-                            await self._wait("_room")
-                        finally:
-                            self._waiting_putters -= 1
-                        if self._closed:
-                            raise QueueClosed
-                        continue
-                    await self._append(frames[start:end])
-                    start = end
-            except BaseException:
-                self.count_lost(len(frames) - start, lost_reason)
-                raise
-        else:
-            if self.when_full == "drop_oldest":
-                self._evict_for(sum(map(len, frames)))
-            end = self._fits(frames, 0)
-            if end < len(frames):
-                self.stats.received += len(frames) - end
-                self.stats.dropped[DROP_QUEUE_FULL] += len(frames) - end
-            if end:
-                await self._append(frames[:end])
+            await self._put_blocking(frames, lost_reason)
+            return
+        if self.when_full == "drop_oldest":
+            self._evict_for(sum(map(len, frames)))
+        end = self._fits(frames, 0)
+        if end < len(frames):
+            self.stats.received += len(frames) - end
+            self.stats.dropped[DROP_QUEUE_FULL] += len(frames) - end
+        if end:
+            written = self._write(frames[:end])
+            if written < end:  # the disk refused them: as for a full queue, the policy drops them
+                self.stats.received += end - written
+                self.stats.dropped[DROP_DISK_FULL] += end - written
+            if written:
+                await self._sync()
         self._wake(ready=True)
+
+    async def _put_blocking(self, frames: Sequence[bytes], lost_reason: str) -> None:
+        start = 0
+        waiting_for_disk = False
+        try:
+            while start < len(frames):
+                end = self._fits(frames, start)
+                if end == start:
+                    await self._wait_as_putter(math.inf)
+                    continue
+                written = self._write(frames[start:end])
+                if not written:
+                    waiting_for_disk = True
+                    await self._wait_as_putter(self._disk_retry_secs)
+                    self._disk_retry_secs = min(self._disk_retry_secs * 2, DISK_RETRY_MAX_SECS)
+                    continue
+                waiting_for_disk = False
+                start += written
+                await self._sync()
+        except BaseException:
+            # Never written: a full disk's losses are the disk's, whatever stopped the wait.
+            self.count_lost(
+                len(frames) - start, DROP_DISK_FULL if waiting_for_disk else lost_reason
+            )
+            raise
+        self._wake(ready=True)
+
+    async def _wait_as_putter(self, at_most_secs: float) -> None:
+        """Waits for room (a commit) or, with a timeout, for the next try at the disk."""
+        self._wake(ready=True)  # a putter must not wait while the worker sleeps
+        self._waiting_putters += 1
+        try:
+            with anyio.move_on_after(at_most_secs):
+                await self._wait("_room")
+        finally:
+            self._waiting_putters -= 1
+        if self._closed:
+            raise QueueClosed
 
     def _fits(self, frames: Sequence[bytes], start: int) -> int:
         total = self._bytes
@@ -159,16 +203,95 @@ class DiskQueue(QueueSignals):
             end += 1
         return end
 
-    async def _append(self, frames: Sequence[bytes]) -> None:
-        data = b"".join(frames)
-        self.log.append(data)
-        self._events += len(frames)
+    def _write(self, frames: Sequence[bytes]) -> int:
+        """Appends as many of `frames` (in order) as the disk takes; how many. 0: it took none
+        (`problem` says why), and nothing of them was written."""
+        count = len(frames)
+        while True:
+            data = b"".join(frames[:count])
+            try:
+                self.log.append(data)
+            except OSError as exc:
+                if self._reclaim():
+                    continue  # the space the buffer itself held is back
+                if count > 1:
+                    # The space left may take a part: a put must not wait for more room than
+                    # the disk may ever have (the buffer frees its own only once delivered).
+                    count //= 2
+                    continue
+                self._disk_trouble(exc)
+                return 0
+            break
+        self._events += count
         self._bytes += len(data)
-        self.stats.received += len(frames)
-        if self.fsync == "batch":
-            # Off the event loop: an fsync takes milliseconds. The put (and so the source's
-            # acknowledgement) waits for it: an acknowledged event is on the disk.
-            await anyio.to_thread.run_sync(self.log.fsync)
+        self.stats.received += count
+        if self.problem is not None:
+            self._disk_recovered()
+        return count
+
+    async def _sync(self) -> None:
+        """fsync (with `buffer_fsync = "batch"`), retried until it succeeds: the put (and so
+        the source's acknowledgement) waits for it, so an acknowledged event is on the disk."""
+        if self.fsync != "batch":
+            return
+        delay = DISK_RETRY_INITIAL_SECS
+        while True:
+            try:
+                # Off the event loop: an fsync takes milliseconds.
+                await anyio.to_thread.run_sync(self.log.fsync)
+            except OSError as exc:
+                self._disk_trouble(exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, DISK_RETRY_MAX_SECS)
+                continue
+            if self.problem is not None:
+                self._disk_recovered()
+            return
+
+    def _reclaim(self) -> bool:
+        """With nothing undelivered, frees the delivered segment the log is writing to."""
+        if self._events or self._inflight or not self.log.reclaim():
+            return False
+        self._read = self.log.cursor
+        return True
+
+    def _disk_trouble(self, exc: OSError) -> None:
+        """The disk refused a write: say why (health), and in the log once per interval."""
+        if self.problem is None:
+            self._disk_trouble_since = time.monotonic()
+        self.problem = describe(exc, self.log.write_path)
+        self.stats.errors[
+            "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "disk_error"
+        ] += 1
+        held = self._disk_log.due()
+        if held is not None:
+            log.error(
+                "disk buffer cannot write; holding events back until there is space"
+                if self.when_full == "block"
+                else "disk buffer cannot write; dropping what does not fit",
+                extra={
+                    "fields": {
+                        "buffer": str(self.directory),
+                        "error": self.problem,
+                        "when_full": self.when_full,
+                        "failures_not_logged": held,
+                    }
+                },
+            )
+
+    def _disk_recovered(self) -> None:
+        if self._disk_log.ended():
+            log.info(
+                "disk buffer writable again",
+                extra={
+                    "fields": {
+                        "buffer": str(self.directory),
+                        "after_secs": round(time.monotonic() - self._disk_trouble_since, 3),
+                    }
+                },
+            )
+        self.problem = None
+        self._disk_retry_secs = DISK_RETRY_INITIAL_SECS
 
     def _evict_for(self, size: int) -> None:
         """drop_oldest: skips the oldest undelivered records (not the batch in flight) until
@@ -213,7 +336,7 @@ class DiskQueue(QueueSignals):
                     and not self._waiting_putters
                 ):
                     await self._wait("_ready")
-        frames, after = self._read_batch(max_events, max_bytes)
+        frames, after = await self._read_batch_retrying(max_events, max_bytes)
         self._read = after
         now = time.monotonic()
         batch = [Record(f.schema_id, f.version, f.payload, now) for f in frames]
@@ -232,6 +355,37 @@ class DiskQueue(QueueSignals):
         """Events and bytes of the batches taken and not yet delivered."""
         pending = [t for t in self._inflight.values() if not t.done]
         return sum(t.events for t in pending), sum(t.size for t in pending)
+
+    async def _read_batch_retrying(
+        self, max_events: int, max_bytes: int
+    ) -> tuple[list[Frame], Position]:
+        """_read_batch, retried with backoff while the disk fails the read (EIO): delivery
+        waits, the daemon goes on, and `problem` says why."""
+        delay = DISK_RETRY_INITIAL_SECS
+        while True:
+            try:
+                read = self._read_batch(max_events, max_bytes)
+            except OSError as exc:
+                self.problem = describe(exc, self.directory, "reading")
+                self.stats.errors["disk_read_error"] += 1
+                held = self._read_log.due()
+                if held is not None:
+                    log.error(
+                        "disk buffer cannot read; delivery waits and retries",
+                        extra={
+                            "fields": {
+                                "buffer": str(self.directory),
+                                "error": self.problem,
+                                "failures_not_logged": held,
+                            }
+                        },
+                    )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, DISK_RETRY_MAX_SECS)
+                continue
+            if delay > DISK_RETRY_INITIAL_SECS:  # it failed before
+                self.problem = None
+            return read
 
     def _read_batch(self, max_events: int, max_bytes: int) -> tuple[list[Frame], Position]:
         frames: list[Frame] = []

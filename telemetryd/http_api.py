@@ -32,7 +32,7 @@ from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.registry import CompiledSchema
 from telemetryd.rejections import Rejection
-from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed
+from telemetryd.sink_queue import DROP_DISK_FULL, DROP_SHUTDOWN, QueueClosed
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.stats import ComponentStats
 from telemetryd.subscribers import SubscriberHub, Subscription, TooManySubscribers
@@ -459,22 +459,36 @@ class HttpApi:
             with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
                 await self.bus.publish(records, lost_reason=DROP_ENQUEUE_TIMEOUT)
         except QueueClosed:
-            self.stats.dropped[DROP_SHUTDOWN] += count
+            self.stats.dropped[self.bus.lost_reason(DROP_SHUTDOWN)] += count
             return self._unavailable("stopping", "the daemon is stopping; events not accepted")
         except BaseException:  # cancelled by the stop's deadline: the client gets no answer
-            self.stats.dropped[DROP_SHUTDOWN] += count
+            self.stats.dropped[self.bus.lost_reason(DROP_SHUTDOWN)] += count
             raise
         finally:
             self.waiting -= 1
         if waited.cancelled_caught:
-            self.stats.dropped[DROP_ENQUEUE_TIMEOUT] += count
-            return self._unavailable(
-                "queue_full",
-                f"sink queues stayed full for {self.settings.http_enqueue_timeout_secs} s: "
-                f"the request's {count} events were not accepted; retry later",
-            )
+            return self._timed_out(count)
         self.stats.sent += count
         return None
+
+    def _timed_out(self, count: int) -> Response:
+        """The 503 for a request whose events waited too long, naming why: a disk buffer's
+        full disk, or full queues."""
+        disks = [f"{w.name}: {w.queue.problem}" for w in self.workers if w.queue.problem]
+        timeout = self.settings.http_enqueue_timeout_secs
+        if disks:
+            self.stats.dropped[DROP_DISK_FULL] += count
+            return self._unavailable(
+                DROP_DISK_FULL,
+                f"a sink's disk buffer could not take them for {timeout} s ({'; '.join(disks)}): "
+                f"the request's {count} events were not accepted; retry later",
+            )
+        self.stats.dropped[DROP_ENQUEUE_TIMEOUT] += count
+        return self._unavailable(
+            "queue_full",
+            f"sink queues stayed full for {timeout} s: "
+            f"the request's {count} events were not accepted; retry later",
+        )
 
     def _unavailable(self, reason: str, message: str) -> Response:
         return error_response(503, reason, message, (("retry-after", str(RETRY_AFTER_SECS)),))

@@ -522,8 +522,9 @@ _RESPONSES: Final[dict[str, Schema]] = {
         "connection is closed. `hub_unavailable`: the token had to be checked with JupyterHub "
         "(`[auth.jupyterhub]`), which could not be asked (unreachable, slower than "
         "`timeout_secs`, or an error). On ingest endpoints also `queue_full` (the sink queues "
-        "stayed full for `http_enqueue_timeout_secs`) and `stopping` (the daemon is shutting "
-        "down): none of the request's events was accepted.",
+        "stayed full for `http_enqueue_timeout_secs`), `disk_full` (a sink's disk buffer could "
+        "not write them for as long: its disk is full or failing) and `stopping` (the daemon "
+        "is shutting down): none of the request's events was accepted.",
         **{"Retry-After": _RETRY_AFTER},
     ),
 }

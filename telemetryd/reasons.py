@@ -47,6 +47,7 @@ class DropReason(StrEnum):
     ENQUEUE_TIMEOUT = "enqueue_timeout"  # HTTP 503: http_enqueue_timeout_secs
     SHUTDOWN_TIMEOUT = "shutdown_timeout"  # the stop's deadline came first
     DISK_DAMAGED = "disk_damaged"  # a disk buffer's records that did not check
+    DISK_FULL = "disk_full"  # the disk refused a disk buffer's write (full, quota, failing)
 
     @property
     def intended(self) -> bool:

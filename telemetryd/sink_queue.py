@@ -28,6 +28,9 @@ _payload = attrgetter("payload")
 DROP_QUEUE_FULL = DropReason.QUEUE_FULL
 DROP_EVICTED = DropReason.EVICTED_OLDEST
 DROP_SHUTDOWN = DropReason.SHUTDOWN_TIMEOUT
+#: A disk buffer's write refused by the disk (full, over quota, failing): dropped by a drop_*
+#: policy, or never written when the wait for space was cut short (stop, HTTP timeout).
+DROP_DISK_FULL = DropReason.DISK_FULL
 
 
 class QueueClosed(Exception):
@@ -52,6 +55,8 @@ class EventQueue(Protocol):
     max_bytes: int
     when_full: WhenFull
     stats: ComponentStats
+    #: Why the queue cannot take records now (a disk buffer's full disk), for the sink's health.
+    problem: str | None
 
     async def put_many(
         self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN
@@ -91,6 +96,7 @@ class QueueSignals:
     stats: ComponentStats
 
     def __init__(self) -> None:
+        self.problem: str | None = None
         self._closed = False
         self._room: anyio.Event | None = None
         self._ready: anyio.Event | None = None

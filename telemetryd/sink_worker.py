@@ -4,7 +4,8 @@ One worker per sink, each in its own task, so a slow or dead sink never slows th
 failed batch is retried with exponential backoff and full jitter, without limit: the queue
 keeps the batch (and counts it against its limits) until the sink takes it. When the sink says
 that part of a batch landed (PartialDelivery), only the rest is retried, and the batch is
-committed whole once all of it landed.
+committed whole once all of it landed. The failures of an outage that lasts are logged once per
+interval (telemetryd.disk_errors.Throttle), not per try.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from telemetryd.disk_errors import Throttle
 from telemetryd.latency import BATCH_SIZE_BUCKETS, Histogram, LatencyHistogram
 from telemetryd.record import Record
 from telemetryd.sink_queue import EventQueue
@@ -36,6 +38,7 @@ class SinkWorker:
         self.retries = 0
         self.consecutive_failures = 0
         self.last_error = ""
+        self._failure_log = Throttle()
         self.done = anyio.Event()
 
     @property
@@ -43,6 +46,8 @@ class SinkWorker:
         return self.sink.name
 
     def health(self) -> SinkHealth:
+        if self.queue.problem is not None:  # a disk buffer that cannot write
+            return SinkHealth(False, self.queue.problem)
         if self.consecutive_failures:
             return SinkHealth(
                 False, f"{self.consecutive_failures} failed attempts: {self.last_error}"
@@ -124,24 +129,27 @@ class SinkWorker:
                 pause = random.uniform(0, delay)  # full jitter: spreads retries of many daemons
                 if isinstance(e, RetryLater):  # the destination said when: never sooner
                     pause = max(pause, min(e.retry_after_secs, settings.retry_max_secs))
-                log.warning(
-                    "sink write failed; retrying",
-                    extra={
-                        "fields": {
-                            "sink": self.name,
-                            "error": self.last_error,
-                            "attempt": self.consecutive_failures,
-                            "retry_in_secs": round(pause, 3),
-                            "batch": len(batch),
-                            "retrying": len(pending),
-                        }
-                    },
-                )
+                held = self._failure_log.due()
+                if held is not None:
+                    log.warning(
+                        "sink write failed; retrying",
+                        extra={
+                            "fields": {
+                                "sink": self.name,
+                                "error": self.last_error,
+                                "attempt": self.consecutive_failures,
+                                "retry_in_secs": round(pause, 3),
+                                "batch": len(batch),
+                                "retrying": len(pending),
+                                "failures_not_logged": held,
+                            }
+                        },
+                    )
                 await anyio.sleep(pause)
                 delay = min(delay * 2, settings.retry_max_secs)
                 continue
             break
-        if self.consecutive_failures:
+        if self.consecutive_failures and self._failure_log.ended():
             log.info(
                 "sink recovered",
                 extra={"fields": {"sink": self.name, "after_attempts": self.consecutive_failures}},

@@ -579,9 +579,12 @@ def test_failing_sink_is_retried_until_everything_is_delivered(tmp_path: Path) -
     assert flaky["errors"] == {"SimulatedSinkError": 3}
     assert (flaky["received"], flaky["sent"], flaky["dropped"]) == (events, events, {})
     assert flaky["healthy"] is True
+    # An outage is logged once per interval, not once per attempt: the first failure, then
+    # the recovery with the count of attempts.
     failures = [line for line in logs if line.get("msg") == "sink write failed; retrying"]
-    assert [line["attempt"] for line in failures] == [1, 2, 3]
-    assert all(line["sink"] == "flaky" for line in failures)
+    assert [(line["sink"], line["attempt"]) for line in failures] == [("flaky", 1)]
+    recovered = [line for line in logs if line.get("msg") == "sink recovered"]
+    assert [(line["sink"], line["after_attempts"]) for line in recovered] == [("flaky", 3)]
     assert len(read_records(tmp_path / "out/events.jsonl")) == events
 
 

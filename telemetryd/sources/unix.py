@@ -280,7 +280,7 @@ class UnixSource:
             if published:
                 self.stats.sent += len(records)
             else:
-                self.stats.dropped[DROP_SHUTDOWN] += len(records)
+                self.stats.dropped[self.bus.lost_reason(DROP_SHUTDOWN)] += len(records)
 
     async def _reply_rejections(
         self,
