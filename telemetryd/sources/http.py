@@ -870,8 +870,9 @@ class _Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._waiter is None or self._mode != _HTTP:
-            return  # busy answering: armed again when the task next waits
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._mode != _HTTP:
+            return  # busy answering (or about to): armed again when the task next waits
         now = self.loop.time()
         if now >= self._limit_at:
             self._timed_out = self._limit
