@@ -799,7 +799,8 @@ class _Connection(asyncio.Protocol):
                 return first.data
         if self.min_body_rate:
             self._body_started = self.loop.time()
-            self._body_bytes = 0
+            # what came with the head counts: only the rest is waited for
+            self._body_bytes = sum(len(e.data) for e in events if type(e) is Body)
             self._limit, self._limit_at = "body_too_slow", self._body_deadline()
         try:
             return await self._read_body_events(limit)
