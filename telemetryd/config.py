@@ -92,8 +92,25 @@ class ServerSettings(_Section):
         description="An HTTP connection that sends nothing for this long is closed (a request "
         "left unfinished is answered 408).",
     )
+    http_head_timeout_secs: float = Field(
+        10.0,
+        gt=0,
+        description="A request line and headers must arrive whole within this long (from the "
+        "connection, or from the first byte of a keep-alive connection's next request); "
+        "else 408 and close, however often bytes trickle in.",
+    )
+    http_min_body_rate_bytes: int = Field(
+        1024,
+        ge=0,
+        description="After a grace of http_head_timeout_secs, a body must arrive at this many "
+        "bytes per second on average; slower is answered 408 and closed. 0: no minimum.",
+    )
     http_max_connections: int = Field(
-        1024, gt=0, description="Concurrent HTTP connections; more are answered 503 and closed."
+        1024,
+        gt=0,
+        description="Concurrent HTTP connections. A new one past it closes the connection idle "
+        "longest (keep-alive between requests, then the oldest unfinished head) to make room; "
+        "only when every one is busy with a request is it answered 503 and closed.",
     )
     http_enqueue_timeout_secs: float = Field(
         5.0,

@@ -64,8 +64,12 @@ takes (`HEAD` and `OPTIONS` are not served either: `405`). These two are describ
 `components/responses` (`NotFound`, `MethodNotAllowed`), rather than under every path.
 
 **Limits.** A request line and headers over `http_max_header_bytes` are `431`; a body over
-`http_max_body_bytes` is `413`; a connection idle for `http_idle_timeout_secs` in the middle of
-a request is `408`; past `http_max_connections` a new connection gets `503` and is closed. When
+`http_max_body_bytes` is `413`; a chunked body of absurdly many chunks is `400`
+(`too_many_chunks`); a connection idle for `http_idle_timeout_secs` in the middle of a request,
+a head not whole within `http_head_timeout_secs`, a body slower than `http_min_body_rate_bytes`
+per second are `408`; at `http_max_connections` a new connection closes an idle one (or the
+oldest unfinished head, `408`) to make room, and only when every one is busy with a request
+does it get `503` and is closed. When
 the sink queues are full (sinks with `when_full = "block"`), an ingest request waits up to
 `http_enqueue_timeout_secs` and is then `503`; when `http_max_waiting_requests` already wait it
 is `429` at once. Both carry `Retry-After` and mean none of the request's events was accepted.
@@ -466,7 +470,8 @@ def _error(description: str, **headers: Schema) -> Schema:
 
 _RESPONSES: Final[dict[str, Schema]] = {
     "BadRequest": _error(
-        "Malformed HTTP (`bad_request`): the request could not be parsed as HTTP/1.1. The "
+        "Malformed HTTP (`bad_request`): the request could not be parsed as HTTP/1.1; "
+        "`too_many_chunks`: a chunked body of more than 1,024 chunks plus one per 16 bytes. The "
         "connection is closed."
     ),
     "Unauthorized": _error(
@@ -494,8 +499,11 @@ _RESPONSES: Final[dict[str, Schema]] = {
         },
     ),
     "RequestTimeout": _error(
-        "`request_timeout`: the request was left unfinished for `http_idle_timeout_secs`. The "
-        "connection is closed."
+        "`request_timeout`: the request was left unfinished for `http_idle_timeout_secs`; "
+        "`head_timeout`: the request line and headers were not whole within "
+        "`http_head_timeout_secs`; `body_too_slow`: after that grace, the body arrived slower "
+        "than `http_min_body_rate_bytes` per second; `evicted`: the head was not whole when a "
+        "new connection needed room (`http_max_connections`). The connection is closed."
     ),
     "PayloadTooLarge": _error(
         "`body_too_large`: the body (its Content-Length, or as much of a chunked body as was "
@@ -518,7 +526,8 @@ _RESPONSES: Final[dict[str, Schema]] = {
         "`internal_error`: a bug in the daemon, which logged it. The daemon goes on serving."
     ),
     "ServiceUnavailable": _error(
-        "`too_many_connections`: `http_max_connections` connections are already open; the "
+        "`too_many_connections`: `http_max_connections` connections are already open, each "
+        "busy with a request (an idle one would have been closed to make room); the "
         "connection is closed. `hub_unavailable`: the token had to be checked with JupyterHub "
         "(`[auth.jupyterhub]`), which could not be asked (unreachable, slower than "
         "`timeout_secs`, or an error). On ingest endpoints also `queue_full` (the sink queues "

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from telemetryd.sources.http_parser import (
     CHUNK_LINE_MAX_BYTES,
+    CHUNK_MIN_AVERAGE_BYTES,
+    CHUNKS_FREE,
     END,
     Body,
     EndOfMessage,
@@ -339,6 +341,32 @@ def test_a_chunked_body_is_413_as_soon_as_its_chunks_pass_the_limit() -> None:
     events = reader.feed(stream[:cut])
     assert isinstance(events[-1], ProtocolError)
     assert events[-1].status == 413
+
+
+def test_a_body_of_tiny_chunks_is_400_too_many_chunks_at_once() -> None:
+    """CHUNKS_FREE chunks of any size, then one per CHUNK_MIN_AVERAGE_BYTES of body: one-byte
+    chunks are refused a few KB into the body, however long it was to be."""
+    big = 1 << 20
+    allowed = CHUNKS_FREE + CHUNKS_FREE // (CHUNK_MIN_AVERAGE_BYTES - 1)
+    fits = chunked(*[b"x"] * allowed)
+    events = RequestReader(HEAD_MAX, big).feed(fits)
+    assert events[1:] == [Body(b"x" * allowed), END]  # one Body for the feed, not one per chunk
+    reader = RequestReader(HEAD_MAX, big)
+    events = reader.feed(chunked(*[b"x"] * (allowed + 1)) + b"1\r\nx\r\n" * 100_000)
+    assert events[1:] == [
+        Body(b"x" * allowed),
+        ProtocolError(
+            400,
+            f"{allowed + 1} chunks for {allowed + 1} bytes of body: at most {CHUNKS_FREE} plus "
+            f"one per {CHUNK_MIN_AVERAGE_BYTES} bytes",
+            "too_many_chunks",
+        ),
+    ]
+    # an event line (or a line and its newline apart) per chunk is far within it
+    lines = [b'{"schema_id": "https://example.org/e", "data": {"n": %d}}' % i for i in range(5000)]
+    apart = [part for line in lines for part in (line, b"\n")]
+    events = read([chunked(*apart)], body=big)
+    assert events[1:] == [Body(b"".join(apart)), END]
 
 
 def test_trailers_and_chunk_size_lines_are_bounded() -> None:

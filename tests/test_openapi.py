@@ -349,13 +349,21 @@ def test_an_unfinished_request_is_408(live: Live) -> None:
 def test_past_max_connections_is_503_with_retry_after(live: Live) -> None:
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     with ExitStack() as held:
-        # Connections are held open (they would be closed after IDLE_SECS of silence) until a
-        # new one is refused; others from earlier tests may still count, so not a fixed number.
+        # Connections busy with a request (their bodies waited for; idle ones would be closed
+        # to make room) are held (for at most IDLE_SECS of silence) until a new one is refused;
+        # others from earlier tests may still count, so not a fixed number.
         for _ in range(MAX_CONNECTIONS + 8):
             response = raw_request(live, request, method="GET", path="/healthz")
             if response.status_code == 503:
                 break
-            held.enter_context(socket.create_connection(("127.0.0.1", live.port), timeout=30))
+            busy = held.enter_context(
+                socket.create_connection(("127.0.0.1", live.port), timeout=30)
+            )
+            busy.sendall(
+                b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert busy.recv(100).startswith(b"HTTP/1.1 100 ")
         assert_documented("GET", "/healthz", response, 503)
         assert response.json()["reason"] == "too_many_connections"
 

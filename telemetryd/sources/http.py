@@ -12,10 +12,20 @@ the transport's flow control. The transport enforces the limits:
 - bodies: a Content-Length over `http_max_body_bytes` is answered 413 before any of the body
   is read, a streamed (chunked) body as soon as it passes the limit;
 - time: a connection that sends nothing for `http_idle_timeout_secs` while it is waited for is
-  closed (408 when it left a request unfinished); one timer per connection;
-- connections: past `http_max_connections`, 503 and close;
+  closed (408 when it left a request unfinished); a head must be whole within
+  `http_head_timeout_secs` of the connection (or of the first byte of the next request on a
+  keep-alive one), and a body must keep up `http_min_body_rate_bytes` per second after that
+  same grace, however often a byte trickles in (408, `head_timeout`, `body_too_slow`); one
+  timer per connection, for the earliest of its deadlines;
+- connections: past `http_max_connections`, the connection waited for longest without a
+  request in it is closed to make room: an idle keep-alive one first, else the oldest
+  unfinished head (408, `evicted`), so a crowd of slow clients cannot hold every slot; only
+  when every connection is busy with a request is the newcomer answered 503 and closed;
 - memory: while a request is answered, reading pauses once PIPELINE_MAX_BYTES more have
-  arrived (a client pipelining, a handler waiting for room in full `block` queues).
+  arrived (a client pipelining, a handler waiting for room in full `block` queues);
+- the loop: a connection pauses reading for a pass of the loop after each READ_SLICE_BYTES
+  (libuv reads a socket up to 32 times in a pass), so parsing one client's flood never holds
+  the loop longer than a slice takes; the reader bounds the chunks of a body.
 
 An answer sent before the request's body was read closes the connection, after reading and
 discarding what the client still sends for a moment ("lingering close"), so the client reads
@@ -70,6 +80,8 @@ LINGER_SECS = 2.0
 STOP_GRACE_SECS = 10.0
 #: Bytes received while a request is being answered, past which reading pauses until it is.
 PIPELINE_MAX_BYTES = 64 * 1024
+#: Bytes a connection reads before it lets the loop go round once (other clients, timers).
+READ_SLICE_BYTES = 256 * 1024
 #: Pending connections the kernel may queue on a listening socket (it caps this).
 BACKLOG = 65536
 SERVER = f"telemetryd/{__version__}"
@@ -86,6 +98,8 @@ _CLIENT_CLOSE_LINE: Final = b"Connection: close\r\n"
 _CONTINUE: Final = b"HTTP/1.1 100 \r\n\r\n"
 _CHUNKED_LINE: Final = b"Transfer-Encoding: chunked\r\n"
 
+_NEVER: Final = float("inf")
+
 # what a connection does with the bytes it receives
 _HTTP: Final = 0  # requests
 _STREAM: Final = 1  # a subscription's (SSE, WebSocket)
@@ -96,8 +110,12 @@ class _Closing(Exception):
     """The client went away, or stop() closed a connection waiting for its next request."""
 
 
-class _IdleTimeout(Exception):
-    pass
+class _TimedOut(Exception):
+    """A deadline passed, or the connection was chosen to make room: the reason to count."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _BadRequest(Exception):
@@ -133,6 +151,10 @@ class HttpSource:
         self.address = ""  # "host:port" once listening
         self._stopping = False
         self._open: set[_Connection] = set()  # every connection not closed yet
+        # Served connections without a request in them, oldest first (dicts keep order): the
+        # ones closed to make room for a newcomer, idle keep-alive ones before unfinished heads.
+        self._idle: dict[_Connection, None] = {}
+        self._heads: dict[_Connection, None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._finished: asyncio.Future[None] | None = None
@@ -269,6 +291,19 @@ class HttpSource:
         self._open.discard(connection)
         self._check_finished()
 
+    def room_for_one(self) -> bool:
+        """At the connection cap: closes the connection waited for longest without a request
+        in it; False when every connection is busy with a request."""
+        waiting = self._idle or self._heads
+        if not waiting:
+            return False
+        next(iter(waiting)).evict()
+        return True
+
+    def unlist(self, connection: _Connection) -> None:
+        self._idle.pop(connection, None)
+        self._heads.pop(connection, None)
+
     def _check_finished(self) -> None:
         finished = self._finished
         if (
@@ -317,6 +352,29 @@ class HttpSource:
             f"{size} over the limit of {self.settings.http_max_body_bytes} bytes "
             "(http_max_body_bytes)",
         )
+
+    def timed_out(self, reason: str) -> Response:
+        settings = self.settings
+        if reason == "head_timeout":
+            message = (
+                f"request line and headers not whole within {settings.http_head_timeout_secs} s "
+                "(http_head_timeout_secs)"
+            )
+        elif reason == "body_too_slow":
+            message = (
+                f"body slower than {settings.http_min_body_rate_bytes} bytes/s after "
+                f"{settings.http_head_timeout_secs} s (http_min_body_rate_bytes)"
+            )
+        elif reason == "evicted":
+            message = (
+                "request line and headers not whole when a new connection needed room "
+                f"(http_max_connections = {settings.http_max_connections})"
+            )
+        else:
+            message = (
+                f"nothing received for {settings.http_idle_timeout_secs} s (http_idle_timeout_secs)"
+            )
+        return error_response(408, reason, message)
 
     def too_many_connections(self) -> Response:
         self.stats.errors["too_many_connections"] += 1
@@ -391,6 +449,8 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         settings = source.settings
         self.idle_secs = settings.http_idle_timeout_secs
+        self.head_secs = settings.http_head_timeout_secs
+        self.min_body_rate = settings.http_min_body_rate_bytes
         self.reader = RequestReader(settings.http_max_header_bytes, settings.http_max_body_bytes)
         self.events: deque[Event] = deque()
         self.transport: asyncio.Transport | None = None
@@ -408,11 +468,20 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None  # the task waits for events
         self._lost = False
         self._eof = False
-        self._timed_out = False
+        self._timed_out = ""  # the reason, once a deadline passed
+        self._evicted = False
         self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0
+        self._timer_at = 0.0
+        self._deadline = 0.0  # nothing received since the task began waiting: idle
+        # The head's or the body's deadline, and its reason; a body's moves on with its bytes.
+        self._limit_at = _NEVER
+        self._limit = ""
+        self._body_started = 0.0
+        self._body_bytes = 0
         self._backlog = 0  # bytes received since the task last waited for more
-        self._read_paused = False
+        self._read_paused = False  # for the backlog
+        self._slice = 0  # bytes read since reading last yielded to the loop
+        self._slice_paused = False
         self._drain: asyncio.Future[None] | None = None  # while the transport's buffer is full
         self._linger_timer: asyncio.TimerHandle | None = None
 
@@ -426,7 +495,10 @@ class _Connection(asyncio.Protocol):
         if source._stopping:
             transport.abort()
             return
-        if len(source.connections) >= source.settings.http_max_connections:
+        if (
+            len(source.connections) >= source.settings.http_max_connections
+            and not source.room_for_one()
+        ):
             response = source.too_many_connections()
             transport.write(source.response_bytes(response, b"", close=True))
             self._linger()
@@ -444,6 +516,8 @@ class _Connection(asyncio.Protocol):
             self._failed()
             return
         source.connections.add(self)
+        source._heads[self] = None
+        self._limit_head(self.loop.time())
         self.task = source.spawn(self._run())
 
     def data_received(self, data: bytes) -> None:
@@ -468,8 +542,17 @@ class _Connection(asyncio.Protocol):
     def _received(self, data: bytes) -> None:
         mode = self._mode
         if mode == _HTTP:
+            size = len(data)
+            self._slice += size
+            if self._slice > READ_SLICE_BYTES:
+                self._yield_reading()
             events = self.reader.feed(data)
             waiter = self._waiter
+            if self.waiting:
+                self._head_progress(bool(events))
+            elif self._limit == "body_too_slow":
+                self._body_bytes += size
+                self._limit_at = self._body_deadline()
             if events:
                 self.events.extend(events)
                 if waiter is not None and not waiter.done():
@@ -477,7 +560,7 @@ class _Connection(asyncio.Protocol):
             elif waiter is not None:
                 self._deadline = self.loop.time() + self.idle_secs  # some of a request came
             if waiter is None:  # the task is answering a request: bound what piles up
-                self._backlog += len(data)
+                self._backlog += size
                 if self._backlog > PIPELINE_MAX_BYTES:
                     self._pause_reading()
         elif mode == _STREAM:
@@ -499,6 +582,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self.source.unlist(self)
         for timer in (self._timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
@@ -532,6 +616,14 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def evict(self) -> None:
+        """Closed to make room for a new connection: no longer counted against the cap."""
+        source = self.source
+        source.connections.discard(self)
+        source.unlist(self)
+        self._evicted = True
+        self._wake()
+
     # -- the task ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -546,6 +638,7 @@ class _Connection(asyncio.Protocol):
             log.exception("http connection failed")
         finally:
             self.source.connections.discard(self)
+            self.source.unlist(self)
             if self._mode != _LINGER and self.transport is not None:
                 self.transport.close()
 
@@ -562,26 +655,26 @@ class _Connection(asyncio.Protocol):
                 elif status == 413:
                     response = source.too_large(None)
                 else:
-                    source.stats.errors["bad_request"] += 1
+                    reason = e.error.reason  # bad_request; too_many_chunks
+                    source.stats.errors[reason] += 1
                     response = error_response(
-                        400, "bad_request", f"malformed HTTP request: {e.error.message}"
+                        400, reason, f"malformed HTTP request: {e.error.message}"
                     )
                 await self._send_quietly(response, close=True)
                 self._linger()
                 return
-            except _IdleTimeout:
-                if not self.waiting or self.reader.pending:
-                    source.stats.errors["request_timeout"] += 1
-                    await self._send_quietly(
-                        error_response(
-                            408,
-                            "request_timeout",
-                            f"nothing received for {source.settings.http_idle_timeout_secs} s "
-                            "(http_idle_timeout_secs)",
-                        ),
-                        close=True,
-                    )
+            except _TimedOut as e:
+                await self._time_out(e.reason)
                 return
+
+    async def _time_out(self, reason: str) -> None:
+        """408 when some of a request came; a connection without any is closed silently."""
+        unfinished = not self.waiting or self.reader.pending
+        if reason == "request_timeout" and not unfinished:
+            return  # an idle keep-alive connection: its client expects that
+        self.source.stats.errors[reason] += 1
+        if unfinished:
+            await self._send_quietly(self.source.timed_out(reason), close=True)
 
     async def _cycle(self) -> bool:
         """Reads one request and answers it; True when the connection stays open for another."""
@@ -593,6 +686,8 @@ class _Connection(asyncio.Protocol):
             assert isinstance(head, ProtocolError), head
             raise _BadRequest(head)
         self.waiting = False
+        self.source.unlist(self)
+        self._limit_at, self._limit = _NEVER, ""
         self.method = head.method
         response, complete = await self._answer(head)
         if response.stream is not None:
@@ -612,6 +707,12 @@ class _Connection(asyncio.Protocol):
         if close:
             return False
         self.waiting = True
+        if not self.events:
+            if self.reader.pending:
+                self.source._heads[self] = None
+                self._limit_head(self.loop.time())
+            else:
+                self.source._idle[self] = None
         return True
 
     async def _answer(self, head: RequestHead) -> tuple[Response, bool]:
@@ -698,6 +799,18 @@ class _Connection(asyncio.Protocol):
                 events.popleft()
                 events.popleft()
                 return first.data
+        if self.min_body_rate:
+            self._body_started = self.loop.time()
+            # what came with the head counts: only the rest is waited for
+            self._body_bytes = sum(len(e.data) for e in events if type(e) is Body)
+            self._limit, self._limit_at = "body_too_slow", self._body_deadline()
+        try:
+            return await self._read_body_events(limit)
+        finally:
+            self._limit_at, self._limit = _NEVER, ""
+
+    async def _read_body_events(self, limit: int) -> bytes | None:
+        events = self.events
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -722,19 +835,19 @@ class _Connection(asyncio.Protocol):
         while not events:
             if self._lost or self._eof:
                 return None
+            if self._evicted:
+                raise _TimedOut("evicted")
             if self._timed_out:
-                raise _IdleTimeout
+                raise _TimedOut(self._timed_out)
             if self.waiting and self.source._stopping:
                 raise _Closing
             self._backlog = 0
             if self._read_paused:
                 self._read_paused = False
-                assert self.transport is not None
-                self.transport.resume_reading()
+                self._resume_reading()
             loop = self.loop
             self._deadline = loop.time() + self.idle_secs
-            if self._timer is None:
-                self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._arm()
             waiter = self._waiter = loop.create_future()
             try:
                 await waiter
@@ -747,21 +860,78 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _arm(self) -> None:
+        """The timer, for the earliest deadline (moved earlier when a new one comes first)."""
+        due = min(self._deadline, self._limit_at)
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= due:
+                return  # it fires first, and looks again
+            timer.cancel()
+        self._timer_at = due
+        self._timer = self.loop.call_at(due, self._on_timer)
+
     def _on_timer(self) -> None:
         self._timer = None
-        if self._waiter is None or self._mode != _HTTP:
-            return  # busy answering: armed again when the task next waits
-        deadline = self._deadline
-        if self.loop.time() < deadline:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._mode != _HTTP:
+            return  # busy answering (or about to): armed again when the task next waits
+        now = self.loop.time()
+        if now >= self._limit_at:
+            self._timed_out = self._limit
+        elif now >= self._deadline:
+            self._timed_out = "request_timeout"
+        else:
+            self._arm()
             return
-        self._timed_out = True
         self._wake()
+
+    def _limit_head(self, now: float) -> None:
+        self._limit, self._limit_at = "head_timeout", now + self.head_secs
+
+    def _head_progress(self, whole: bool) -> None:
+        """Bytes came while a head was waited for: a whole head takes the connection off the
+        lists of those to close for room; the first of a keep-alive one's starts its clock."""
+        source = self.source
+        if whole:
+            source.unlist(self)
+        elif self in source._idle:
+            del source._idle[self]
+            source._heads[self] = None
+            self._limit_head(self.loop.time())
+            if self._waiter is not None:
+                self._arm()
+
+    def _body_deadline(self) -> float:
+        """The grace, then a second for every `min_body_rate` bytes received."""
+        return self._body_started + self.head_secs + self._body_bytes / self.min_body_rate
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None and not self._lost:
+            if not self._slice_paused:
+                self.transport.pause_reading()
             self._read_paused = True
+
+    def _resume_reading(self) -> None:
+        """Reading goes on unless paused for the other reason too."""
+        transport = self.transport
+        paused = self._read_paused or self._slice_paused
+        if transport is not None and not self._lost and not paused and not transport.is_closing():
+            transport.resume_reading()
+
+    def _yield_reading(self) -> None:
+        """A slice read: no more until the loop has gone round once."""
+        self._slice = 0
+        if self._slice_paused or self.transport is None or self._lost:
+            return
+        if not self._read_paused:
             self.transport.pause_reading()
+        self._slice_paused = True
+        self.loop.call_soon(self._next_slice)
+
+    def _next_slice(self) -> None:
+        self._slice_paused = False
+        self._resume_reading()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -797,7 +967,7 @@ class _Connection(asyncio.Protocol):
             return
         if self._read_paused:
             self._read_paused = False
-            transport.resume_reading()
+            self._resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
         if self._eof:
@@ -836,8 +1006,7 @@ class _Connection(asyncio.Protocol):
             channel.end()
         if self._read_paused:
             self._read_paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()  # to notice the client leaving
+            self._resume_reading()  # to notice the client leaving
         try:
             if key is not None:
                 await serve_websocket(channel, subscription, key, received, keepalive)

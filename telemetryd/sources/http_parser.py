@@ -13,6 +13,9 @@ holds at most one unfinished head and the body chunks it has not taken yet:
 - a Content-Length over `max_body_bytes` is 413 right after the head, before any of the body;
   a chunked body is 413 as soon as the chunk sizes announced pass the limit; a chunk-size line
   over CHUNK_LINE_MAX_BYTES is 400 and trailers over `max_head_bytes` are 431;
+- the chunks of a body: each costs a callback and a scan step whatever its size, so a body may
+  have CHUNKS_FREE chunks plus one per CHUNK_MIN_AVERAGE_BYTES of it; more is 400
+  (`too_many_chunks`), long before a body of one-byte chunks costs the loop any time;
 - malformed input (llhttp's HttpParserError; an HTTP/1.1 request without Host, or with two;
   another version than HTTP/1.0 and 1.1) is 400.
 
@@ -40,8 +43,15 @@ import httptools
 
 #: The longest chunk-size line, extensions included.
 CHUNK_LINE_MAX_BYTES: Final = 4096
+#: The chunks any chunked body may have, whatever their size.
+CHUNKS_FREE: Final = 1024
+#: Past CHUNKS_FREE, one more chunk per this many bytes of body (a client writing a line per
+#: chunk, even one chunk for the line and one for its newline, stays far within it).
+CHUNK_MIN_AVERAGE_BYTES: Final = 16
 
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
+#: A whole chunk-size line without extensions: the common case, read without copying it.
+_SIZE_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 #: The headers the reader itself looks at.
 _NOTED: Final = frozenset(
     (
@@ -105,6 +115,7 @@ END: Final = EndOfMessage()
 class ProtocolError:
     status: int  # what to answer: 400, 413 or 431
     message: str
+    reason: str = "bad_request"  # the answer's and the count's reason, for a 400
 
 
 Event = RequestHead | Body | EndOfMessage | ProtocolError
@@ -116,6 +127,8 @@ class RequestReader:
         self.max_body_bytes = max_body_bytes
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
+        #: llhttp's body callbacks of the current feed: one Body for them all, not one per chunk
+        self._parts: list[bytes] = []
         self._state = _HEAD
         self._held = bytearray()  # after an upgrade head
         self._eof = False
@@ -131,6 +144,7 @@ class RequestReader:
         # the body being read
         self._body_left = 0  # of a Content-Length body
         self._body_size = 0  # of a chunked body: the chunk sizes announced so far
+        self._chunks = 0  # of a chunked body, so far
         self._chunk_state = _SIZE
         self._chunk_left = 0
         self._line = bytearray()  # an unfinished chunk-size or trailer line
@@ -161,6 +175,7 @@ class RequestReader:
                 if state == _UPGRADE:
                     self._held += data[pos:]
                 break  # _UPGRADED, _CLOSED, _FAILED: nothing more is read
+        self._flush_body()
         return events
 
     def feed_eof(self) -> list[Event]:
@@ -209,9 +224,16 @@ class RequestReader:
 
     # -- the reader's side -------------------------------------------------------------------
 
-    def _fail(self, status: int, message: str) -> None:
+    def _fail(self, status: int, message: str, reason: str = "bad_request") -> None:
+        self._flush_body()
         self._state = _FAILED
-        self._events.append(ProtocolError(status, message))
+        self._events.append(ProtocolError(status, message, reason))
+
+    def _flush_body(self) -> None:
+        parts = self._parts
+        if parts:
+            self._events.append(Body(parts[0] if len(parts) == 1 else b"".join(parts)))
+            parts.clear()
 
     def _execute(self, data: bytes | bytearray) -> bool:
         """Feeds llhttp; False (and a 400) when it finds the bytes malformed."""
@@ -347,7 +369,7 @@ class RequestReader:
             self._rearm(length, keep_alive)  # llhttp skipped the body of an upgrade request
         if chunked:
             self._state = _CHUNKED
-            self._body_size = 0
+            self._body_size = self._chunks = 0
             self._chunk_state = _SIZE
             self._line = bytearray()
             self._trailer_bytes = 0
@@ -376,6 +398,7 @@ class RequestReader:
         if not self._complete:
             self._fail(400, "malformed request: llhttp expects more of the message")
             return
+        self._flush_body()
         self._events.append(END)
         self._next_request()
 
@@ -396,7 +419,7 @@ class RequestReader:
         if stop > pos and not self._execute(data if pos == 0 and stop == size else data[pos:stop]):
             return size
         if verdict is not None:
-            self._fail(*verdict)
+            self._fail(verdict.status, verdict.message, verdict.reason)
             return size
         if ended:
             self._end_message()
@@ -406,7 +429,7 @@ class RequestReader:
 
     def _scan_chunked(
         self, data: bytes | bytearray, pos: int
-    ) -> tuple[int, tuple[int, str] | None, bool]:
+    ) -> tuple[int, ProtocolError | None, bool]:
         """Follows the chunked framing from `pos`: (where to stop feeding llhttp, the error to
         answer once llhttp has seen that far, whether the message ends there)."""
         size = len(data)
@@ -426,6 +449,15 @@ class RequestReader:
                 self._chunk_left -= step
                 if not self._chunk_left:
                     self._chunk_state = _SIZE
+            elif state == _SIZE and not self._line and (found := _SIZE_LINE.match(data, at)):
+                at = found.end()
+                verdict = self._chunk(int(found[1], 16))
+                if verdict is not None:
+                    return at, verdict, False
+                end = at + self._chunk_left + 2  # the data and its CRLF (llhttp checks it)
+                if self._chunk_state == _DATA and end <= size:
+                    at = end
+                    self._chunk_state = _SIZE
             else:  # a chunk-size line, or a trailer line
                 line_max = CHUNK_LINE_MAX_BYTES if state == _SIZE else self.max_head_bytes
                 used = len(self._line) if state == _SIZE else self._trailer_bytes
@@ -434,8 +466,10 @@ class RequestReader:
                 if used + stop - at > line_max:
                     at += line_max - used
                     if state == _SIZE:
-                        return at, (400, f"chunk size line over {line_max} bytes"), False
-                    return at, (431, f"trailers over {line_max} bytes"), False
+                        error = ProtocolError(400, f"chunk size line over {line_max} bytes")
+                    else:
+                        error = ProtocolError(431, f"trailers over {line_max} bytes")
+                    return at, error, False
                 if state == _TRAILER:
                     self._trailer_bytes += stop - at
                 self._line += data[at:stop]
@@ -450,17 +484,31 @@ class RequestReader:
                     continue
                 field = line.rstrip(b"\r\n").split(b";", 1)[0]
                 if not _HEX.fullmatch(field):
-                    return at, (400, f"invalid chunk size {field[:32]!r}"), False
-                chunk = int(field, 16)
-                self._body_size += chunk
-                if self._body_size > self.max_body_bytes:
-                    return at, (413, f"chunked body over {self.max_body_bytes} bytes"), False
-                if chunk:
-                    self._chunk_state = _DATA
-                    self._chunk_left = chunk
-                else:
-                    self._chunk_state = _TRAILER
+                    return at, ProtocolError(400, f"invalid chunk size {field[:32]!r}"), False
+                verdict = self._chunk(int(field, 16))
+                if verdict is not None:
+                    return at, verdict, False
         return at, None, False
+
+    def _chunk(self, size: int) -> ProtocolError | None:
+        """A chunk-size line read: what follows it, or the error it is."""
+        self._body_size += size
+        if self._body_size > self.max_body_bytes:
+            return ProtocolError(413, f"chunked body over {self.max_body_bytes} bytes")
+        if not size:
+            self._chunk_state = _TRAILER
+            return None
+        self._chunks += 1
+        if self._chunks > CHUNKS_FREE + self._body_size // CHUNK_MIN_AVERAGE_BYTES:
+            return ProtocolError(
+                400,
+                f"{self._chunks} chunks for {self._body_size} bytes of body: at most "
+                f"{CHUNKS_FREE} plus one per {CHUNK_MIN_AVERAGE_BYTES} bytes",
+                "too_many_chunks",
+            )
+        self._chunk_state = _DATA
+        self._chunk_left = size
+        return None
 
     # -- llhttp's callbacks ------------------------------------------------------------------
 
@@ -474,7 +522,7 @@ class RequestReader:
         self._should_upgrade = parser.should_upgrade()
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Body(body))
+        self._parts.append(body)
 
     def on_message_complete(self) -> None:
         if not self._synthetic:
