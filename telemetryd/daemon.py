@@ -333,6 +333,9 @@ class Daemon:
         if self.unix is not None:
             sources[0]["connections"] = len(self.unix.connections)
             sources[0]["replies_dropped"] = self.unix.replies_dropped
+            budget = self.unix.budget
+            sources[0]["read_budget_held_bytes"] = budget.total - budget.available
+            sources[0]["read_budget_waiting"] = budget.waiting
         if self.http is not None:  # after the unix source: sources[0] stays the socket's
             sources.append(self.http_stats.snapshot() | self.http.snapshot())
         subscribers = self.hub.stats.snapshot() | {"open": len(self.hub.subscriptions)}
