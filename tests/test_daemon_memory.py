@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import fcntl
 import resource
+import selectors
 import socket
 import sqlite3
 import struct
 import termios
 from pathlib import Path
+from typing import cast
 
 import pytest
 from daemon_process import (
@@ -21,6 +23,7 @@ from daemon_process import (
     event_line,
     wait_for,
 )
+from http_client import http_config, http_port
 
 from telemetryd.plugins import sink_types
 
@@ -152,3 +155,92 @@ def test_idle_connections_hold_none_of_the_budget(tmp_path: Path) -> None:
             client.close()
         assert daemon.stop() == 0
     assert count_lines(tmp_path / "out" / "events.jsonl") == 2_000
+
+
+HTTP_CLIENTS = 64
+HTTP_BODY_EVENTS = 16_000  # some 4 MiB of small events per request
+
+
+def test_http_requests_waiting_for_a_stopped_sink_turn_into_records_within_the_budget(
+    tmp_path: Path,
+) -> None:
+    """Large HTTP batches sent at once while the sink is stopped: each body is received (at
+    most http_max_body_bytes per connection), but only what the read budget allows is turned
+    into records at a time; the rest wait for it or are refused (429, 503), as before."""
+    if "example_sqlite" not in sink_types():
+        pytest.fail("the example plugin is not installed: pip install -e tests/plugin_example")
+    raise_open_files_limit(2 * HTTP_CLIENTS + 256)
+    db = tmp_path / "out" / "records.db"
+    sinks = f"""
+[[sinks]]
+name = "db"
+type = "example_sqlite"
+path = "{db}"
+busy_timeout_secs = 0.05
+retry_initial_secs = 0.05
+retry_max_secs = 0.5
+"""
+    body = b"".join(event_line(f"p/{i:0>120}") + b"\n" for i in range(HTTP_BODY_EVENTS))
+    request = (
+        b"POST /api/events/batch HTTP/1.1\r\nhost: telemetryd\r\n"
+        b"content-type: application/x-ndjson\r\ncontent-length: %d\r\n\r\n" % len(body)
+    ) + body
+    with DaemonProcess(tmp_path, http_config(tmp_path, sinks=sinks)) as daemon:
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        port = http_port(daemon)
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(HTTP_CLIENTS)]
+            send_all_at_once(clients, request)
+            statuses = [status_of(sock) for sock in clients]
+            blocked_peak = peak_rss_bytes(pid)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        for sock in clients:
+            sock.close()
+        assert set(statuses) <= {200, 429, 503}, statuses
+        assert daemon.stop() == 0  # the sink moves again: what was queued is delivered
+    # Bodies being received: up to two copies each (its pieces, then joined), at once.
+    receiving = 2 * HTTP_CLIENTS * len(request)
+    assert blocked_peak <= receiving + 300 * 2**20, f"{blocked_peak / 2**20:.0f} MiB"
+    final = daemon.final_stats()
+    [db_stats] = [s for s in final["sinks"] if s["name"] == "db"]
+    accepted = statuses.count(200) * HTTP_BODY_EVENTS
+    assert accepted > 0
+    assert rows(db) == db_stats["sent"] >= accepted
+
+
+def send_all_at_once(clients: list[socket.socket], data: bytes) -> None:
+    """Writes `data` on every socket, interleaved, as many clients sending together would."""
+    pending = {sock: memoryview(data) for sock in clients}
+    for sock in clients:
+        sock.setblocking(False)
+    with selectors.DefaultSelector() as selector:
+        for sock in clients:
+            selector.register(sock, selectors.EVENT_WRITE)
+        while pending:
+            ready = selector.select(timeout=60)
+            assert ready, "the daemon stopped reading the requests"
+            for key, _ in ready:
+                sock = cast(socket.socket, key.fileobj)
+                sent = sock.send(pending[sock])
+                pending[sock] = pending[sock][sent:]
+                if not pending[sock]:
+                    del pending[sock]
+                    selector.unregister(sock)
+    for sock in clients:
+        sock.setblocking(True)
+        sock.settimeout(60)
+
+
+def status_of(sock: socket.socket) -> int:
+    """The status of the response to the one request sent on `sock`."""
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "no response"
+        head += chunk
+    return int(head.split(b" ", 2)[1])

@@ -112,6 +112,8 @@ class UnixSource:
         bus: Bus,
         on_rejected: RejectHandler,
         stats: ComponentStats,
+        *,
+        budget: ReadBudget | None = None,
     ) -> None:
         if settings.unix_socket is None:
             raise ValueError("no unix_socket configured")
@@ -122,7 +124,7 @@ class UnixSource:
         self.on_rejected = on_rejected
         self.stats = stats
         self.connections: set[_Connection] = set()
-        self.budget = ReadBudget(settings.read_budget_bytes, MIN_READ_BYTES)
+        self.budget = budget or ReadBudget(settings.read_budget_bytes, MIN_READ_BYTES)
         self.replies_dropped = 0
         self._stopping = False
         self._serve_scope: anyio.CancelScope | None = None
