@@ -61,9 +61,9 @@ class ServerSettings(_Section):
     read_budget_bytes: int = Field(
         32 * MiB,
         ge=64 * KiB,
-        description="Bytes all socket connections together may hold between reading them and "
-        "handing their records to the sinks' queues; when it is spent, connections wait their "
-        "turn to read (first come, first served) and their clients' writes block.",
+        description="Bytes all clients together (socket reads, HTTP bodies) may hold between "
+        "reading them and handing their records to the sinks' queues; when it is spent, they "
+        "wait their turn (first come, first served) and socket clients' writes block.",
     )
     max_connections: int = Field(1024, gt=0, description="Concurrent socket clients.")
     shutdown_timeout_secs: float = Field(
