@@ -64,6 +64,13 @@ class ServerSettings(_Section):
     )
     max_line_bytes: int = Field(1 * MiB, gt=0, description="Longest accepted event line.")
     read_chunk_bytes: int = Field(256 * 1024, ge=4096, description="Bytes read per receive.")
+    read_budget_bytes: int = Field(
+        32 * MiB,
+        ge=64 * KiB,
+        description="Bytes all clients together (socket reads, HTTP bodies) may hold between "
+        "reading them and handing their records to the sinks' queues; when it is spent, they "
+        "wait their turn (first come, first served) and socket clients' writes block.",
+    )
     max_connections: int = Field(1024, gt=0, description="Concurrent socket clients.")
     shutdown_timeout_secs: float = Field(
         30.0, ge=0, description="How long SIGTERM waits for the sinks to drain their queues."

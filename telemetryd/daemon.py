@@ -32,6 +32,7 @@ from telemetryd.http_api import HttpApi
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import make_registry
 from telemetryd.plugins import load_sink_class
+from telemetryd.read_budget import ReadBudget
 from telemetryd.record import Record
 from telemetryd.registry import SchemaLoadError, SchemaRegistry
 from telemetryd.rejections import Rejection, dead_letter_record
@@ -41,7 +42,7 @@ from telemetryd.sink_queue import DROP_SHUTDOWN, EventQueue, QueueClosed, SinkQu
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sinks.base import Sink, SinkSettings
 from telemetryd.sources.http import HttpSource
-from telemetryd.sources.unix import UnixSource
+from telemetryd.sources.unix import MIN_READ_BYTES, UnixSource
 from telemetryd.stats import ComponentStats
 from telemetryd.subscribers import SubscriberHub
 
@@ -104,10 +105,17 @@ class Daemon:
         )
         self.ingestor = Ingestor(registry)
         self.source_stats = ComponentStats("source", "unix")
+        #: What socket connections and HTTP requests hold between reading and publishing.
+        self.read_budget = ReadBudget(config.server.read_budget_bytes, MIN_READ_BYTES)
         self.unix: UnixSource | None = None
         if config.server.unix_socket is not None:
             self.unix = UnixSource(
-                config.server, self.ingestor, self.bus, self.reject, self.source_stats
+                config.server,
+                self.ingestor,
+                self.bus,
+                self.reject,
+                self.source_stats,
+                budget=self.read_budget,
             )
         self.http_stats = ComponentStats("source", "http")
         self.http: HttpSource | None = None
@@ -128,6 +136,7 @@ class Daemon:
                     auth=config.auth,
                     pioneer=config.pioneer,
                     hub=self.hub,
+                    read_budget=self.read_budget,
                 )
             )
         self._stop = anyio.Event()
@@ -374,6 +383,9 @@ class Daemon:
         if self.unix is not None:
             sources[0]["connections"] = len(self.unix.connections)
             sources[0]["replies_dropped"] = self.unix.replies_dropped
+            budget = self.read_budget  # shared with the HTTP source's requests
+            sources[0]["read_budget_held_bytes"] = budget.total - budget.available
+            sources[0]["read_budget_waiting"] = budget.waiting
         if self.http is not None:  # after the unix source: sources[0] stays the socket's
             sources.append(self.http_stats.snapshot() | self.http.snapshot())
         subscribers = self.hub.stats.snapshot() | {"open": len(self.hub.subscriptions)}

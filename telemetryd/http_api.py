@@ -28,6 +28,7 @@ from telemetryd.framing import Frame, LineFramer
 from telemetryd.hub_auth import HUB_RETRY_AFTER_SECS, HubClient
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import render
+from telemetryd.read_budget import ReadBudget
 from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.registry import CompiledSchema
@@ -184,11 +185,15 @@ class HttpApi:
         auth: AuthSettings | None = None,
         pioneer: PioneerSettings | None = None,
         hub: SubscriberHub | None = None,
+        read_budget: ReadBudget | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
+        #: Shared with the socket source: bodies being turned into records and published.
+        self.read_budget = read_budget
         self.pioneer = pioneer or PioneerSettings()
-        #: Requests inside bus.publish: more than zero only while `block` queues are full.
+        #: Requests waiting for the read budget or inside bus.publish: more than zero only
+        #: while `block` queues are full.
         self.waiting = 0
         self.metrics = metrics
         #: The connections to JupyterHub ([auth.jupyterhub]), kept across reloads.
@@ -201,8 +206,12 @@ class HttpApi:
         self.workers = tuple(workers)
         self.stopping = False
         self._paths: dict[str, dict[str, _Endpoint]] = {
-            "/api/events": {"POST": _Endpoint(self.post_event, JUPYTER_EVENT_TYPES)},
-            "/api/events/batch": {"POST": _Endpoint(self.post_batch, (NDJSON, JSON))},
+            "/api/events": {
+                "POST": _Endpoint(self._within_budget(self.post_event), JUPYTER_EVENT_TYPES)
+            },
+            "/api/events/batch": {
+                "POST": _Endpoint(self._within_budget(self.post_batch), (NDJSON, JSON))
+            },
             "/api/events/subscribe": {"GET": _Endpoint(self.subscribe, access=SUBSCRIBE)},
             "/api/schemas": {"GET": _Endpoint(self.get_schemas, access=OPEN)},
             "/api/openapi.json": {"GET": _Endpoint(self.get_openapi, access=OPEN)},
@@ -211,7 +220,9 @@ class HttpApi:
             "/metrics": {"GET": _Endpoint(self.get_metrics, access=METRICS)},
         }
         if self.pioneer.enabled:
-            self._paths["/api/pioneer"] = {"POST": _Endpoint(self.post_pioneer, (JSON,))}
+            self._paths["/api/pioneer"] = {
+                "POST": _Endpoint(self._within_budget(self.post_pioneer), (JSON,))
+            }
         self._prefixes: dict[str, dict[str, _Endpoint]] = {
             "/api/schemas/": {"GET": _Endpoint(self.get_schema, access=OPEN)},
         }
@@ -360,6 +371,56 @@ class HttpApi:
             return error_response(400, None, first.message, telemetryd_reason=first.reason)
         refused = await self._accept(records)
         return refused or Response(204)
+
+    def _within_budget(self, handler: Handler) -> Handler:
+        """`handler` run while the request's body holds its size of the read budget: a crowd of
+        requests waiting for full queues holds the budget (and their bodies), not their records
+        each. Waiting for it counts as waiting for room (http_max_waiting_requests,
+        http_enqueue_timeout_secs); a request refused so is counted under that reason."""
+
+        async def within(request: Request, param: str) -> Response:
+            budget = self.read_budget
+            size = len(request.body)
+            if budget is None or not size:
+                return await handler(request, param)
+            share = budget.take_nowait(size, whole=True)
+            if not share:
+                refused, share = await self._wait_for_budget(budget, size)
+                if refused is not None:
+                    return refused
+            try:
+                return await handler(request, param)
+            finally:
+                budget.give_back(share)
+
+        return within
+
+    async def _wait_for_budget(self, budget: ReadBudget, size: int) -> tuple[Response | None, int]:
+        """(None, the share) once the budget has room for the body, or the 429/503 refusal."""
+        if self.waiting >= self.settings.http_max_waiting_requests:
+            self.stats.errors[DROP_TOO_MANY_WAITING] += 1
+            return error_response(
+                429,
+                "too_many_requests",
+                f"sink queues are full and {self.waiting} requests already wait for room "
+                "(http_max_waiting_requests): the request was not accepted; retry later",
+                (("retry-after", str(RETRY_AFTER_SECS)),),
+            ), 0
+        self.waiting += 1
+        share = 0
+        try:
+            with anyio.move_on_after(self.settings.http_enqueue_timeout_secs):
+                share = await budget.take(size, whole=True)
+        finally:
+            self.waiting -= 1
+        if not share:
+            self.stats.errors[DROP_ENQUEUE_TIMEOUT] += 1
+            return self._unavailable(
+                "queue_full",
+                f"sink queues stayed full for {self.settings.http_enqueue_timeout_secs} s: "
+                "the request was not accepted; retry later",
+            ), 0
+        return None, share
 
     async def post_pioneer(self, request: Request, _: str) -> Response:
         """JupyterLab Pioneer's remote_exporter body: its event, under its shipped schema."""

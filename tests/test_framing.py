@@ -98,3 +98,51 @@ def test_buffer_never_exceeds_the_limit(data: bytes, cuts: list[int], limit: int
     for chunk in split_at(data, cuts):
         framer.feed(chunk)
         assert framer.buffered_bytes <= limit
+
+
+@given(
+    lines=st.lists(
+        st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")) | st.just(b"x" * 120),
+        max_size=20,
+    ),
+    terminated=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=60),
+    limit=st.integers(min_value=1, max_value=100),
+)
+def test_any_split_gives_the_frames_of_the_whole(
+    lines: list[bytes], terminated: bool, cuts: list[int], limit: int
+) -> None:
+    """However the stream is cut (lines spanning many reads, long lines among them), the frames
+    are those of the stream fed at once."""
+    stream = b"\n".join(lines) + (b"\n" if terminated and lines else b"")
+    whole = frame_all(LineFramer(limit), [stream])
+    assert frame_all(LineFramer(limit), split_at(stream, cuts)) == whole
+
+
+def test_a_long_line_in_small_pieces_costs_linear_copying() -> None:
+    """A 1 MB line written 100 bytes at a time: the framer copies each byte a bounded number of
+    times (re-concatenating per read would copy some 5 GB)."""
+    size, piece = 1_000_000, 100
+    line = b'{"data":"' + b"x" * (size - 11) + b'"}'
+    framer = LineFramer(2 * size)
+    frames: list[Frame] = []
+    for start in range(0, size, piece):
+        frames.extend(framer.feed(line[start : start + piece]))
+    frames.extend(framer.feed(b"\nnext\n"))
+    assert frames == [line, b"next"]
+    assert framer.copied_bytes <= 3 * size
+    assert framer.buffered_bytes == 0
+
+
+def test_a_line_cut_by_reads_is_kept_until_its_newline_and_bounded_by_the_limit() -> None:
+    framer = LineFramer(10)
+    assert framer.feed(b"ok\nabc") == [b"ok"]
+    assert framer.feed(b"def") == []
+    assert framer.buffered_bytes == 6
+    assert framer.feed(b"gh") == []
+    assert framer.feed(b"ij\nz") == [b"abcdefghij"]
+    assert framer.feed(b"12345") == []
+    assert framer.feed(b"67") == []
+    assert framer.feed(b"890") == []  # 11 bytes now: over the limit, discarded from here on
+    assert framer.buffered_bytes == 0
+    assert framer.feed(b"1\n") == [LineTooLong(12, b"z12345678901", 10)]

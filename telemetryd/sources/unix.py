@@ -4,6 +4,11 @@ Each connection reads large chunks, frames them (telemetryd.framing), runs the h
 per chunk and publishes the chunk's records in one call. While the bus is full, the connection
 does not read: the kernel's socket buffer fills and the client's writes block. That is the
 backpressure, and nothing is buffered without bound on the way.
+
+What all connections hold between reading and publishing is bounded by the read budget
+(telemetryd.read_budget, `read_budget_bytes`): a connection takes its share once its socket is
+readable, reads at most that much, and gives it back once the chunk's records are handed on.
+A crowd of clients blocked on a slow sink holds the budget, not a chunk each.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from telemetryd.bus import Bus
 from telemetryd.config import ServerSettings
 from telemetryd.framing import Frame, LineFramer
 from telemetryd.ingest import Ingestor
+from telemetryd.read_budget import ReadBudget
 from telemetryd.record import Record
 from telemetryd.rejections import Rejection
 from telemetryd.settings_types import GroupError, give_to_group
@@ -43,6 +49,8 @@ log = logging.getLogger("telemetryd.unix")
 
 #: Outgoing control lines waiting for a slow reader, per connection.
 REPLY_QUEUE_LINES = 1024
+#: The smallest read worth making once the read budget runs low (or what is left of a chunk).
+MIN_READ_BYTES = 16 * 1024
 #: How long replies may take to reach a client after it stopped sending, or after stop().
 EOF_REPLY_GRACE_SECS = 30.0
 STOP_REPLY_GRACE_SECS = 1.0
@@ -92,6 +100,7 @@ class _Connection:
     framer: LineFramer
     acked: bool = False
     lines: int = 0  # event lines seen (after the hello, in acknowledged mode)
+    share: int = 0  # bytes of the read budget held for the chunk being processed
     read_scope: anyio.CancelScope | None = field(default=None, repr=False)
     flush_scope: anyio.CancelScope | None = field(default=None, repr=False)
 
@@ -104,6 +113,8 @@ class UnixSource:
         bus: Bus,
         on_rejected: RejectHandler,
         stats: ComponentStats,
+        *,
+        budget: ReadBudget | None = None,
     ) -> None:
         if settings.unix_socket is None:
             raise ValueError("no unix_socket configured")
@@ -114,6 +125,7 @@ class UnixSource:
         self.on_rejected = on_rejected
         self.stats = stats
         self.connections: set[_Connection] = set()
+        self.budget = budget or ReadBudget(settings.read_budget_bytes, MIN_READ_BYTES)
         self.replies_dropped = 0
         self._stopping = False
         self._serve_scope: anyio.CancelScope | None = None
@@ -212,22 +224,63 @@ class UnixSource:
     ) -> None:
         chunk_bytes = self.settings.read_chunk_bytes
         framer = connection.framer
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
         while not self._stopping:
-            chunk = await _receive(stream, connection, chunk_bytes)
-            if chunk is None:
-                return  # stop(): an unfinished line is the client's to resend, not a bad event
-            if not chunk:
-                last = framer.close()  # the client is done: its unfinished line is its last
-                if last is not None:
-                    await self._process(connection, [last], replies)
-                return
-            frames = framer.feed(chunk)
-            if frames:
-                await self._process(connection, frames, replies)
+            try:
+                chunk = await self._receive(sock, connection, chunk_bytes)
+                if chunk is None:
+                    return  # stop(): an unfinished line is the client's to resend, not a bad event
+                if not chunk:
+                    last = framer.close()  # the client is done: its unfinished line is its last
+                    if last is not None:
+                        await self._process(connection, [last], replies)
+                    return
+                frames = framer.feed(chunk)
+                del chunk  # framed: a connection blocked on the bus holds its records only
+                if frames:
+                    await self._process(connection, frames, replies)
+            finally:
+                self._give_back(connection)
+
+    async def _receive(
+        self, sock: socket.socket, connection: _Connection, max_bytes: int
+    ) -> bytes | None:
+        """A chunk of at most the share of the budget it holds (`connection.share`); b"" at the
+        end of the stream; None when stop() cancelled the read. A connection takes its share
+        only once its socket is readable, so idle clients hold none of the budget."""
+        budget = self.budget
+        with anyio.CancelScope() as scope:
+            connection.read_scope = scope
+            try:
+                while True:
+                    share = budget.take_nowait(max_bytes)
+                    if not share:
+                        await anyio.wait_readable(sock)
+                        share = await budget.take(max_bytes)
+                    try:
+                        chunk = sock.recv(share)
+                    except BlockingIOError:
+                        budget.give_back(share)
+                        await anyio.wait_readable(sock)
+                        continue
+                    except OSError:
+                        budget.give_back(share)
+                        return b""  # reset by the peer: as the end of its stream
+                    budget.give_back(share - len(chunk))
+                    connection.share = len(chunk)
+                    return chunk
+            finally:
+                connection.read_scope = None
+        return None
+
+    def _give_back(self, connection: _Connection) -> None:
+        share, connection.share = connection.share, 0
+        self.budget.give_back(share)
 
     async def _process(
         self, connection: _Connection, frames: list[Frame], replies: MemoryObjectSendStream[bytes]
     ) -> None:
+        """Ingests and publishes `frames`, emptying the list once they are turned into records."""
         if (
             connection.lines == 0
             and not connection.acked
@@ -235,7 +288,7 @@ class UnixSource:
             and protocol.is_hello(frames[0])
         ):
             connection.acked = True
-            frames = frames[1:]
+            del frames[0]
             await replies.send(
                 protocol.encode_line(
                     protocol.Hello(
@@ -258,10 +311,14 @@ class UnixSource:
         )
         for rejection in rejected:  # now: a stop while publishing must not leave them uncounted
             self.stats.rejected[rejection.reason] += 1
+        frames.clear()  # the lines are records now: waiting for room must not hold both
         if records:
             await self._publish(records)
         if rejected:
             await self.on_rejected(rejected, connection.origin, timestamp, received)
+        # Handed on: a client slow to read its replies must not keep the others from reading.
+        self._give_back(connection)
+        if rejected:
             await self._reply_rejections(connection, rejected, replies)
         if connection.acked:
             await replies.send(protocol.encode_line(protocol.Ack(connection.lines)))
@@ -298,19 +355,6 @@ class UnixSource:
             replies.send_nowait(lines)
         except anyio.WouldBlock:
             self.replies_dropped += len(rejected)  # a plain client that never reads
-
-
-async def _receive(stream: SocketStream, connection: _Connection, max_bytes: int) -> bytes | None:
-    """A chunk; b"" at the end of the stream; None when stop() cancelled the read."""
-    with anyio.CancelScope() as scope:
-        connection.read_scope = scope
-        try:
-            return await stream.receive(max_bytes)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return b""
-        finally:
-            connection.read_scope = None
-    return None
 
 
 async def _write_replies(
