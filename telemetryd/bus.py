@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from telemetryd.policy import PASS_THROUGH, SinkPolicy
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import DROP_DISK_FULL, DROP_SHUTDOWN, EventQueue
+from telemetryd.sink_queue import EventQueue
 from telemetryd.subscribers import SubscriberHub
 
 
@@ -31,7 +32,9 @@ class Bus:
         #: Live subscribers get a copy of what every sink queue took, without waiting.
         self.hub = hub
 
-    async def publish(self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN) -> None:
+    async def publish(
+        self, records: Sequence[Record], *, lost_reason: str = DropReason.SHUTDOWN_TIMEOUT
+    ) -> None:
         """Returns once every record is in every wanting queue (or dropped by its policy).
 
         Cancelled while a `block` queue waits for room, the records that never got into a
@@ -59,7 +62,7 @@ class Bus:
         """Why a publish that did not complete lost its records: a queue's full disk, which
         held it back, rather than the stop (`default`) that ended the wait."""
         if any(route.queue.problem is not None for route in self.routes):
-            return DROP_DISK_FULL
+            return DropReason.DISK_FULL
         return default
 
     def wanted_by(self, schema_id: str) -> list[str]:

@@ -33,12 +33,13 @@ from telemetryd.ingest import Ingestor
 from telemetryd.metrics import make_registry
 from telemetryd.plugins import load_sink_class
 from telemetryd.read_budget import ReadBudget
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.registry import SchemaLoadError, SchemaRegistry
 from telemetryd.rejections import Rejection, dead_letter_record
 from telemetryd.routing import RouteFilter
 from telemetryd.settings_types import GroupError
-from telemetryd.sink_queue import DROP_SHUTDOWN, EventQueue, QueueClosed, SinkQueue
+from telemetryd.sink_queue import EventQueue, QueueClosed, SinkQueue
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sinks.base import Sink, SinkSettings
 from telemetryd.sources.http import HttpSource
@@ -294,14 +295,14 @@ class Daemon:
                 await worker.done.wait()
         for worker in self.all_workers:
             worker.queue.abandon()
-            lost = worker.stats.dropped[DROP_SHUTDOWN]
+            lost = worker.stats.dropped[DropReason.SHUTDOWN_TIMEOUT]
             if lost:
                 log.error(
                     "shutdown timeout: events not delivered",
                     extra={"fields": {"sink": worker.name, "events": lost}},
                 )
         for stats in (self.source_stats, self.http_stats):
-            unread = stats.dropped[DROP_SHUTDOWN]
+            unread = stats.dropped[DropReason.SHUTDOWN_TIMEOUT]
             if unread:
                 log.error(
                     "shutdown timeout: events read but never accepted (not acknowledged)",

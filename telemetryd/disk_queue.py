@@ -36,21 +36,12 @@ from telemetryd.disk_errors import Throttle, describe
 from telemetryd.disk_log import DiskLog, Frame, Position, encode_frame
 from telemetryd.reasons import DropReason
 from telemetryd.record import Record
-from telemetryd.sink_queue import (
-    DROP_DISK_FULL,
-    DROP_EVICTED,
-    DROP_QUEUE_FULL,
-    DROP_SHUTDOWN,
-    QueueClosed,
-    QueueSignals,
-    QueueStatistics,
-)
+from telemetryd.sink_queue import QueueClosed, QueueSignals, QueueStatistics
 from telemetryd.sinks.base import WhenFull
 from telemetryd.stats import ComponentStats
 
 log = logging.getLogger("telemetryd.disk_buffer")
 
-DROP_DAMAGED = DropReason.DISK_DAMAGED  # an alias: the reasons live in telemetryd.reasons
 Fsync = Literal["batch", "never"]
 
 #: Backoff of a write the disk refused: cheap to retry, and space may return any moment.
@@ -130,7 +121,7 @@ class DiskQueue(QueueSignals):
     # -- producers ---------------------------------------------------------------------------
 
     async def put_many(
-        self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN
+        self, records: Sequence[Record], *, lost_reason: str = DropReason.SHUTDOWN_TIMEOUT
     ) -> None:
         if self._closed:
             self.count_lost(len(records))
@@ -144,12 +135,12 @@ class DiskQueue(QueueSignals):
         end = self._fits(frames, 0)
         if end < len(frames):
             self.stats.received += len(frames) - end
-            self.stats.dropped[DROP_QUEUE_FULL] += len(frames) - end
+            self.stats.dropped[DropReason.QUEUE_FULL] += len(frames) - end
         if end:
             written = self._write(frames[:end])
             if written < end:  # the disk refused them: as for a full queue, the policy drops them
                 self.stats.received += end - written
-                self.stats.dropped[DROP_DISK_FULL] += end - written
+                self.stats.dropped[DropReason.DISK_FULL] += end - written
             if written:
                 await self._sync()
         self._wake(ready=True)
@@ -175,7 +166,7 @@ class DiskQueue(QueueSignals):
         except BaseException:
             # Never written: a full disk's losses are the disk's, whatever stopped the wait.
             self.count_lost(
-                len(frames) - start, DROP_DISK_FULL if waiting_for_disk else lost_reason
+                len(frames) - start, DropReason.DISK_FULL if waiting_for_disk else lost_reason
             )
             raise
         self._wake(ready=True)
@@ -317,7 +308,7 @@ class DiskQueue(QueueSignals):
             else:
                 self._read = after
         if evicted:
-            self.stats.dropped[DROP_EVICTED] += evicted
+            self.stats.dropped[DropReason.EVICTED_OLDEST] += evicted
             if not self._inflight:
                 self.log.commit(self._read)
 
@@ -446,7 +437,7 @@ class DiskQueue(QueueSignals):
             self.log.commit(delivered_to if self._inflight else self._read)
         self._wake(room=True)
 
-    def abandon(self, reason: str = DROP_SHUTDOWN) -> int:
+    def abandon(self, reason: str = DropReason.SHUTDOWN_TIMEOUT) -> int:
         """Shutdown timeout: nothing is dropped, the rest waits on disk for the next start."""
         left = self._events
         if left:

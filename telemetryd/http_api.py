@@ -20,7 +20,6 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from telemetryd import openapi, pioneer
-from telemetryd import rejections as R
 from telemetryd.auth import REALM, Authenticator, AuthFailure, Identity, Pending
 from telemetryd.bus import Bus
 from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
@@ -29,11 +28,11 @@ from telemetryd.hub_auth import HUB_RETRY_AFTER_SECS, HubClient
 from telemetryd.ingest import Ingestor
 from telemetryd.metrics import render
 from telemetryd.read_budget import ReadBudget
-from telemetryd.reasons import DropReason
+from telemetryd.reasons import DropReason, Reason
 from telemetryd.record import Record
 from telemetryd.registry import CompiledSchema
 from telemetryd.rejections import Rejection
-from telemetryd.sink_queue import DROP_DISK_FULL, DROP_SHUTDOWN, QueueClosed
+from telemetryd.sink_queue import QueueClosed
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.stats import ComponentStats
 from telemetryd.subscribers import SubscriberHub, Subscription, TooManySubscribers
@@ -47,9 +46,7 @@ NDJSON: Final = "application/x-ndjson"
 JUPYTER_EVENT_TYPES: Final = (JSON, "", "text/plain", "application/x-www-form-urlencoded")
 
 #: The events of a request that waited `http_enqueue_timeout_secs` for full `block` queues.
-DROP_ENQUEUE_TIMEOUT: Final = DropReason.ENQUEUE_TIMEOUT  # an alias (telemetryd.reasons)
 #: The events of a request refused because `http_max_waiting_requests` already waited for room.
-DROP_TOO_MANY_WAITING: Final = DropReason.TOO_MANY_WAITING  # an alias (telemetryd.reasons)
 #: A queue at this fraction of its queue_max_events makes the daemon not ready.
 READY_QUEUE_FRACTION: Final = 0.9
 #: Events of a batch validated between two yields to the event loop.
@@ -335,7 +332,7 @@ class HttpApi:
             raw = cast(bytes, lines[number - first])
             rejected.append(
                 Rejection(
-                    R.SCHEMA_NOT_ALLOWED,
+                    Reason.SCHEMA_NOT_ALLOWED,
                     f"the token of {identity.user!r} may not send schema {record.schema_id!r} "
                     f"(its {identity.allowed_schemas_key})",
                     raw,
@@ -362,7 +359,7 @@ class HttpApi:
             identity = request.identity
             if (
                 identity is not None
-                and first.reason == R.SCHEMA_NOT_ALLOWED
+                and first.reason == Reason.SCHEMA_NOT_ALLOWED
                 and first.schema_id is not None
                 and not identity.allows(first.schema_id)
             ):
@@ -398,7 +395,7 @@ class HttpApi:
     async def _wait_for_budget(self, budget: ReadBudget, size: int) -> tuple[Response | None, int]:
         """(None, the share) once the budget has room for the body, or the 429/503 refusal."""
         if self.waiting >= self.settings.http_max_waiting_requests:
-            self.stats.errors[DROP_TOO_MANY_WAITING] += 1
+            self.stats.errors[DropReason.TOO_MANY_WAITING] += 1
             return error_response(
                 429,
                 "too_many_requests",
@@ -414,7 +411,7 @@ class HttpApi:
         finally:
             self.waiting -= 1
         if not share:
-            self.stats.errors[DROP_ENQUEUE_TIMEOUT] += 1
+            self.stats.errors[DropReason.ENQUEUE_TIMEOUT] += 1
             return self._unavailable(
                 "queue_full",
                 f"sink queues stayed full for {self.settings.http_enqueue_timeout_secs} s: "
@@ -431,9 +428,9 @@ class HttpApi:
             # A refused NotebookOpenEvent still carries the server's environment.
             body = request.body
             kept = body if self.pioneer.keep_environ else pioneer.without_environ(body)
-            rejection = Rejection(R.INVALID_PIONEER, str(e), kept, len(body))
+            rejection = Rejection(Reason.INVALID_PIONEER, str(e), kept, len(body))
             await self._reject([rejection], request.origin, now_utc(), time.monotonic())
-            return error_response(400, R.INVALID_PIONEER, str(e))
+            return error_response(400, Reason.INVALID_PIONEER, str(e))
         return await self.post_event(replace(request, body=lines[0]), "")
 
     async def post_batch(self, request: Request, _: str) -> Response:
@@ -506,7 +503,7 @@ class HttpApi:
         count = len(records)
         if self.waiting >= self.settings.http_max_waiting_requests:
             # Queues are full and enough clients already wait: shed this one at once.
-            self.stats.dropped[DROP_TOO_MANY_WAITING] += count
+            self.stats.dropped[DropReason.TOO_MANY_WAITING] += count
             return error_response(
                 429,
                 "too_many_requests",
@@ -518,12 +515,12 @@ class HttpApi:
         self.waiting += 1
         try:
             with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
-                await self.bus.publish(records, lost_reason=DROP_ENQUEUE_TIMEOUT)
+                await self.bus.publish(records, lost_reason=DropReason.ENQUEUE_TIMEOUT)
         except QueueClosed:
-            self.stats.dropped[self.bus.lost_reason(DROP_SHUTDOWN)] += count
+            self.stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
             return self._unavailable("stopping", "the daemon is stopping; events not accepted")
         except BaseException:  # cancelled by the stop's deadline: the client gets no answer
-            self.stats.dropped[self.bus.lost_reason(DROP_SHUTDOWN)] += count
+            self.stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
             raise
         finally:
             self.waiting -= 1
@@ -538,13 +535,13 @@ class HttpApi:
         disks = [f"{w.name}: {w.queue.problem}" for w in self.workers if w.queue.problem]
         timeout = self.settings.http_enqueue_timeout_secs
         if disks:
-            self.stats.dropped[DROP_DISK_FULL] += count
+            self.stats.dropped[DropReason.DISK_FULL] += count
             return self._unavailable(
-                DROP_DISK_FULL,
+                DropReason.DISK_FULL,
                 f"a sink's disk buffer could not take them for {timeout} s ({'; '.join(disks)}): "
                 f"the request's {count} events were not accepted; retry later",
             )
-        self.stats.dropped[DROP_ENQUEUE_TIMEOUT] += count
+        self.stats.dropped[DropReason.ENQUEUE_TIMEOUT] += count
         return self._unavailable(
             "queue_full",
             f"sink queues stayed full for {timeout} s: "
@@ -571,7 +568,7 @@ class HttpApi:
             with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
                 await self.on_rejected(rejected, origin, timestamp, received)
         except BaseException:
-            self.stats.dropped[DROP_SHUTDOWN] += valid
+            self.stats.dropped[DropReason.SHUTDOWN_TIMEOUT] += valid
             raise
         if waited.cancelled_caught:
             self.stats.errors["dead_letter_timeout"] += 1

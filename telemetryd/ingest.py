@@ -13,9 +13,9 @@ from typing import Any, cast
 import msgspec
 from fastjsonschema import JsonSchemaValueException
 
-from telemetryd import rejections as R
 from telemetryd.envelope import envelope_decoder
 from telemetryd.framing import Frame, LineTooLong
+from telemetryd.reasons import Reason
 from telemetryd.record import RECORD_START, Record
 from telemetryd.registry import CompiledSchema, SchemaRegistry
 from telemetryd.rejections import Rejection
@@ -26,18 +26,21 @@ _encode = msgspec.json.Encoder().encode
 
 def _classify_decode_error(line: bytes, error: Exception) -> tuple[str, str]:
     if not line.strip():
-        return R.EMPTY_LINE, "empty line: expected one JSON event per line"
+        return Reason.EMPTY_LINE, "empty line: expected one JSON event per line"
     if isinstance(error, UnicodeDecodeError):
-        return R.INVALID_UTF8, f"input is not valid UTF-8: {error.reason} at byte {error.start}"
+        return (
+            Reason.INVALID_UTF8,
+            f"input is not valid UTF-8: {error.reason} at byte {error.start}",
+        )
     if isinstance(error, msgspec.ValidationError):
-        return R.INVALID_ENVELOPE, f"invalid event envelope: {error}"
+        return Reason.INVALID_ENVELOPE, f"invalid event envelope: {error}"
     if isinstance(error, RecursionError):
-        return R.INVALID_JSON, "malformed JSON: nested too deeply"
+        return Reason.INVALID_JSON, "malformed JSON: nested too deeply"
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as e:
-        return R.INVALID_UTF8, f"input is not valid UTF-8: {e.reason} at byte {e.start}"
-    return R.INVALID_JSON, f"malformed JSON: {error}"
+        return Reason.INVALID_UTF8, f"input is not valid UTF-8: {e.reason} at byte {e.start}"
+    return Reason.INVALID_JSON, f"malformed JSON: {error}"
 
 
 class Ingestor:
@@ -106,7 +109,7 @@ class Ingestor:
             except JsonSchemaValueException as e:
                 rejected.append(
                     Rejection(
-                        R.INVALID_DATA,
+                        Reason.INVALID_DATA,
                         f"data failed validation against {schema_id} "
                         f"version {version}: {e.message}",
                         line,
@@ -139,7 +142,13 @@ class Ingestor:
                 except InvalidTimestamp as e:
                     rejected.append(
                         Rejection(
-                            R.INVALID_TIMESTAMP, str(e), line, len(line), number, schema_id, version
+                            Reason.INVALID_TIMESTAMP,
+                            str(e),
+                            line,
+                            len(line),
+                            number,
+                            schema_id,
+                            version,
                         )
                     )
                     continue
@@ -153,17 +162,17 @@ class Ingestor:
         known = self.registry.versions(schema_id)
         if not known:
             reason, message = (
-                R.UNKNOWN_SCHEMA,
+                Reason.UNKNOWN_SCHEMA,
                 f"unknown schema {schema_id!r}: it is not registered",
             )
         elif version not in known:
-            reason = R.UNKNOWN_VERSION
+            reason = Reason.UNKNOWN_VERSION
             message = (
                 f"unknown version {version!r} of schema {schema_id!r}; "
                 f"registered versions: {', '.join(known)}"
             )
         else:
-            reason = R.SCHEMA_NOT_ALLOWED
+            reason = Reason.SCHEMA_NOT_ALLOWED
             message = f"schema {schema_id!r} is registered but not allowed by [schemas] allowed"
         return Rejection(reason, message, line, len(line), number, schema_id, version)
 
@@ -173,7 +182,7 @@ def _reserved(
 ) -> Rejection:
     names = ", ".join(sorted(key for key in data if key.startswith("__")))
     return Rejection(
-        R.RESERVED_FIELD,
+        Reason.RESERVED_FIELD,
         f"data fields starting with __ are reserved for metadata: {names}",
         line,
         len(line),
@@ -185,7 +194,7 @@ def _reserved(
 
 def _too_long(frame: LineTooLong, number: int) -> Rejection:
     return Rejection(
-        R.LINE_TOO_LONG,
+        Reason.LINE_TOO_LONG,
         f"line of {frame.size} bytes is over the limit of {frame.limit} bytes (max_line_bytes)",
         frame.head,
         frame.size,

@@ -15,8 +15,8 @@ from typing import Any, Final
 import msgspec
 
 from telemetryd import __version__
-from telemetryd import rejections as R
 from telemetryd.pioneer import PIONEER_EVENTS, SCHEMA_PREFIX
+from telemetryd.reasons import Reason
 
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
@@ -91,16 +91,16 @@ always. A token JupyterHub must be asked about while it cannot answer is `503`
 _EVENT_REASONS: Final = ", ".join(
     f"`{reason}`"
     for reason in (
-        R.INVALID_JSON,
-        R.INVALID_UTF8,
-        R.INVALID_ENVELOPE,
-        R.INVALID_TIMESTAMP,
-        R.UNKNOWN_SCHEMA,
-        R.UNKNOWN_VERSION,
-        R.INVALID_DATA,
-        R.RESERVED_FIELD,
-        R.EMPTY_LINE,
-        R.LINE_TOO_LONG,
+        Reason.INVALID_JSON,
+        Reason.INVALID_UTF8,
+        Reason.INVALID_ENVELOPE,
+        Reason.INVALID_TIMESTAMP,
+        Reason.UNKNOWN_SCHEMA,
+        Reason.UNKNOWN_VERSION,
+        Reason.INVALID_DATA,
+        Reason.RESERVED_FIELD,
+        Reason.EMPTY_LINE,
+        Reason.LINE_TOO_LONG,
     )
 )
 
@@ -180,7 +180,7 @@ _BATCH_RESULT_ITEM: Final[Schema] = {
         "reason": {
             "type": "string",
             "description": f"Why the event was rejected: {_EVENT_REASONS}, or "
-            f"`{R.SCHEMA_NOT_ALLOWED}` (the token's allowed_schemas).",
+            f"`{Reason.SCHEMA_NOT_ALLOWED}` (the token's allowed_schemas).",
         },
         "message": {"type": "string", "description": "The rejection, for a person."},
     },

@@ -10,8 +10,8 @@ Two kinds, counted apart in every component's stats (telemetryd.stats) and in th
   request refused with 429/503 so that its client retries) or the event was lost.
 
 The values are the daemon's public vocabulary (logs, metrics, the HTTP and socket replies, the
-dead-letter records): they never change. The modules that used to own them (rejections,
-sink_queue, disk_queue, http_api, subscribers) keep their old constant names as aliases.
+dead-letter records): they never change. Every module counts with these members; none keeps
+a reason string of its own.
 """
 
 from __future__ import annotations

@@ -13,24 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from telemetryd.reasons import Reason
 from telemetryd.record import RECORD_START, Record, record_head
-
-# The reasons live in telemetryd.reasons; these names stay for the modules that import them.
-EMPTY_LINE: Final = Reason.EMPTY_LINE
-LINE_TOO_LONG: Final = Reason.LINE_TOO_LONG
-INVALID_UTF8: Final = Reason.INVALID_UTF8
-INVALID_JSON: Final = Reason.INVALID_JSON
-INVALID_ENVELOPE: Final = Reason.INVALID_ENVELOPE
-INVALID_TIMESTAMP: Final = Reason.INVALID_TIMESTAMP
-UNKNOWN_SCHEMA: Final = Reason.UNKNOWN_SCHEMA
-UNKNOWN_VERSION: Final = Reason.UNKNOWN_VERSION
-SCHEMA_NOT_ALLOWED: Final = Reason.SCHEMA_NOT_ALLOWED
-INVALID_DATA: Final = Reason.INVALID_DATA
-RESERVED_FIELD: Final = Reason.RESERVED_FIELD
-INVALID_PIONEER: Final = Reason.INVALID_PIONEER
-
-REASONS: Final = tuple(Reason)
 
 REJECTED_EVENT_SCHEMA: Final = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
 REJECTED_EVENT_VERSION: Final = "1"

@@ -24,14 +24,6 @@ from telemetryd.stats import ComponentStats
 
 _payload = attrgetter("payload")
 
-# The reasons live in telemetryd.reasons; these names stay for the modules that import them.
-DROP_QUEUE_FULL = DropReason.QUEUE_FULL
-DROP_EVICTED = DropReason.EVICTED_OLDEST
-DROP_SHUTDOWN = DropReason.SHUTDOWN_TIMEOUT
-#: A disk buffer's write refused by the disk (full, over quota, failing): dropped by a drop_*
-#: policy, or never written when the wait for space was cut short (stop, HTTP timeout).
-DROP_DISK_FULL = DropReason.DISK_FULL
-
 
 class QueueClosed(Exception):
     """put_many after close: the daemon is shutting down."""
@@ -59,10 +51,10 @@ class EventQueue(Protocol):
     problem: str | None
 
     async def put_many(
-        self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN
+        self, records: Sequence[Record], *, lost_reason: str = DropReason.SHUTDOWN_TIMEOUT
     ) -> None: ...
 
-    def count_lost(self, count: int, reason: str = DROP_SHUTDOWN) -> None: ...
+    def count_lost(self, count: int, reason: str = DropReason.SHUTDOWN_TIMEOUT) -> None: ...
 
     async def take(
         self, max_events: int, max_bytes: int, max_delay_secs: float
@@ -76,7 +68,7 @@ class EventQueue(Protocol):
 
     def close(self) -> None: ...
 
-    def abandon(self, reason: str = DROP_SHUTDOWN) -> int: ...
+    def abandon(self, reason: str = DropReason.SHUTDOWN_TIMEOUT) -> int: ...
 
     def shutdown(self) -> None: ...
 
@@ -102,7 +94,7 @@ class QueueSignals:
         self._ready: anyio.Event | None = None
         self._waiting_putters = 0
 
-    def count_lost(self, count: int, reason: str = DROP_SHUTDOWN) -> None:
+    def count_lost(self, count: int, reason: str = DropReason.SHUTDOWN_TIMEOUT) -> None:
         """Events meant for this sink that never reached its queue (the daemon is stopping)."""
         if count:
             self.stats.received += count
@@ -153,7 +145,7 @@ class SinkQueue(QueueSignals):
     # -- producers ---------------------------------------------------------------------------
 
     async def put_many(
-        self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN
+        self, records: Sequence[Record], *, lost_reason: str = DropReason.SHUTDOWN_TIMEOUT
     ) -> None:
         """Enqueue in order; per the policy, waits for room or drops what does not fit.
 
@@ -201,7 +193,7 @@ class SinkQueue(QueueSignals):
         end = self._fits(records, 0)
         self._items.extend(records[:end])
         if end < len(records):
-            self.stats.dropped[DROP_QUEUE_FULL] += len(records) - end
+            self.stats.dropped[DropReason.QUEUE_FULL] += len(records) - end
 
     def _put_evicting_oldest(self, records: Sequence[Record]) -> None:
         items = self._items
@@ -220,9 +212,9 @@ class SinkQueue(QueueSignals):
             else:  # everything left is in flight: the newest one cannot be kept
                 refused += 1
         if evicted:
-            self.stats.dropped[DROP_EVICTED] += evicted
+            self.stats.dropped[DropReason.EVICTED_OLDEST] += evicted
         if refused:
-            self.stats.dropped[DROP_QUEUE_FULL] += refused
+            self.stats.dropped[DropReason.QUEUE_FULL] += refused
 
     def _has_room_for(self, size: int) -> bool:
         total = len(self._items) + self._inflight_events
@@ -300,7 +292,7 @@ class SinkQueue(QueueSignals):
         self._inflight_bytes -= size
         self._wake(room=True)
 
-    def abandon(self, reason: str = DROP_SHUTDOWN) -> int:
+    def abandon(self, reason: str = DropReason.SHUTDOWN_TIMEOUT) -> int:
         """Drop everything still held (shutdown timeout); returns how many events, counted."""
         lost = len(self._items) + self._inflight_events
         self._items.clear()

@@ -25,7 +25,6 @@ from telemetryd.routing import RouteFilter
 from telemetryd.stats import ComponentStats
 
 #: A subscriber's records dropped because it read slower than they came.
-DROP_SUBSCRIBER_FULL: Final = DropReason.SUBSCRIBER_QUEUE_FULL  # an alias (telemetryd.reasons)
 #: Records handed to a transport at most at once.
 BATCH_MAX_EVENTS: Final = 512
 
@@ -91,7 +90,7 @@ class Subscription:
             self._bytes += size
             kept += 1
         if dropped:
-            self._hub.stats.dropped[DROP_SUBSCRIBER_FULL] += dropped
+            self._hub.stats.dropped[DropReason.SUBSCRIBER_QUEUE_FULL] += dropped
         if kept or dropped:
             self._hub.stats.received += kept + dropped
             self._ready.set()

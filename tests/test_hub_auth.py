@@ -37,10 +37,10 @@ from telemetryd.config import (
 from telemetryd.http_api import HttpApi
 from telemetryd.hub_auth import HubClient, holds_scope
 from telemetryd.ingest import Ingestor
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.registry import SchemaRegistry
 from telemetryd.rejections import Rejection
-from telemetryd.sink_queue import DROP_SHUTDOWN
 from telemetryd.sources.http import HttpSource
 from telemetryd.stats import ComponentStats
 
@@ -489,7 +489,9 @@ class CapturingBus(Bus):
         super().__init__([])
         self.records: list[Record] = []
 
-    async def publish(self, records: Sequence[Record], *, lost_reason: str = DROP_SHUTDOWN) -> None:
+    async def publish(
+        self, records: Sequence[Record], *, lost_reason: str = DropReason.SHUTDOWN_TIMEOUT
+    ) -> None:
         self.records.extend(records)
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from telemetryd import rejections as R
 from telemetryd.framing import LineTooLong
 from telemetryd.ingest import Ingestor
+from telemetryd.reasons import Reason
 from telemetryd.registry import SchemaRegistry
 from telemetryd.rejections import dead_letter_record
 
@@ -74,47 +75,51 @@ def test_integer_version_is_normalised_and_timestamp_kept(ingestor: Ingestor) ->
 @pytest.mark.parametrize(
     ("raw", "reason", "words"),
     [
-        (b"", R.EMPTY_LINE, "empty line"),
-        (b"  \r", R.EMPTY_LINE, "empty line"),
-        (b'{"schema_id": ', R.INVALID_JSON, "malformed JSON"),
-        (b"\xff\xfe{}", R.INVALID_UTF8, "UTF-8"),
-        (b'{"schema_id":"x\xc3","version":"1","data":{}}', R.INVALID_UTF8, "UTF-8"),
-        (b'{"version":"1","data":{}}', R.INVALID_ENVELOPE, "schema_id"),
-        (b'{"schema_id":"%s","version":"1"}' % CONTENTS.encode(), R.INVALID_ENVELOPE, "data"),
+        (b"", Reason.EMPTY_LINE, "empty line"),
+        (b"  \r", Reason.EMPTY_LINE, "empty line"),
+        (b'{"schema_id": ', Reason.INVALID_JSON, "malformed JSON"),
+        (b"\xff\xfe{}", Reason.INVALID_UTF8, "UTF-8"),
+        (b'{"schema_id":"x\xc3","version":"1","data":{}}', Reason.INVALID_UTF8, "UTF-8"),
+        (b'{"version":"1","data":{}}', Reason.INVALID_ENVELOPE, "schema_id"),
+        (b'{"schema_id":"%s","version":"1"}' % CONTENTS.encode(), Reason.INVALID_ENVELOPE, "data"),
         (
             b'{"schema_id":"%s","version":1.5,"data":{}}' % CONTENTS.encode(),
-            R.INVALID_ENVELOPE,
+            Reason.INVALID_ENVELOPE,
             "version",
         ),
-        (b"[1,2]", R.INVALID_ENVELOPE, "object"),
-        (line([1], CONTENTS), R.INVALID_ENVELOPE, "Expected `object`, got `array` - at `$.data`"),
+        (b"[1,2]", Reason.INVALID_ENVELOPE, "object"),
+        (
+            line([1], CONTENTS),
+            Reason.INVALID_ENVELOPE,
+            "Expected `object`, got `array` - at `$.data`",
+        ),
         (
             line({"action": "save", "path": "X"}, CONTENTS).replace(b"X", b"\xff"),
-            R.INVALID_UTF8,
+            Reason.INVALID_UTF8,
             "UTF-8",
         ),
         (
             b'{"schema_id":"%s","version":"1","data":{"n":1e999}}' % CONTENTS.encode(),
-            R.INVALID_ENVELOPE,
+            Reason.INVALID_ENVELOPE,
             "out of range",
         ),
-        (line({}, "https://example.org/nope"), R.UNKNOWN_SCHEMA, "not registered"),
-        (line({}, CONTENTS, "7"), R.UNKNOWN_VERSION, "registered versions: 1"),
-        (line({"action": "explode", "path": "a"}), R.INVALID_DATA, "action"),
-        (line({"path": "a"}), R.INVALID_DATA, "action"),
+        (line({}, "https://example.org/nope"), Reason.UNKNOWN_SCHEMA, "not registered"),
+        (line({}, CONTENTS, "7"), Reason.UNKNOWN_VERSION, "registered versions: 1"),
+        (line({"action": "explode", "path": "a"}), Reason.INVALID_DATA, "action"),
+        (line({"path": "a"}), Reason.INVALID_DATA, "action"),
         (
             line({"action": "save", "path": "a", "__origin__": {"user": "root"}}),
-            R.RESERVED_FIELD,
+            Reason.RESERVED_FIELD,
             "__origin__",
         ),
         (
             line({"action": "save", "path": "a"}, timestamp="yesterday"),
-            R.INVALID_TIMESTAMP,
+            Reason.INVALID_TIMESTAMP,
             "yesterday",
         ),
         (
             line({"action": "save", "path": "a"}, timestamp="2026-01-02T03:04:05"),
-            R.INVALID_TIMESTAMP,
+            Reason.INVALID_TIMESTAMP,
             "no UTC offset",
         ),
     ],
@@ -133,7 +138,7 @@ def test_bad_input_is_rejected_with_a_reason_that_names_the_problem(
 
 def test_line_too_long_is_rejected_with_the_limit(ingestor: Ingestor) -> None:
     _, rejected = ingestor.process([LineTooLong(5000, b"{...", 4096)], ORIGIN, NOW, 1.0)
-    assert rejected[0].reason == R.LINE_TOO_LONG
+    assert rejected[0].reason == Reason.LINE_TOO_LONG
     assert "5000 bytes" in rejected[0].message
     assert "4096" in rejected[0].message
     assert rejected[0].raw_bytes == 5000
@@ -142,7 +147,7 @@ def test_line_too_long_is_rejected_with_the_limit(ingestor: Ingestor) -> None:
 def test_schema_not_allowed() -> None:
     ingestor = Ingestor(SchemaRegistry.load(allowed=["https://schema.jupyter.org/*"]))
     _, rejected = ingestor.process([line({"action": "save", "path": "a"})], ORIGIN, NOW, 1.0)
-    assert rejected[0].reason == R.SCHEMA_NOT_ALLOWED
+    assert rejected[0].reason == Reason.SCHEMA_NOT_ALLOWED
 
 
 def test_dead_letter_record_keeps_the_input_and_reason(ingestor: Ingestor) -> None:
@@ -150,7 +155,7 @@ def test_dead_letter_record_keeps_the_input_and_reason(ingestor: Ingestor) -> No
     binary = json.loads(dead_letter_record(rejected[0], ORIGIN, NOW, 1.0).payload)
     text = json.loads(dead_letter_record(rejected[1], ORIGIN, NOW, 1.0).payload)
     assert binary["__schema__"] == R.REJECTED_EVENT_SCHEMA
-    assert binary["reason"] == R.INVALID_UTF8
+    assert binary["reason"] == Reason.INVALID_UTF8
     assert binary["raw_encoding"] == "base64"
     assert text == {
         "__timestamp__": NOW,
@@ -158,7 +163,7 @@ def test_dead_letter_record_keeps_the_input_and_reason(ingestor: Ingestor) -> No
         "__schema_version__": "1",
         "__metadata_version__": 1,
         "__origin__": {"transport": "unix", "user": "alice", "uid": 1000},
-        "reason": R.INVALID_JSON,
+        "reason": Reason.INVALID_JSON,
         "message": rejected[1].message,
         "raw": "{bad",
         "raw_encoding": "utf-8",
@@ -248,7 +253,7 @@ def test_data_is_refused_exactly_when_a_key_starts_with_two_underscores(
     data["action"] = "save"
     records, rejected = Ingestor(REGISTRY).process([line(data)], ORIGIN, NOW, 1.0)
     if any(key.startswith("__") for key in data):
-        assert [r.reason for r in rejected] == [R.RESERVED_FIELD]
+        assert [r.reason for r in rejected] == [Reason.RESERVED_FIELD]
         assert records == []
     else:
         assert rejected == []

@@ -23,7 +23,6 @@ import pytest
 from daemon_process import DaemonProcess, blackhole_sink, event_line, wait_for
 from http_client import http_config, http_port, jupyter_event
 
-from telemetryd import disk_queue, http_api, rejections, sink_queue, subscribers
 from telemetryd.config import parse_config
 from telemetryd.daemon import Daemon, load_registry
 from telemetryd.reasons import DropReason, Reason
@@ -115,18 +114,6 @@ def test_every_count_is_under_a_reason_of_the_vocabulary(final_stats: dict[str, 
     for component in [*final_stats["sources"], *final_stats["sinks"]]:
         assert set(component["dropped"]) <= set(DropReason), component
         assert set(component["rejected"]) <= set(Reason), component
-
-
-def test_the_old_names_are_the_vocabulary_s_members() -> None:
-    assert rejections.INVALID_JSON is Reason.INVALID_JSON
-    assert tuple(Reason) == rejections.REASONS
-    assert sink_queue.DROP_SHUTDOWN is DropReason.SHUTDOWN_TIMEOUT
-    assert sink_queue.DROP_QUEUE_FULL is DropReason.QUEUE_FULL
-    assert sink_queue.DROP_EVICTED is DropReason.EVICTED_OLDEST
-    assert disk_queue.DROP_DAMAGED is DropReason.DISK_DAMAGED
-    assert http_api.DROP_ENQUEUE_TIMEOUT is DropReason.ENQUEUE_TIMEOUT
-    assert http_api.DROP_TOO_MANY_WAITING is DropReason.TOO_MANY_WAITING
-    assert subscribers.DROP_SUBSCRIBER_FULL is DropReason.SUBSCRIBER_QUEUE_FULL
 
 
 def test_a_drop_says_whether_the_configuration_chose_it() -> None:

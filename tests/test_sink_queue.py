@@ -13,15 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telemetryd.bus import Bus, Route
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import (
-    DROP_EVICTED,
-    DROP_QUEUE_FULL,
-    DROP_SHUTDOWN,
-    QueueClosed,
-    SinkQueue,
-)
+from telemetryd.sink_queue import QueueClosed, SinkQueue
 from telemetryd.sinks.base import WhenFull
 from telemetryd.stats import ComponentStats
 
@@ -119,8 +114,8 @@ def test_drops_are_counted_exactly(
     assert q.stats.sent == len(out)
     got = [int(r.payload) for r in out]
     assert got == sorted(got)  # order kept, whatever was dropped
-    reason = DROP_QUEUE_FULL if policy == "drop_newest" else DROP_EVICTED
-    assert set(q.stats.dropped) <= {reason, DROP_QUEUE_FULL}
+    reason = DropReason.QUEUE_FULL if policy == "drop_newest" else DropReason.EVICTED_OLDEST
+    assert set(q.stats.dropped) <= {reason, DropReason.QUEUE_FULL}
 
 
 @pytest.mark.anyio
@@ -128,7 +123,7 @@ async def test_drop_oldest_keeps_the_newest() -> None:
     q = queue(3, when_full="drop_oldest")
     await q.put_many([rec(i) for i in range(10)])
     assert [int(r.payload) for r in await q.take(10, 1 << 30, 0)] == [7, 8, 9]
-    assert q.stats.dropped == {DROP_EVICTED: 7}
+    assert q.stats.dropped == {DropReason.EVICTED_OLDEST: 7}
 
 
 @pytest.mark.anyio
@@ -136,7 +131,7 @@ async def test_drop_newest_keeps_the_oldest() -> None:
     q = queue(3, when_full="drop_newest")
     await q.put_many([rec(i) for i in range(10)])
     assert [int(r.payload) for r in await q.take(10, 1 << 30, 0)] == [0, 1, 2]
-    assert q.stats.dropped == {DROP_QUEUE_FULL: 7}
+    assert q.stats.dropped == {DropReason.QUEUE_FULL: 7}
 
 
 @pytest.mark.anyio
@@ -225,7 +220,7 @@ async def test_bus_routes_by_include_and_exclude_and_a_full_drop_sink_costs_othe
     assert len(everything) == 3
     assert [int(r.payload) for r in await jupyter_only.take(10, 1 << 30, 0)] == [1]
     assert len(tiny) == 1
-    assert tiny.stats.dropped == {DROP_QUEUE_FULL: 2}
+    assert tiny.stats.dropped == {DropReason.QUEUE_FULL: 2}
     assert bus.wanted_by(records[0].schema_id) == ["all", "jupyter", "tiny"]
 
 
@@ -297,6 +292,6 @@ def test_a_batch_abandoned_at_the_shutdown_timeout_is_counted_once() -> None:
         q.commit(second)
         q.commit(first)
         assert q.stats.sent == 0
-        assert q.stats.dropped[DROP_SHUTDOWN] == 10
+        assert q.stats.dropped[DropReason.SHUTDOWN_TIMEOUT] == 10
 
     anyio.run(main)

@@ -8,16 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telemetryd.bus import Bus, Route
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
 from telemetryd.sink_queue import SinkQueue
 from telemetryd.stats import ComponentStats
-from telemetryd.subscribers import (
-    BATCH_MAX_EVENTS,
-    DROP_SUBSCRIBER_FULL,
-    SubscriberHub,
-    TooManySubscribers,
-)
+from telemetryd.subscribers import BATCH_MAX_EVENTS, SubscriberHub, TooManySubscribers
 
 A = "https://example.org/a/v1"
 B = "https://example.org/b/v1"
@@ -104,7 +100,7 @@ def test_every_wanted_record_is_delivered_in_order_or_counted(
         it = iter(wanted)
         assert all(any(g == w for w in it) for g in got)
         assert len(got) + announced == len(wanted)
-        assert hub.stats.dropped[DROP_SUBSCRIBER_FULL] == announced
+        assert hub.stats.dropped[DropReason.SUBSCRIBER_QUEUE_FULL] == announced
         assert hub.stats.received == len(got) + announced  # each counted once: sent or dropped
 
     anyio.run(scenario)

@@ -12,8 +12,9 @@ from typing import Final
 
 import anyio
 
+from telemetryd.reasons import DropReason
 from telemetryd.sources.channel import Channel
-from telemetryd.subscribers import DROP_SUBSCRIBER_FULL, Subscription
+from telemetryd.subscribers import Subscription
 
 CONTENT_TYPE: Final = "text/event-stream"
 KEEPALIVE: Final = b": keepalive\n\n"
@@ -29,7 +30,7 @@ def encode_batch(records: list[bytes], dropped: int) -> bytes:
     if dropped:
         parts.append(
             b'event: dropped\ndata: {"dropped":%d,"reason":"%s"}\n\n'
-            % (dropped, DROP_SUBSCRIBER_FULL.encode())
+            % (dropped, DropReason.SUBSCRIBER_QUEUE_FULL.encode())
         )
     for payload in records:
         parts += (_RECORD, payload, _END)

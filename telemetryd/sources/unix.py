@@ -37,10 +37,11 @@ from telemetryd.config import ServerSettings
 from telemetryd.framing import Frame, LineFramer
 from telemetryd.ingest import Ingestor
 from telemetryd.read_budget import ReadBudget
+from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.rejections import Rejection
 from telemetryd.settings_types import GroupError, give_to_group
-from telemetryd.sink_queue import DROP_SHUTDOWN, QueueClosed
+from telemetryd.sink_queue import QueueClosed
 from telemetryd.sources.accept import accept_or_pause
 from telemetryd.stats import ComponentStats
 from telemetryd.timestamps import now_utc
@@ -337,7 +338,9 @@ class UnixSource:
             if published:
                 self.stats.sent += len(records)
             else:
-                self.stats.dropped[self.bus.lost_reason(DROP_SHUTDOWN)] += len(records)
+                self.stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += len(
+                    records
+                )
 
     async def _reply_rejections(
         self,
