@@ -141,6 +141,23 @@ def sink_health(daemon: DaemonProcess, name: str) -> dict[str, Any]:
     raise AssertionError(f"no sink {name!r} in /readyz")
 
 
+def where_they_wait(*daemons: DaemonProcess) -> str:
+    """For a delivery that stalled: each daemon's /readyz, then its final counts after a stop,
+    so a failure says which queue or sink held the records."""
+    said = []
+    for daemon in daemons:
+        try:
+            said.append(f"readyz: {readyz(daemon)}")
+        except (httpx.HTTPError, AssertionError) as e:
+            said.append(f"readyz failed: {e!r}")
+        try:
+            daemon.stop(timeout=20)
+            said.append(f"stopped: {daemon.final_stats()}")
+        except Exception as e:  # a daemon that does not stop: say so, the test fails anyway
+            said.append(f"stop failed: {e!r}")
+    return "\n".join(said)
+
+
 def final_sink(daemon: DaemonProcess, name: str) -> dict[str, Any]:
     for sink in daemon.final_stats()["sinks"]:
         if sink["name"] == name:
@@ -292,7 +309,10 @@ def test_every_accepted_event_arrives_across_a_30_s_aggregator_outage(tmp_path: 
         assert not failures, failures
         assert len(sent) - stopped_at > 8_000, "the load went on during the outage"
         archive = aggregator_dir / "out" / "events.jsonl"
-        arrived = wait_for_paths(archive, set(sent), timeout=30)
+        try:
+            arrived = wait_for_paths(archive, set(sent), timeout=30)
+        except AssertionError as stalled:
+            raise AssertionError(f"{stalled}\n{where_they_wait(agent, aggregator)}") from None
         assert agent.stop() == 0
         assert aggregator.stop() == 0
 
