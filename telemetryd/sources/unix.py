@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import msgspec
 from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
@@ -253,6 +254,10 @@ class UnixSource:
         with anyio.CancelScope() as scope:
             connection.read_scope = scope
             try:
+                # A turn of the loop before each read, as a stream's receive gives: a client
+                # whose data is always there must not keep the sink workers from running (the
+                # queue would then sit at its limit, adding its length to every latency).
+                await anyio.lowlevel.checkpoint()
                 while True:
                     share = budget.take_nowait(max_bytes)
                     if not share:

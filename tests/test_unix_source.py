@@ -1,0 +1,104 @@
+"""The socket source in process: a client whose data is always there must not starve the sinks.
+
+A connection reads, ingests and publishes in a loop. If a read returns at once whenever the
+kernel has data, a fast client keeps the event loop to itself: the sink workers run only when
+the queue is full and publishing blocks, so the queue sits at its limit (memory at the limit,
+and its length added to every event's latency) though the sink is far faster than the client.
+Each read must give the loop a turn first, as a stream's receive does.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+from daemon_process import event_line
+
+from telemetryd.bus import Bus, Route
+from telemetryd.config import ServerSettings
+from telemetryd.ingest import Ingestor
+from telemetryd.reasons import DropReason
+from telemetryd.record import Record
+from telemetryd.registry import SchemaRegistry
+from telemetryd.rejections import Rejection
+from telemetryd.routing import RouteFilter
+from telemetryd.sink_queue import SinkQueue
+from telemetryd.sink_worker import SinkWorker
+from telemetryd.sinks.blackhole import BlackholeSettings, BlackholeSink
+from telemetryd.sources.unix import UnixSource
+from telemetryd.stats import ComponentStats
+
+EVENTS = 60_000
+LIMIT = 50_000  # far above a read's worth (some 1,700 events): only pace keeps it short
+
+
+class DepthRecordingQueue(SinkQueue):
+    """A memory queue that remembers the most it held after a put."""
+
+    deepest = 0
+
+    async def put_many(
+        self, records: Sequence[Record], *, lost_reason: str = DropReason.SHUTDOWN_TIMEOUT
+    ) -> None:
+        await super().put_many(records, lost_reason=lost_reason)
+        self.deepest = max(self.deepest, len(self))
+
+
+class CountingBlackhole(BlackholeSink):
+    """Takes every batch at once; `all_in` is set once it took EVENTS records."""
+
+    def __init__(self) -> None:
+        super().__init__(BlackholeSettings(name="fast", type="blackhole"))
+        self.taken = 0
+        self.all_in = anyio.Event()
+
+    async def write_batch(self, batch: Sequence[Record]) -> None:
+        await super().write_batch(batch)
+        self.taken += len(batch)
+        if self.taken >= EVENTS:
+            self.all_in.set()
+
+
+def stream_events(path: Path) -> None:
+    """Writes every event as fast as the socket takes them, then closes."""
+    lines = b"".join(event_line(f"p/{i}") + b"\n" for i in range(EVENTS))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(path))
+        client.sendall(lines)
+
+
+@pytest.mark.anyio
+async def test_a_fast_client_leaves_the_sink_worker_its_turns(tmp_path: Path) -> None:
+    path = tmp_path / "telemetryd.sock"
+    sink_stats = ComponentStats("sink", "fast")
+    queue = DepthRecordingQueue(LIMIT, 1 << 30, "block", sink_stats)
+    sink = CountingBlackhole()
+    worker = SinkWorker(sink, queue, sink_stats)
+
+    async def no_dead_letter(rejected: list[Rejection], origin: bytes, ts: str, at: float) -> None:
+        raise AssertionError(f"rejected: {rejected[0].message}")
+
+    source = UnixSource(
+        ServerSettings(unix_socket=str(path)),
+        Ingestor(SchemaRegistry.load()),
+        Bus([Route("fast", queue, RouteFilter())]),
+        no_dead_letter,
+        ComponentStats("source", "unix"),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await tg.start(source.serve)
+        client = threading.Thread(target=stream_events, args=(path,))
+        client.start()
+        with anyio.fail_after(60):
+            await sink.all_in.wait()
+        client.join()
+        source.stop()
+        queue.close()
+    assert sink_stats.sent == EVENTS
+    # A read's worth at a time, and the worker takes it before the next: a few reads at most.
+    assert queue.deepest <= 10_000, f"the queue reached {queue.deepest} events"
