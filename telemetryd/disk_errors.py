@@ -19,14 +19,15 @@ _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def describe(exc: OSError, path: str | PathLike[str], doing: str = "writing") -> str:
-    """What went wrong `doing` `path`, e.g. "disk full: No space left on device writing
-    /var/buffer/archive/00000003.seg"."""
+    """What went wrong `doing` (writing, reading, creating) `path`, e.g. "disk full: No space
+    left on device writing /var/buffer/archive/00000003.seg"."""
     what = exc.strerror or str(exc)
     if exc.errno in _FULL:
         return f"disk full: {what} {doing} {path}"
     if exc.errno == errno.EIO:
         return f"disk error: {what} {doing} {path}"
-    return f"cannot {doing.removesuffix('ing')}: {what} {doing} {path}"
+    verb = {"writing": "write", "creating": "create"}.get(doing, doing.removesuffix("ing"))
+    return f"cannot {verb}: {what} {doing} {path}"
 
 
 class Throttle:

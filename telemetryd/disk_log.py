@@ -162,6 +162,16 @@ class DiskLog:
             raise BufferLocked(
                 f"the disk buffer {directory} is in use by another telemetryd"
             ) from None
+        self._read_fds: dict[int, int] = {}
+        try:
+            self._open_files()
+        except BaseException:
+            # A disk with no room for the first segment: the queue opens the log again later,
+            # and this process's own lock must not be what refuses it then.
+            os.close(self._lock_fd)
+            raise
+
+    def _open_files(self) -> None:
         self.cursor = self._read_cursor()
         segments = self.segments()
         for number in segments:
@@ -177,7 +187,6 @@ class DiskLog:
             # A cursor past the end: its segment was deleted (and made anew) after delivery,
             # before the cursor could be saved. New frames start at the end: read them.
             self.cursor = Position(self._write_segment, self._write_size)
-        self._read_fds: dict[int, int] = {}
         self._last_read_start = self.cursor
         #: Why the cursor could not be saved (None: it is saved); a later commit tries again.
         self.cursor_error: str | None = None

@@ -16,7 +16,9 @@ and retries the write with backoff (DISK_RETRY_*), so its events are acknowledge
 on disk and not before; with `drop_newest` or `drop_oldest` what cannot be written is dropped
 and counted as `disk_full`. Meanwhile `problem` says why (the sink's /readyz detail), the log
 says it once per interval, and once everything is delivered the log starts a new segment to
-free the space it took.
+free the space it took. A buffer the full disk has no room to create (its directory, lock or
+first segment) is the same: the daemon starts, and puts (and the idle worker) create it once
+there is room; any other error opening it still refuses the start.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ Fsync = Literal["batch", "never"]
 DISK_RETRY_INITIAL_SECS = 0.05
 DISK_RETRY_MAX_SECS = 1.0
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @dataclass(slots=True)
 class _Taken:
@@ -74,10 +78,10 @@ class DiskQueue(QueueSignals):
         self.when_full = when_full
         self.fsync = fsync
         self.stats = stats
-        self.log = DiskLog(directory, segment_bytes)
+        self.segment_bytes = segment_bytes
         self._events = 0  # undelivered, in flight included
         self._bytes = 0
-        self._read = self.log.cursor  # where the next take() reads
+        self._read = Position(1, 0)  # where the next take() reads
         # Batches taken, by id() of the list take returned, in the order taken; the cursor
         # advances over the delivered ones at the front only, so a crash redelivers (at least
         # once) whatever a batch still in flight ahead of them held.
@@ -87,10 +91,42 @@ class DiskQueue(QueueSignals):
         self._read_log = Throttle()
         self._disk_retry_secs = DISK_RETRY_INITIAL_SECS
         self._disk_trouble_since = 0.0
+        self.recovered = 0
+        #: None until the disk had room to create the buffer; with records, never None.
+        self._log: DiskLog | None = None
+        self._open_log(at_start=True)
+
+    @property
+    def log(self) -> DiskLog:
+        """The open log: wherever records are (written, taken, delivered), it is open."""
+        if self._log is None:
+            raise RuntimeError(f"the disk buffer {self.directory} is not created yet")
+        return self._log
+
+    def _open_log(self, *, at_start: bool = False) -> bool:
+        """Opens (creates) the log if not yet open; False if the disk has no room for it yet
+        (`problem` says why). At start, only a full disk is worth starting without it: any
+        other error (a lock held, permissions) is the configuration's, and refuses the start;
+        later, with the daemon running, every error is retried like a full disk's."""
+        if self._log is not None:
+            return True
+        try:
+            opened = DiskLog(self.directory, self.segment_bytes)
+        except OSError as exc:
+            if at_start and exc.errno not in _FULL:  # BufferLocked has no errno
+                raise
+            self._disk_trouble(exc, "creating", self.directory)
+            return False
+        self._log = opened
+        self._read = opened.cursor
         self.recovered = self._recover()
+        if self.problem is not None:
+            self._disk_recovered()
+        self._wake(room=True)  # opened by the idle worker: putters held back need not wait
+        return True
 
     def _recover(self) -> int:
-        """Counts what the log holds after the cursor; cuts a torn tail. Blocking, at start."""
+        """Counts what the log holds after the cursor; cuts a torn tail. Blocking, at open."""
         cut = self.log.truncate_torn_tail()
         events = size = damaged = 0
         for frames, skipped in self.log.scan(self.log.cursor):
@@ -197,6 +233,8 @@ class DiskQueue(QueueSignals):
     def _write(self, frames: Sequence[bytes]) -> int:
         """Appends as many of `frames` (in order) as the disk takes; how many. 0: it took none
         (`problem` says why), and nothing of them was written."""
+        if not self._open_log():
+            return 0
         count = len(frames)
         while True:
             data = b"".join(frames[:count])
@@ -246,14 +284,12 @@ class DiskQueue(QueueSignals):
         self._read = self.log.cursor
         return True
 
-    def _disk_trouble(self, exc: OSError) -> None:
+    def _disk_trouble(self, exc: OSError, doing: str = "writing", path: Path | None = None) -> None:
         """The disk refused a write: say why (health), and in the log once per interval."""
         if self.problem is None:
             self._disk_trouble_since = time.monotonic()
-        self.problem = describe(exc, self.log.write_path)
-        self.stats.errors[
-            "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "disk_error"
-        ] += 1
+        self.problem = describe(exc, path or self.log.write_path, doing)
+        self.stats.errors["disk_full" if exc.errno in _FULL else "disk_error"] += 1
         held = self._disk_log.due()
         if held is not None:
             log.error(
@@ -287,6 +323,8 @@ class DiskQueue(QueueSignals):
     def _evict_for(self, size: int) -> None:
         """drop_oldest: skips the oldest undelivered records (not the batch in flight) until
         `size` more bytes fit."""
+        if self._log is None:
+            return  # nothing written yet, nothing to evict
         evicted = 0
         while self._bytes + size > self.max_bytes and self._read < self.log.end:
             start = self._read
@@ -318,6 +356,14 @@ class DiskQueue(QueueSignals):
         while self._events - self._inflight_events() <= 0:
             if self._closed:
                 return []
+            if self._log is None:
+                # Not created yet (a full disk at start): the idle worker retries, so that the
+                # sink is healthy again once there is room even if no put comes to try.
+                with anyio.move_on_after(self._disk_retry_secs):
+                    await self._wait("_ready")
+                if not self._open_log():
+                    self._disk_retry_secs = min(self._disk_retry_secs * 2, DISK_RETRY_MAX_SECS)
+                continue
             await self._wait("_ready")
         if self._events - self._inflight_events() < max_events and max_delay_secs > 0:
             with anyio.move_on_after(max_delay_secs):
@@ -449,7 +495,8 @@ class DiskQueue(QueueSignals):
         return 0
 
     def shutdown(self) -> None:
-        self.log.close()
+        if self._log is not None:
+            self._log.close()
 
     # -- state -------------------------------------------------------------------------------
 

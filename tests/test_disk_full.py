@@ -35,13 +35,14 @@ from test_sink_file import file_settings, gz_lines, gzipped, lines, rotated, sta
 from test_sink_file import record as file_record
 
 from telemetryd.client import Client
-from telemetryd.disk_log import DiskLog, encode_frame
+from telemetryd.disk_log import BufferLocked, DiskLog, encode_frame
 from telemetryd.disk_queue import DiskQueue
 from telemetryd.record import Record
 from telemetryd.sinks.base import WhenFull
 from telemetryd.stats import ComponentStats
 
 DISK_FULL = "disk full: No space left on device writing "
+NO_ROOM_TO_CREATE = "disk full: No space left on device creating "
 
 
 def mount_tmpfs(folder: Path, options: str) -> None:
@@ -70,6 +71,19 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", "--lazy", str(disk)], check=False)
 
 
+@pytest.fixture
+def no_room_disk(tmp_path: Path) -> Iterator[tuple[Path, list[Path]]]:
+    """A real tmpfs with neither a free byte nor a free inode (nothing can be created on it),
+    and the files that fill it: deleting them gives everything back."""
+    disk = tmp_path / "full"
+    mount_tmpfs(disk, "size=5m,nr_inodes=16")
+    try:
+        yield disk, [fill(disk), *use_every_inode(disk)]
+    finally:
+        if subprocess.run(["umount", str(disk)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
 def fill(disk: Path) -> Path:
     """Fills `disk` to the last byte with a file of its own; deleting it gives the space back."""
     filler = disk / "filler"
@@ -81,6 +95,17 @@ def fill(disk: Path) -> Path:
                     out.write(chunk[:size])
     assert os.statvfs(disk).f_bavail == 0
     return filler
+
+
+def use_every_inode(disk: Path) -> list[Path]:
+    """Creates empty files on `disk` (a tmpfs mounted with nr_inodes) until it has no free
+    inode: nothing more can be created there; deleting them gives the inodes back."""
+    fillers: list[Path] = []
+    with contextlib.suppress(OSError):
+        while True:
+            fillers.append(disk / f"filler{len(fillers)}")
+            fillers[-1].touch()
+    return fillers[:-1]
 
 
 def grow(disk: Path, size: str) -> None:
@@ -303,11 +328,7 @@ def test_the_daemon_starts_when_the_file_sink_cannot_create_its_file(tmp_path: P
     disk = tmp_path / "disk"
     mount_tmpfs(disk, "size=5m,nr_inodes=16")
     try:
-        fillers: list[Path] = []
-        with contextlib.suppress(OSError):
-            while True:
-                fillers.append(disk / f"filler{len(fillers)}")
-                fillers[-1].touch()
+        fillers = use_every_inode(disk)
         archive = disk / "events.jsonl"
         sinks = file_sink("archive", archive, "retry_initial_secs = 0.05\nretry_max_secs = 0.5")
         with DaemonProcess(tmp_path, http_config(tmp_path, sinks=sinks)) as daemon:
@@ -325,6 +346,59 @@ def test_the_daemon_starts_when_the_file_sink_cannot_create_its_file(tmp_path: P
         subprocess.run(["umount", "--lazy", str(disk)], check=False)
     sink = stats_of(final, "sinks", "archive")
     assert (sink["received"], sink["sent"], sink["dropped"]) == (100, 100, {})
+
+
+@pytest.mark.integration
+def test_a_new_buffer_the_full_disk_has_no_room_for_is_created_when_space_returns(
+    tmp_path: Path, no_room_disk: tuple[Path, list[Path]]
+) -> None:
+    """A disk buffer whose directory does not exist yet, on a disk with no room to create it:
+    the daemon starts, the sink is unhealthy naming the directory, the client's events are held
+    back (no ack) and HTTP is refused; once there is room the buffer creates itself and every
+    event held back arrives."""
+    disk, fillers = no_room_disk
+    buffer = disk / "archive"
+    archive = tmp_path / "out/events.jsonl"
+    sinks = file_sink("archive", archive, f'buffer = "disk"\nbuffer_path = "{buffer}"\n')
+    config = http_config(tmp_path, server="http_enqueue_timeout_secs = 0.5", sinks=sinks)
+    events = 1_000
+    with DaemonProcess(tmp_path, config) as daemon:
+        port = http_port(daemon)
+        sink = sink_health(port, "archive")
+        assert (sink["healthy"], sink["detail"]) == (False, f"{NO_ROOM_TO_CREATE}{buffer}")
+        assert not buffer.exists()
+        url = f"http://127.0.0.1:{port}/api/events"
+        refused = httpx.post(url, json=jupyter_event("refused"), timeout=30)
+        assert refused.status_code == 503
+        assert refused.json()["reason"] == "disk_full"
+        assert f"{NO_ROOM_TO_CREATE}{buffer}" in refused.json()["message"]
+        with Client(daemon.socket_path) as client:
+            emit(client, 0, events)
+            assert not client.flush(1)  # held back: acknowledged once on disk, not before
+            held = client.stats()
+            assert (held.acknowledged, held.connects, held.dropped) == (0, 1, {})
+            assert daemon.proc is not None
+            assert daemon.proc.poll() is None
+
+            for filler in fillers:
+                filler.unlink()
+            assert client.flush(60), client.stats()
+            wait_for(lambda: len(delivered(archive)) == events, 60, "every event in the file")
+            wait_for(lambda: sink_health(port, "archive")["healthy"], 30, "a healthy sink")
+            assert client.stats().acknowledged == events
+        assert daemon.stop() == 0
+        final = daemon.final_stats()
+        assert messages(daemon, "disk buffer writable again")
+
+    assert set(delivered(archive)) == {f"e{i}" for i in range(events)}
+    sink = stats_of(final, "sinks", "archive")
+    assert (sink["received"], sink["sent"], sink["dropped"]) == (
+        events + 1,
+        events,
+        {"disk_full": 1},
+    )
+    assert stats_of(final, "sources", "http")["dropped"] == {"disk_full": 1}
+    assert stats_of(final, "sources", "unix")["dropped"] == {}
 
 
 @pytest.mark.anyio
@@ -431,6 +505,73 @@ async def test_a_blocking_queue_waits_for_space_and_counts_an_abandoned_wait_as_
 
 
 @pytest.mark.anyio
+async def test_a_blocking_queue_waits_for_room_to_create_its_buffer(
+    no_room_disk: tuple[Path, list[Path]],
+) -> None:
+    disk, fillers = no_room_disk
+    buffer = disk / "buffer"
+    queue = disk_queue(buffer, "block")  # starts without its directory
+    assert str(queue.problem) == f"{NO_ROOM_TO_CREATE}{buffer}"
+    with anyio.move_on_after(0.3):
+        await queue.put_many([record(0)])
+    assert dict(queue.stats.dropped) == {"disk_full": 1}
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue.put_many, [record(1)])
+            for filler in fillers[-2:]:
+                filler.unlink()  # room for the directory and its lock, not the first segment
+            await anyio.to_thread.run_sync(lambda: wait_until((buffer / "lock").exists))
+            await anyio.sleep(0.2)  # retries after a half-made buffer (its lock held by none)
+            assert str(queue.problem) == f"{NO_ROOM_TO_CREATE}{buffer}"
+            assert queue.statistics().waiting_putters == 1
+            for filler in fillers[:-2]:
+                filler.unlink()
+    assert queue.problem is None
+    assert [r.payload for r in await queue.take(10, 1 << 20, 0)] == [record(1).payload]
+    queue.shutdown()
+
+
+@pytest.mark.anyio
+async def test_the_idle_worker_creates_a_buffer_once_there_is_room(
+    no_room_disk: tuple[Path, list[Path]],
+) -> None:
+    disk, fillers = no_room_disk
+    buffer = disk / "buffer"
+    queue = disk_queue(buffer, "drop_newest")
+    await queue.put_many([record(i) for i in range(3)])
+    assert (queue.stats.received, dict(queue.stats.dropped)) == (3, {"disk_full": 3})
+    taken: list[bytes] = []
+
+    async def worker() -> None:
+        taken.extend(r.payload for r in await queue.take(10, 1 << 20, 0))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker)
+            for filler in fillers:
+                filler.unlink()
+            # No put comes: the waiting take is what retries.
+            await anyio.to_thread.run_sync(lambda: wait_until(lambda: queue.problem is None))
+            assert (buffer / "00000001.seg").exists()
+            await queue.put_many([record(3)])
+    assert taken == [record(3).payload]
+    queue.shutdown()
+
+
+def test_a_buffer_that_cannot_be_made_for_another_reason_still_refuses(tmp_path: Path) -> None:
+    (tmp_path / "file").touch()
+    with pytest.raises(FileExistsError):
+        disk_queue(tmp_path / "file", "block")
+    with pytest.raises(NotADirectoryError):
+        disk_queue(tmp_path / "file" / "buffer", "block")
+    held = disk_queue(tmp_path / "held", "block")
+    with pytest.raises(BufferLocked, match="in use by another telemetryd"):
+        disk_queue(tmp_path / "held", "block")
+    held.shutdown()
+
+
+@pytest.mark.anyio
 async def test_a_read_the_disk_fails_is_retried_not_fatal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -468,3 +609,20 @@ def test_a_cursor_left_past_a_deleted_segment_loses_no_new_record(tmp_path: Path
     frames, _, _ = again.read(again.cursor, 1 << 20)
     assert [f.payload for f in frames] == [b"new"]
     again.close()
+
+
+def test_a_delivered_segment_a_failing_disk_did_not_delete_goes_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    # A commit whose delete failed (EIO) still saves the cursor: the next start finds a
+    # segment before it, and deletes it (this used to stop the start with an AttributeError).
+    buffer = tmp_path / "buffer"
+    buffer.mkdir()
+    (buffer / "00000001.seg").write_bytes(encode_frame(CONTENTS, "1", b"delivered"))
+    (buffer / "cursor").write_text(json.dumps({"segment": 2, "offset": 0}))
+    log = DiskLog(buffer, 1 << 30)
+    assert not (buffer / "00000001.seg").exists()
+    log.append(encode_frame(CONTENTS, "1", b"new"))
+    frames, _, _ = log.read(log.cursor, 1 << 20)
+    assert [f.payload for f in frames] == [b"new"]
+    log.close()
