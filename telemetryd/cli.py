@@ -125,6 +125,13 @@ def _send(path: Path, lines: list[bytes], timeout_secs: float) -> dict[int, Reje
         client.close(timeout=0)
 
 
+def _cmd_config_reference(args: argparse.Namespace) -> int:
+    from telemetryd.config_reference import render_default_config, render_markdown
+
+    sys.stdout.write(render_default_config() if args.toml else render_markdown())
+    return 0
+
+
 def _cmd_hash_token(args: argparse.Namespace) -> int:
     from telemetryd.auth import hash_token, new_token
 
@@ -172,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check_config)
 
     schema_commands.add_parser(sub)
+
+    reference = sub.add_parser(
+        "config-reference",
+        help="print every configuration key with its type, default and meaning (Markdown)",
+    )
+    reference.add_argument(
+        "--toml", action="store_true", help="the default configuration file, every key in it"
+    )
+    reference.set_defaults(func=_cmd_config_reference)
 
     hash_cmd = sub.add_parser(
         "hash-token",

@@ -173,8 +173,14 @@ class SchemaSettings(_Section):
 
 
 class LogSettings(_Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="The least severe messages logged."
+    )
+    format: Literal["json", "text"] = Field(
+        "json",
+        description="json: one JSON object a line (for journald and log shippers); text: for "
+        "people at a terminal.",
+    )
     stats_interval_secs: float = Field(
         60.0, ge=0, description="Log every component's counters this often; 0 turns it off."
     )

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field
 
 
-def _octal(value: Any) -> Any:
+def octal_mode(value: Any) -> Any:
     """TOML has octal integers (0o660), but people also write modes as strings ('0660')."""
     if isinstance(value, str):
         try:
@@ -20,7 +20,7 @@ def _octal(value: Any) -> Any:
 
 
 #: A Unix file mode: TOML 0o660 or the string "0660".
-FileMode = Annotated[int, BeforeValidator(_octal), Field(ge=0, le=0o777)]
+FileMode = Annotated[int, BeforeValidator(octal_mode), Field(ge=0, le=0o777)]
 
 
 def gid_of(group: str) -> int:
