@@ -1,5 +1,6 @@
 """A client written for Jupyter Server's POST /api/events gets the same status codes from
-telemetryd as from a live Jupyter Server, for the same valid and invalid events (DESIGN.md §3, §6).
+telemetryd as from a live Jupyter Server, for the same valid and invalid events (docs/events.md,
+docs/http-api.md).
 
 Both servers run for real, side by side; every case sends the same bytes with the same headers
 (`Content-Type: application/json`, `Authorization: token …`: telemetryd's auth is off and ignores
@@ -213,7 +214,7 @@ DIFFERENT: list[tuple[str, Any, int, int]] = [
         400,
     ),
     # Jupyter Server parses timestamps with strptime("%Y-%m-%dT%H:%M:%S%zZ") only: no fractions,
-    # and a literal Z after the offset. telemetryd takes RFC 3339 (DESIGN.md §3) and that form.
+    # and a literal Z after the offset. telemetryd takes RFC 3339 (docs/events.md) and that form.
     (
         "timestamp-rfc3339-z",
         event("compat/rfc3339.ipynb", timestamp="2026-11-22T01:30:21.131970Z"),

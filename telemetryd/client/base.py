@@ -136,7 +136,7 @@ class ClientBase:
             self._wake()
 
     def emit_line(self, line: bytes) -> None:
-        """Queues an event line already encoded as DESIGN.md §3 describes (a relay, `telemetryd
+        """Queues an event line already encoded as docs/events.md describes (a relay, `telemetryd
         send`); it is written as it is, and the daemon judges it."""
         if self._closed:
             self._count_drop("closed")
