@@ -203,7 +203,7 @@ def test_same_status_as_jupyter_server(servers: Servers, body: Any) -> None:
 
 
 #: (case id, body, Jupyter Server's status, telemetryd's status): where telemetryd answers
-#: otherwise on purpose. README.md ("Differences from Jupyter Server") says why.
+#: otherwise on purpose. docs/http-api.md ("Differences from Jupyter Server") says why.
 DIFFERENT: list[tuple[str, Any, int, int]] = [
     # A data key starting with __ could forge record metadata: jupyter_events spreads data
     # beside its own __schema__/__timestamp__, so a "__schema__" in data would overwrite them.

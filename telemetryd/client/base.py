@@ -18,7 +18,7 @@ from telemetryd.client.session import Rejection, Session
 
 log = logging.getLogger("telemetryd.client")
 
-#: Where the systemd unit in README.md puts the socket; $TELEMETRYD_SOCKET overrides it.
+#: Where the systemd unit in docs/operations.md puts the socket; $TELEMETRYD_SOCKET overrides it.
 DEFAULT_SOCKET: Final = "/run/telemetryd/telemetryd.sock"
 SOCKET_ENV: Final = "TELEMETRYD_SOCKET"
 
