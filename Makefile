@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= telemetryd.toml
 
-.PHONY: run test lint typecheck bench venv install install-test clean
+.PHONY: run test lint typecheck docs bench venv install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-test: $(VENV)/.installed-dev lint
+# The documentation site, strict: a broken link or anchor between pages fails the build
+# (not with --quiet, which hides the warnings strict mode counts).
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: $(VENV)/.installed-dev lint docs
 	$(BIN)/python -m pytest
 
 # The bench extra adds matplotlib, for the plot next to each report.
@@ -48,4 +53,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build site *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

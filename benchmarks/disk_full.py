@@ -1,4 +1,4 @@
-"""A full disk, measured: the README's figures for "Under pressure / A full disk".
+"""A full disk, measured: the figures of docs/operations.md, "A full disk".
 
     sudo .venv/bin/python -m benchmarks.disk_full      # root: it mounts a 5 MiB tmpfs
 

@@ -1,7 +1,7 @@
 """The redis sink against redis-py XADDing directly, both into one redis-server.
 
 - `redis_raw`: one process (redis-py's client, one connection) XADDs the same records (the
-  bytes telemetryd stores, DESIGN.md §4) with the sink's three fields to the sink's stream, in
+  bytes telemetryd stores, docs/events.md) with the sink's three fields to the sink's stream, in
   non-transactional pipelines of BATCH_EVENTS, each answered before the next is sent.
 - `redis_sink`: telemetryd, fed over its Unix socket (benchmarks.load.unix_loads), with the
   redis sink as its only sink (its defaults: method = "script", batches of BATCH_EVENTS).

@@ -1,7 +1,8 @@
 """The http sink: batches POSTed as NDJSON to a webhook, or to another telemetryd.
 
-`format = "records"` (the default) posts every record as stored (DESIGN.md §4), one a line.
-`format = "events"` turns each record back into the event it was (DESIGN.md §3) for another
+`format = "records"` (the default) posts every record as stored (docs/events.md, Records), one
+a line.
+`format = "events"` turns each record back into the event it was (docs/events.md) for another
 telemetryd's `POST /api/events/batch` (an agent -> aggregator topology): the schema id, version
 and original `__timestamp__` from the metadata, `data` the record without its `__` keys. The
 aggregator stamps its own `__origin__` (the agent's token identity); the agent's origin is lost,

@@ -1,5 +1,5 @@
 """What the http sink's `format = "events"` sends and reads: records turned back into the
-events (DESIGN.md §3) they were made from, and a telemetryd batch endpoint's per-event answer."""
+events (docs/events.md) they were made from, and a telemetryd batch endpoint's per-event answer."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ _TIME_AT = len(RECORD_START)
 
 
 class EventEncoder:
-    """Turns records back into the events (DESIGN.md §3) they were made from, keeping the
+    """Turns records back into the events (docs/events.md) they were made from, keeping the
     record's timestamp.
 
     Records from the hot path have one layout (telemetryd.ingest): `{"__timestamp__":"<time>`,
@@ -88,7 +88,7 @@ class EventEncoder:
 
 
 def as_event(record: Record) -> bytes:
-    """The event (DESIGN.md §3) a record was made from, with the record's timestamp.
+    """The event (docs/events.md) a record was made from, with the record's timestamp.
 
     Values stay raw JSON: only the top level of the record is parsed."""
     fields = _fields.decode(record.payload)

@@ -107,7 +107,7 @@ class NatsSettings(SinkSettings):
     @model_validator(mode="before")
     @classmethod
     def _one_url(cls, data: Any) -> Any:
-        """`url = "nats://..."` (DESIGN.md §8's example) is `servers = ["nats://..."]`."""
+        """`url = "nats://..."` (the shorthand for a single server) is `servers = ["nats://..."]`."""
         if isinstance(data, dict) and "url" in data:
             if "servers" in data:
                 raise ValueError("set url or servers, not both")

@@ -1,6 +1,6 @@
 """The postgres sink: each batch is one binary COPY into a table, through an asyncpg pool.
 
-One row per record. The whole record (DESIGN.md §4, exactly as the file sink writes it) is the
+One row per record. The whole record (docs/events.md, exactly as the file sink writes it) is the
 `record` jsonb column, so analysis code that reads jupyter_events' records reads `record`
 unchanged; its metadata is copied into columns of its own to filter and index on. COPY is one
 statement and so one transaction: a batch is in the table entirely or not at all, and it is

@@ -1,7 +1,7 @@
 """The Redis sink: every record XADDed to a Redis stream, one round trip per batch and server.
 
 An entry has three fields, so consumers can filter by schema without decoding the record:
-`record` (the JSON record of DESIGN.md §4, as bytes), `schema_id` and `version`. Records go to
+`record` (the JSON record of docs/events.md, as bytes), `schema_id` and `version`. Records go to
 one stream per schema version, `<stream_prefix>{<schema id>}:<version>`, or all to `stream`.
 
 The braces are a Redis Cluster hash tag: the slot of a key is computed from the schema id

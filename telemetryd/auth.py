@@ -1,4 +1,4 @@
-"""Token authentication of the HTTP API (DESIGN.md §4, §6).
+"""Token authentication of the HTTP API (docs/http-api.md, Authentication).
 
 Tokens are random high-entropy strings (`telemetryd hash-token` makes them with
 `secrets.token_urlsafe(32)`), so a fast unkeyed hash is the right way to store them: the

@@ -1,4 +1,5 @@
-"""The daemon's lifecycle: start sinks, serve, and on SIGTERM drain and stop (DESIGN.md §7).
+"""The daemon's lifecycle: start sinks, serve, and on SIGTERM drain and stop
+(docs/architecture.md, Lifecycle).
 
 start   every sink's start(); a failure stops the daemon before it listens
 serve   sink workers, the sources and the signal watcher run in one task group

@@ -1,4 +1,4 @@
-"""An event as clients send it (DESIGN.md §3): the body of Jupyter Server's POST /api/events."""
+"""An event as clients send it (docs/events.md): the body of Jupyter Server's POST /api/events."""
 
 from __future__ import annotations
 

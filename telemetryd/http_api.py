@@ -1,4 +1,4 @@
-"""The HTTP API's endpoints (DESIGN.md §6): a parsed request in, a response out, no sockets.
+"""The HTTP API's endpoints (docs/http-api.md): a parsed request in, a response out, no sockets.
 
 telemetryd.sources.http speaks HTTP/1.1 (parsed by httptools) and enforces the limits; this
 module routes a request (404, 405, 415 before its body is read) and answers it. Events go

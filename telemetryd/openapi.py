@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the HTTP API (DESIGN.md §6), served at GET /api/openapi.json.
+"""The OpenAPI 3.1 document of the HTTP API (docs/http-api.md), served at GET /api/openapi.json.
 
 Built in code rather than kept as a JSON file so the constants it names (Pioneer's event names,
 the media types, the schema of an event) come from the modules that define them, and so it

@@ -1,4 +1,4 @@
-"""JupyterLab Pioneer's remote_exporter bodies, turned into telemetryd events (DESIGN.md §3).
+"""JupyterLab Pioneer's remote_exporter bodies, turned into telemetryd events (docs/events.md).
 
 Pioneer's browser extension sends each event to its server extension, whose `remote_exporter`
 POSTs `{"data": {"eventDetail": ..., "notebookState": ...}, "params": ..., "env": [...]}` to the

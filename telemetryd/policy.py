@@ -4,7 +4,7 @@ The bus hands each sink's selection of a publish through that sink's policy befo
 the sink's queue, so a policy can drop records (consent withdrawn, a category the sink may not
 receive) or hand over redacted copies (new payload bytes), per sink, without changing what
 other sinks get. The daemon installs `PASS_THROUGH` for every sink today; the privacy settings
-(`[privacy]`, DESIGN.md §8) fill this hook.
+(`[privacy]`, docs/architecture.md, Privacy) are to fill this hook.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The Unix socket protocol's control lines (DESIGN.md §5): hello, acknowledgements, rejections.
+"""The Unix socket protocol's control lines (docs/socket-protocol.md): hello, acknowledgements,
+rejections.
 
 Plain mode is bare NDJSON, one event a line, so `socat` and `nc -U` work. A client that must
 not lose events opens with a hello line and gets the acknowledged mode:

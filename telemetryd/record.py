@@ -1,7 +1,7 @@
 """What travels on the bus: a finished record, already encoded as the bytes sinks store.
 
-Records are built once on the hot path (DESIGN.md §4) and never re-encoded afterwards: every
-sink receives the same `payload` bytes, so the cost of fan-out is one reference per sink.
+Records are built once on the hot path (docs/events.md, Records) and never re-encoded afterwards:
+every sink receives the same `payload` bytes, so the cost of fan-out is one reference per sink.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class Record(msgspec.Struct, gc=False, frozen=True):
 
     schema_id: str
     version: str
-    payload: bytes  # the JSON record (DESIGN.md §4), without a trailing newline
+    payload: bytes  # the JSON record (docs/events.md), without a trailing newline
     received: float  # time.monotonic() when the daemon read it; for accept-to-sink latency
 
 

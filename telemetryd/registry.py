@@ -1,6 +1,6 @@
 """The schema registry: event schemas checked, compiled once per ($id, version), looked up fast.
 
-Loading is strict and exhaustive: every file is read, every rule (DESIGN.md §2) is checked and
+Loading is strict and exhaustive: every file is read, every rule (docs/schemas.md) is checked and
 every problem is collected before `SchemaLoadError` is raised, so an operator fixes a folder of
 schemas in one pass instead of one error per restart. After loading, the daemon's hot path only
 calls `SchemaRegistry.get`, two dict lookups.
@@ -267,7 +267,7 @@ def json_pointer(path: Sequence[str | int]) -> str:
 
 
 def check_schema(doc: Any, file: str) -> list[SchemaProblem]:
-    """Every way `doc` breaks the schema rules (DESIGN.md §2); compiling is not attempted."""
+    """Every way `doc` breaks the schema rules (docs/schemas.md); compiling is not attempted."""
     if not isinstance(doc, dict):
         got = "an empty file" if doc is None else _a(_json_type(doc))
         return [SchemaProblem(file, "", f"a schema must be a JSON object (a mapping), got {got}")]

@@ -321,7 +321,7 @@ def expected_origin(pid: int) -> dict[str, Any]:
 
 
 def parse_record_time(stamp: str) -> datetime:
-    """A record's `__timestamp__`, checked to be RFC 3339 in UTC as DESIGN.md §4 says."""
+    """A record's `__timestamp__`, checked to be RFC 3339 in UTC as docs/events.md says."""
     assert RFC3339_UTC.fullmatch(stamp), f"not an RFC 3339 UTC time: {stamp!r}"
     moment = datetime.fromisoformat(stamp)
     assert moment.utcoffset() == timedelta(0), stamp

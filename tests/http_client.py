@@ -34,7 +34,7 @@ def http_port(daemon: DaemonProcess) -> int:
 
 
 def jupyter_event(path: str, action: str = "save", **extra: Any) -> dict[str, Any]:
-    """The body of Jupyter Server's POST /api/events (DESIGN.md §3)."""
+    """The body of Jupyter Server's POST /api/events (docs/events.md)."""
     return {"schema_id": CONTENTS, "version": "1", "data": {"action": action, "path": path}} | extra
 
 

@@ -1,6 +1,6 @@
-"""Delivery through the real daemon (DESIGN.md §3, §4, §5, §7): a subprocess, a real Unix socket,
-file sinks in tmp_path, and every event counted: nothing lost, nothing duplicated, nothing
-grown without bound."""
+"""Delivery through the real daemon (docs/events.md, docs/socket-protocol.md, docs/architecture.md):
+a subprocess, a real Unix socket, file sinks in tmp_path, and every event counted: nothing lost,
+nothing duplicated, nothing grown without bound."""
 
 from __future__ import annotations
 
@@ -338,7 +338,7 @@ def test_receive_time_when_no_timestamp_and_given_timestamps_normalised_to_z(
 
 def test_every_accepted_timestamp_is_stored_as_rfc3339(daemon: DaemonProcess) -> None:
     # Each is the same instant; the daemon may refuse it (invalid_timestamp) or normalise it,
-    # but a record must never carry a timestamp that is not RFC 3339 (DESIGN.md §4).
+    # but a record must never carry a timestamp that is not RFC 3339 (docs/events.md).
     forms = {
         "ts-iso-comma": "2026-11-22T01:30:21,131970Z",
         "ts-iso-week-date": "2026-W47-7T01:30:21.131970Z",

@@ -1,5 +1,5 @@
-"""The Unix socket protocol against the real daemon (DESIGN.md §5): plain and acknowledged mode,
-socat, the `telemetryd send` CLI, bad and unfinished lines, connection limits."""
+"""The Unix socket protocol against the real daemon (docs/socket-protocol.md): plain and
+acknowledged mode, socat, the `telemetryd send` CLI, bad and unfinished lines, connection limits."""
 
 from __future__ import annotations
 

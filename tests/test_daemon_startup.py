@@ -1,6 +1,6 @@
-"""Starting, reloading and stopping the real daemon (DESIGN.md §2, §7, §8): bad configuration and
-bad schemas refuse to start with a clear message, user schemas, the allow-list, SIGHUP, the
-socket file, and the repository's own telemetryd.toml."""
+"""Starting, reloading and stopping the real daemon (docs/schemas.md, docs/operations.md,
+docs/configuration.md): bad configuration and bad schemas refuse to start with a clear message, user
+schemas, the allow-list, SIGHUP, the socket file, and the repository's own telemetryd.toml."""
 
 from __future__ import annotations
 
@@ -364,7 +364,7 @@ def test_stale_socket_of_a_killed_daemon_is_replaced(tmp_path: Path) -> None:
 
 
 def test_repository_telemetryd_toml_runs_as_it_is_and_sigint_stops_it(tmp_path: Path) -> None:
-    event = {  # DESIGN.md §3
+    event = {  # an event as docs/events.md describes it
         "schema_id": CONTENTS,
         "version": "1",
         "data": {"action": "save", "path": "a.ipynb"},

@@ -1,5 +1,5 @@
-"""The HTTP API through the real daemon (DESIGN.md §3, §6): Jupyter Server's POST /api/events,
-batches, schemas, health, and the JSON errors; every event counted in the file sink."""
+"""The HTTP API through the real daemon (docs/events.md, docs/http-api.md): Jupyter Server's POST
+/api/events, batches, schemas, health, and the JSON errors; every event counted in the file sink."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Token authentication of the HTTP API through the real daemon (DESIGN.md §4, §6): 401/403,
+"""Token authentication of the HTTP API through the real daemon (docs/http-api.md,
+Authentication): 401/403,
 `__origin__.user` from the token only, per-token allowed_schemas, protected health and metrics,
 `telemetryd hash-token`, and the configuration's checks."""
 

@@ -1,4 +1,4 @@
-"""Hostile HTTP clients (README "Hostile HTTP clients"): bodies of one-byte chunks, heads and
+"""Hostile HTTP clients (docs/operations.md): bodies of one-byte chunks, heads and
 bodies dribbled in, and a crowd of slowloris connections must not stall or lock out anyone
 else. Each attack runs against the real daemon on loopback, at a bounded rate, so what decides
 the outcome is the daemon's behaviour, not the machine's speed."""

@@ -1,4 +1,5 @@
-"""The HTTP source's limits and failure modes (DESIGN.md §6, §7): 413, 431, 408, 503 for full
+"""The HTTP source's limits and failure modes (docs/http-api.md, docs/operations.md): 413, 431,
+408, 503 for full
 `block` queues (the connection cap and slow clients: test_http_hostile.py), readiness, a handler
 bug, random bytes, and SIGTERM with keep-alive clients connected."""
 

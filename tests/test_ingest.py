@@ -1,4 +1,4 @@
-"""The hot path: bad input gets its reason; good input becomes the DESIGN.md §4 record."""
+"""The hot path: bad input gets its reason; good input becomes the record of docs/events.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """A client written for Jupyter Server's POST /api/events gets the same status codes from
-telemetryd as from a live Jupyter Server, for the same valid and invalid events (DESIGN.md §3, §6).
+telemetryd as from a live Jupyter Server, for the same valid and invalid events (docs/events.md,
+docs/http-api.md).
 
 Both servers run for real, side by side; every case sends the same bytes with the same headers
 (`Content-Type: application/json`, `Authorization: token …`: telemetryd's auth is off and ignores
@@ -202,7 +203,7 @@ def test_same_status_as_jupyter_server(servers: Servers, body: Any) -> None:
 
 
 #: (case id, body, Jupyter Server's status, telemetryd's status): where telemetryd answers
-#: otherwise on purpose. README.md ("Differences from Jupyter Server") says why.
+#: otherwise on purpose. docs/http-api.md ("Differences from Jupyter Server") says why.
 DIFFERENT: list[tuple[str, Any, int, int]] = [
     # A data key starting with __ could forge record metadata: jupyter_events spreads data
     # beside its own __schema__/__timestamp__, so a "__schema__" in data would overwrite them.
@@ -213,7 +214,7 @@ DIFFERENT: list[tuple[str, Any, int, int]] = [
         400,
     ),
     # Jupyter Server parses timestamps with strptime("%Y-%m-%dT%H:%M:%S%zZ") only: no fractions,
-    # and a literal Z after the offset. telemetryd takes RFC 3339 (DESIGN.md §3) and that form.
+    # and a literal Z after the offset. telemetryd takes RFC 3339 (docs/events.md) and that form.
     (
         "timestamp-rfc3339-z",
         event("compat/rfc3339.ipynb", timestamp="2026-11-22T01:30:21.131970Z"),

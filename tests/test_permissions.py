@@ -1,6 +1,6 @@
 """Who may send and who may read: the socket's group and the records' group are set apart.
 
-The README's unit once ran the daemon as `Group=jupyter`, so every record file (mode 0640) was
+The documented unit once ran the daemon as `Group=jupyter`, so every record file (mode 0640) was
 readable by every Jupyter user. Now the socket has `unix_socket_group` (who may send) and the
 file sinks `group` (who may read); disk buffers are the daemon's user's alone (0600). Changing a
 file's group to any group needs root, which is how CI runs; elsewhere these tests are skipped.

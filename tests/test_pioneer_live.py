@@ -1,4 +1,4 @@
-"""The real JupyterLab Pioneer as telemetryd's client (DESIGN.md §6, POST /api/pioneer).
+"""The real JupyterLab Pioneer as telemetryd's client (docs/http-api.md, POST /api/pioneer).
 
 A live Jupyter Server runs the jupyterlab_pioneer server extension (enabled by its pip install in
 {sys.prefix}/etc/jupyter), configured with `remote_exporter`s whose url is telemetryd's

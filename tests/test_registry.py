@@ -1,4 +1,5 @@
-"""The schema registry: the rules of DESIGN.md §2, several versions per id, the shipped schemas."""
+"""The schema registry: the rules of docs/schemas.md, several versions per id, the shipped
+schemas."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from telemetryd.client.session import Rejection, Session
 
 log = logging.getLogger("telemetryd.client")
 
-#: Where the systemd unit in README.md puts the socket; $TELEMETRYD_SOCKET overrides it.
+#: Where the systemd unit in docs/operations.md puts the socket; $TELEMETRYD_SOCKET overrides it.
 DEFAULT_SOCKET: Final = "/run/telemetryd/telemetryd.sock"
 SOCKET_ENV: Final = "TELEMETRYD_SOCKET"
 
@@ -136,7 +136,7 @@ class ClientBase:
             self._wake()
 
     def emit_line(self, line: bytes) -> None:
-        """Queues an event line already encoded as DESIGN.md §3 describes (a relay, `telemetryd
+        """Queues an event line already encoded as docs/events.md describes (a relay, `telemetryd
         send`); it is written as it is, and the daemon judges it."""
         if self._closed:
             self._count_drop("closed")

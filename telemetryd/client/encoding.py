@@ -1,4 +1,4 @@
-"""Event lines (DESIGN.md §3) built from pieces, so `emit` does the least work in the caller.
+"""Event lines (docs/events.md) built from pieces, so `emit` does the least work in the caller.
 
 `emit` encodes only `data` (msgspec, one reused Encoder) and reads the clock; the line's head
 (`{"schema_id":…,"version":…,"data":`) is encoded once per schema and version, and the emit

@@ -1,4 +1,5 @@
-"""One connection of the acknowledged protocol, sans-IO (DESIGN.md §5, telemetryd.protocol).
+"""One connection of the acknowledged protocol, sans-IO (docs/socket-protocol.md,
+telemetryd.protocol).
 
 The writer feeds it the bytes the daemon sends (`receive`) and asks it what to write
 (`next_batch`); it maps the connection's line numbers to the outbox's sequence numbers, settles

@@ -1,4 +1,4 @@
-"""The HTTP source: HTTP/1.1 on the daemon's event loop (DESIGN.md §6).
+"""The HTTP source: HTTP/1.1 on the daemon's event loop (docs/http-api.md).
 
 The listeners are the running loop's servers (uvloop's in the daemon) on sockets bound here;
 each connection is an asyncio.Protocol. What arrives is fed to a sans-IO request reader

@@ -1,4 +1,5 @@
-"""The Unix socket source: NDJSON over a stream socket, plain or acknowledged (DESIGN.md §5).
+"""The Unix socket source: NDJSON over a stream socket, plain or acknowledged
+(docs/socket-protocol.md).
 
 Each connection reads large chunks, frames them (telemetryd.framing), runs the hot path once
 per chunk and publishes the chunk's records in one call. While the bus is full, the connection
