@@ -67,8 +67,8 @@ __all__ = [
 
 #: The versions the fast path was tested with, as [lowest, first excluded) (major, minor): its
 #: reading of jupyter_events' private state is pinned to them.
-SUPPORTED_JUPYTER_EVENTS: tuple[tuple[int, int], tuple[int, int]] = ((0, 10), (0, 13))
-SUPPORTED_JUPYTER_SERVER: tuple[tuple[int, int], tuple[int, int]] = ((2, 10), (3, 0))
+SUPPORTED_JUPYTER_EVENTS: tuple[tuple[int, int], tuple[int, int]] = ((0, 11), (0, 13))
+SUPPORTED_JUPYTER_SERVER: tuple[tuple[int, int], tuple[int, int]] = ((2, 20), (3, 0))
 #: A schema of telemetryd's own (registered by the extension): the probe's modifier and
 #: listeners are added to it, and removed, before any event is emitted.
 _PROBE_SCHEMA = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
