@@ -339,6 +339,8 @@ def _probe(event_logger: EventLogger, handler: TelemetrydHandler) -> str | None:
     logger = getattr(event_logger, "_logger", None)
     if not isinstance(logger, logging.Logger) or handler not in logger.handlers:
         return "EventLogger._logger is not the logging.Logger its handlers are registered on"
+    if _PROBE_SCHEMA not in event_logger.schemas:
+        return "telemetryd's schemas are not registered with the EventLogger"
     registered = getattr(traits["schemas"], "_schemas", None)
     schema = registered.get(_PROBE_SCHEMA) if isinstance(registered, dict) else None
     if (
