@@ -19,6 +19,14 @@ and for the bodies of Jupyter Server's own `POST /api/events` (untrusted input, 
 when invalid), the original `emit` runs. Configuration (`c.TelemetrydExtension.<name>`):
 see `TelemetrydExtension`.
 
+The fast path reads jupyter_events' private state (the EventLogger's `_trait_values`, its
+`_logger`, the schema registry's `_schemas` and each schema's `_schema`) and recognises
+Jupyter Server's `POST /api/events` by its code object. So it is installed only when the
+versions are within `SUPPORTED_JUPYTER_EVENTS` and `SUPPORTED_JUPYTER_SERVER` (the oldest and
+newest were tested) and a probe of the EventLogger finds those assumptions hold. Otherwise the
+extension keeps jupyter_events' `emit` and the handler (events are validated in the server, as
+with `validate_in_process = True`) and logs one warning saying why.
+
 Only Jupyter Server imports this module, so it imports jupyter_server, jupyter_events and
 traitlets; `telemetryd.client` does not.
 """
@@ -26,9 +34,11 @@ traitlets; `telemetryd.client` does not.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import inspect
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -47,10 +57,21 @@ from telemetryd.client import DEFAULT_SOCKET, SOCKET_ENV, TelemetrydHandler
 from telemetryd.client.threaded import FLUSH_AT_EXIT_SECS
 
 __all__ = [
+    "SUPPORTED_JUPYTER_EVENTS",
+    "SUPPORTED_JUPYTER_SERVER",
     "TelemetrydExtension",
+    "fast_emit_problem",
     "install_fast_emit",
     "telemetryd_schema_paths",
 ]
+
+#: The versions the fast path was tested with, as [lowest, first excluded) (major, minor): its
+#: reading of jupyter_events' private state is pinned to them.
+SUPPORTED_JUPYTER_EVENTS: tuple[tuple[int, int], tuple[int, int]] = ((0, 11), (0, 13))
+SUPPORTED_JUPYTER_SERVER: tuple[tuple[int, int], tuple[int, int]] = ((2, 20), (3, 0))
+#: A schema of telemetryd's own (registered by the extension): the probe's modifier and
+#: listeners are added to it, and removed, before any event is emitted.
+_PROBE_SCHEMA = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
 
 _INFO = logging.INFO
 _time = time.time
@@ -121,6 +142,8 @@ class TelemetrydExtension(LoggingConfigurable):
         self._had_emit = False  # the EventLogger's emit was an instance attribute already
         self._original_emit: Callable[..., Any] | None = None
         self._fast_emit: Callable[..., Any] | None = None
+        #: Why the fast path is off although validate_in_process is False (None: it is on).
+        self.fast_path_problem: str | None = None
 
     def attach(self, event_logger: EventLogger) -> TelemetrydHandler:
         """Gives `event_logger` a handler for `socket_path` (or finds the one it has),
@@ -144,19 +167,40 @@ class TelemetrydExtension(LoggingConfigurable):
         self.handler = handler
         registered = self._register_schemas(event_logger)
         if not self.validate_in_process:
-            self._had_emit = "emit" in vars(event_logger)
-            self._original_emit = install_fast_emit(event_logger, handler)
-            self._fast_emit = vars(event_logger)["emit"]
+            self.fast_path_problem = fast_emit_problem(event_logger, handler)
+            if self.fast_path_problem is None:
+                self._had_emit = "emit" in vars(event_logger)
+                self._original_emit = install_fast_emit(event_logger, handler)
+                self._fast_emit = vars(event_logger)["emit"]
+            else:
+                self.log.warning(
+                    "telemetryd: the fast emit path is off, events are validated in the server "
+                    "by jupyter_events (~70 µs an event) and sent by the handler: %s "
+                    "(found %s; the fast path supports %s)",
+                    self.fast_path_problem,
+                    _found_versions(),
+                    _supported_versions(),
+                )
+        if self.validate_in_process:
+            path = "validated in the server"
+        elif self.fast_path:
+            path = "validated by telemetryd (validate_in_process=False, fast path)"
+        else:
+            path = "validated in the server (validate_in_process=False, fast path off)"
         self.log.info(
             "telemetryd: sending events to %s (%s handler; %s; telemetryd schemas registered: %d)",
             handler.client.path,
             "the configured" if found else "a new",
-            "validated in the server"
-            if self.validate_in_process
-            else "validated by telemetryd (validate_in_process=False)",
+            path,
             registered,
         )
         return handler
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether `emit` is the fast path (False with validate_in_process, or when the
+        probe found an assumption broken: `fast_path_problem` says which)."""
+        return self._fast_emit is not None
 
     def _register_schemas(self, event_logger: EventLogger) -> int:
         count = 0
@@ -225,6 +269,109 @@ def _events_post_code() -> CodeType | None:
         return None
     code = getattr(inspect.unwrap(EventHandler.post), "__code__", None)
     return code if isinstance(code, CodeType) else None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _in_range(version: str | None, bounds: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    if match is None:
+        return False
+    low, high = bounds
+    return low <= (int(match[1]), int(match[2])) < high
+
+
+def _range_text(name: str, bounds: tuple[tuple[int, int], tuple[int, int]]) -> str:
+    (lo_major, lo_minor), (hi_major, hi_minor) = bounds
+    return f"{name} >={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
+
+
+def _found_versions() -> str:
+    return ", ".join(
+        f"{name} {_version(name) or '(not installed)'}"
+        for name in ("jupyter_events", "jupyter_server")
+    )
+
+
+def _supported_versions() -> str:
+    return (
+        f"{_range_text('jupyter_events', SUPPORTED_JUPYTER_EVENTS)} and "
+        f"{_range_text('jupyter_server', SUPPORTED_JUPYTER_SERVER)}"
+    )
+
+
+def fast_emit_problem(event_logger: EventLogger, handler: TelemetrydHandler) -> str | None:
+    """Why `install_fast_emit` must not be used on `event_logger`, or None when the versions
+    are supported and its assumptions about jupyter_events' private state hold on this
+    instance (`handler` registered on it, telemetryd's schemas registered)."""
+    for name, bounds in (
+        ("jupyter_events", SUPPORTED_JUPYTER_EVENTS),
+        ("jupyter_server", SUPPORTED_JUPYTER_SERVER),
+    ):
+        if not _in_range(_version(name), bounds):
+            return f"{name} {_version(name) or '(not installed)'} is outside the tested range"
+    try:
+        return _probe(event_logger, handler)
+    except Exception as e:  # whatever a changed jupyter_events does, the server must start
+        return f"probing the EventLogger failed: {type(e).__name__}: {e}"
+
+
+def _probe(event_logger: EventLogger, handler: TelemetrydHandler) -> str | None:
+    if not callable(getattr(sys, "_getframe", None)):
+        return "sys._getframe is missing"
+    events_post = _events_post_code()
+    if events_post is None or "emit" not in events_post.co_names:
+        # The fast path tells POST /api/events (validated in the server) from the server's own
+        # events by the caller's code: that handler must call emit itself.
+        return "Jupyter Server's POST /api/events handler does not call EventLogger.emit"
+    traits = getattr(event_logger, "_trait_values", None)
+    if not isinstance(traits, dict):
+        return "EventLogger._trait_values is not a dict"
+    for name in ("_modifiers", "_modified_listeners", "_unmodified_listeners", "schemas"):
+        value = getattr(event_logger, name, None)  # (a trait's default is stored when read)
+        if name not in traits or traits[name] is not value:
+            return f"EventLogger.{name} is not a trait kept in _trait_values"
+    logger = getattr(event_logger, "_logger", None)
+    if not isinstance(logger, logging.Logger) or handler not in logger.handlers:
+        return "EventLogger._logger is not the logging.Logger its handlers are registered on"
+    if _PROBE_SCHEMA not in event_logger.schemas:
+        return "telemetryd's schemas are not registered with the EventLogger"
+    registered = getattr(traits["schemas"], "_schemas", None)
+    schema = registered.get(_PROBE_SCHEMA) if isinstance(registered, dict) else None
+    if (
+        schema is None
+        or schema is not event_logger.schemas.get(_PROBE_SCHEMA)
+        or getattr(schema, "_schema", {}).get("version") != schema.version
+    ):
+        return "SchemaRegistry._schemas[id]._schema does not hold the registered schema"
+
+    # What the fast path reads must see what add_modifier and add_listener do.
+    def modifier(schema_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        return data  # pragma: no cover - never called
+
+    async def listener(logger: EventLogger, schema_id: str, data: dict[str, Any]) -> None:
+        pass  # pragma: no cover - never called
+
+    try:
+        event_logger.add_modifier(schema_id=_PROBE_SCHEMA, modifier=modifier)
+        event_logger.add_listener(schema_id=_PROBE_SCHEMA, listener=listener, modified=True)
+        if modifier not in traits["_modifiers"].get(_PROBE_SCHEMA, ()):
+            return "EventLogger.add_modifier does not store the modifier in _modifiers"
+        if listener not in traits["_modified_listeners"].get(_PROBE_SCHEMA, ()):
+            return "EventLogger.add_listener does not store the listener in _modified_listeners"
+        event_logger.remove_listener(schema_id=_PROBE_SCHEMA, listener=listener)
+        event_logger.add_listener(schema_id=_PROBE_SCHEMA, listener=listener, modified=False)
+        if listener not in traits["_unmodified_listeners"].get(_PROBE_SCHEMA, ()):
+            return "EventLogger.add_listener does not store the listener in _unmodified_listeners"
+    finally:
+        event_logger.remove_modifier(schema_id=_PROBE_SCHEMA, modifier=modifier)
+        event_logger.remove_listener(schema_id=_PROBE_SCHEMA, listener=listener)
+    return None
 
 
 def install_fast_emit(event_logger: EventLogger, handler: TelemetrydHandler) -> Callable[..., Any]:

@@ -9,7 +9,10 @@ Three live Jupyter Servers share one daemon, each configured one way an operator
   without the extension (jupyter_events validates, the handler forwards its capsule); the
   FileHandler's capsules are what jupyter_events emitted, to compare with the daemon's records;
 - `both`: the handler configured *and* the extension enabled: the extension finds the handler
-  instead of adding a second one (an event is sent once), and takes the fast path through it.
+  instead of adding a second one (an event is sent once), and takes the fast path through it;
+- `future` and `unsupported`: the extension where the fast path's assumptions fail (a
+  jupyter_events whose EventLogger keeps its modifiers outside traitlets; versions outside the
+  tested range): it warns once, saying why, and sends through the handler.
 
 Each saves, renames and deletes a file through the REST contents API, and the records of its
 pid are compared with what Jupyter Server emits for those requests. The in-process tests
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib.metadata
 import json
 import logging
 import os
@@ -49,6 +53,7 @@ from jupyter_events.logger import SchemaNotRegistered
 from jupyter_server_process import JupyterServerProcess
 from traitlets.config import Config, LoggingConfigurable
 
+import telemetryd.jupyter
 from telemetryd.client import Client, TelemetrydHandler
 from telemetryd.jupyter import (
     TelemetrydExtension,
@@ -63,6 +68,28 @@ SERVER_SCHEMAS = Path(jupyter_server.__file__).parent / "event_schemas"
 REJECTED = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
 EXTENSION_LINE = 'c.ServerApp.jpserver_extensions = {"telemetryd.jupyter": True}\n'
 LOADED = "telemetryd: sending events to "
+FAST_PATH_OFF = "telemetryd: the fast emit path is off"
+#: A jupyter_events to come, as a config file can make one before the server builds its
+#: EventLogger: modifiers kept outside traitlets (so not in `_trait_values`).
+FUTURE_EVENT_LOGGER = """
+import jupyter_server.serverapp
+from jupyter_events.logger import EventLogger
+
+class FutureEventLogger(EventLogger):
+    @property
+    def _modifiers(self):
+        return self.__dict__.setdefault("_future_modifiers", {})
+
+jupyter_server.serverapp.EventLogger = FutureEventLogger
+"""
+UNSUPPORTED_VERSIONS = (
+    "import telemetryd.jupyter\ntelemetryd.jupyter.SUPPORTED_JUPYTER_EVENTS = ((0, 0), (0, 1))\n"
+)
+FAST_PATH_PROBLEMS = {
+    "future": "EventLogger._modifiers is not a trait kept in _trait_values",
+    "unsupported": f"jupyter_events {importlib.metadata.version('jupyter_events')} is outside "
+    "the tested range",
+}
 
 
 @dataclass
@@ -124,6 +151,8 @@ def _configs(socket: str, workdir: Path) -> dict[str, tuple[str, dict[str, str]]
             handler + "]\n" + EXTENSION_LINE + f"c.TelemetrydExtension.socket_path = {socket!r}\n",
             {},
         ),
+        "future": (FUTURE_EVENT_LOGGER + EXTENSION_LINE, {"TELEMETRYD_SOCKET": socket}),
+        "unsupported": (UNSUPPORTED_VERSIONS + EXTENSION_LINE, {"TELEMETRYD_SOCKET": socket}),
     }
 
 
@@ -137,7 +166,7 @@ def servers(
         for name, (config, env) in _configs(daemon.socket, workdir).items():
             process = JupyterServerProcess(workdir / name, config, env=env, wait_ready=False)
             started[name] = Server(name, process)
-            process.__enter__()  # all three start at once
+            process.__enter__()  # all start at once
         started["handler"].reference = workdir / "handler-reference.jsonl"
         for server in started.values():
             server.process.await_ready()
@@ -171,7 +200,7 @@ def _contents_records(daemon: Daemon, server: Server) -> list[dict[str, Any]]:
     )
 
 
-@pytest.mark.parametrize("name", ["extension", "handler", "both"])
+@pytest.mark.parametrize("name", ["extension", "handler", "both", "future", "unsupported"])
 def test_contents_events_arrive_once_with_their_own_time(
     daemon: Daemon, servers: dict[str, Server], name: str
 ) -> None:
@@ -260,8 +289,31 @@ def test_the_extension_logs_one_line_naming_the_socket(
         lines = [line for line in servers[name].process.log().splitlines() if LOADED in line]
         assert len(lines) == 1, lines
         assert f"{LOADED}{daemon.socket} ({origin} handler" in lines[0]
-        assert "validate_in_process=False" in lines[0]
+        assert "validate_in_process=False, fast path)" in lines[0]
+        assert FAST_PATH_OFF not in servers[name].process.log()
     assert LOADED not in servers["handler"].process.log()
+
+
+@pytest.mark.parametrize("name", ["future", "unsupported"])
+def test_the_extension_warns_once_why_the_fast_path_is_off(
+    daemon: Daemon, servers: dict[str, Server], name: str
+) -> None:
+    """The events of these servers arrived (test_contents_events_arrive_once_with_their_own_time):
+    through jupyter_events' emit and the handler, which the log says, with the reason."""
+    log = servers[name].process.log().splitlines()
+    (warning,) = [line for line in log if FAST_PATH_OFF in line]
+    assert warning.startswith("[W "), warning
+    assert FAST_PATH_PROBLEMS[name] in warning
+    found = ", ".join(
+        f"{package} {importlib.metadata.version(package)}"
+        for package in ("jupyter_events", "jupyter_server")
+    )
+    events_range = ">=0.0,<0.1" if name == "unsupported" else ">=0.11,<0.13"
+    supported = f"jupyter_events {events_range} and jupyter_server >=2.20,<3.0"
+    assert warning.endswith(f"(found {found}; the fast path supports {supported})"), warning
+    (loaded,) = [line for line in log if LOADED in line]
+    assert f"{LOADED}{daemon.socket} (a new handler; validated in the server (" in loaded
+    assert "fast path off" in loaded
 
 
 def test_post_api_events_keeps_jupyter_servers_validation(
@@ -316,8 +368,10 @@ def test_telemetryd_schemas_are_registered_with_the_server(
 _event_loggers: list[EventLogger] = []
 
 
-def _event_logger(*handlers: logging.Handler) -> EventLogger:
-    logger = EventLogger(handlers=list(handlers))
+def _event_logger(
+    *handlers: logging.Handler, event_logger_class: type[EventLogger] = EventLogger
+) -> EventLogger:
+    logger = event_logger_class(handlers=list(handlers))
     _event_loggers.append(logger)
     for schema in ("contents_service", "kernel_actions"):
         logger.register_event_schema(SERVER_SCHEMAS / schema / "v1.yaml")
@@ -390,17 +444,20 @@ Attached = tuple[EventLogger, TelemetrydExtension, list[str]]
 
 
 @pytest.fixture
-def attach(daemon: Daemon) -> Iterator[Callable[[], Attached]]:
-    """Makes an EventLogger with the extension loaded the way Jupyter Server loads it; the
-    list collects the schema ids of the calls that reached jupyter_events' own emit.
+def attach(daemon: Daemon) -> Iterator[Callable[..., Attached]]:
+    """Makes an EventLogger (of `event_logger_class`) with the extension loaded the way
+    Jupyter Server loads it; the list collects the schema ids of the calls that reached
+    jupyter_events' own emit. With `fast=False` the fast path is expected to be off.
 
     Called in the test, not at setup: pytest attaches its log capture handlers to every
     non-propagating logger that exists when a test phase starts, jupyter_events' included,
     and another handler there rightly turns the fast path off."""
     made: list[tuple[EventLogger, Callable[..., Any], TelemetrydExtension]] = []
 
-    def attach() -> Attached:
-        logger = _event_logger()
+    def attach(
+        event_logger_class: type[EventLogger] = EventLogger, *, fast: bool = True
+    ) -> Attached:
+        logger = _event_logger(event_logger_class=event_logger_class)
         slow_calls: list[str] = []
         original = logger.emit
 
@@ -410,7 +467,8 @@ def attach(daemon: Daemon) -> Iterator[Callable[[], Attached]]:
 
         logger.emit = counted  # type: ignore[method-assign]
         extension = _load_jupyter_server_extension(FakeServerApp(logger, socket_path=daemon.socket))
-        assert vars(logger)["emit"] is not counted
+        assert (vars(logger)["emit"] is not counted) == fast
+        assert extension.fast_path == fast
         made.append((logger, counted, extension))
         return logger, extension, slow_calls
 
@@ -422,7 +480,7 @@ def attach(daemon: Daemon) -> Iterator[Callable[[], Attached]]:
 
 
 def test_fast_path_sends_the_event_with_its_time_and_returns_none(
-    daemon: Daemon, attach: Callable[[], Attached]
+    daemon: Daemon, attach: Callable[..., Attached]
 ) -> None:
     logger, extension, slow_calls = attach()
     assert extension.handler is not None
@@ -449,7 +507,7 @@ def test_fast_path_sends_the_event_with_its_time_and_returns_none(
 
 def test_fast_path_rejections_are_logged_once_not_raised(
     daemon: Daemon,
-    attach: Callable[[], Attached],
+    attach: Callable[..., Attached],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     logger, extension, slow_calls = attach()
@@ -478,7 +536,7 @@ def test_fast_path_rejections_are_logged_once_not_raised(
 
 
 def test_fast_path_falls_back_when_jupyter_events_has_work(
-    daemon: Daemon, attach: Callable[[], Attached], tmp_path: Path
+    daemon: Daemon, attach: Callable[..., Attached], tmp_path: Path
 ) -> None:
     """Modifiers, listeners and other handlers run as jupyter_events runs them; the event is
     still sent once."""
@@ -527,6 +585,85 @@ def test_fast_path_falls_back_when_jupyter_events_has_work(
         "fallback/file",
         "fallback/fast-again",
     }
+
+
+class FutureEventLogger(EventLogger):
+    """A jupyter_events to come: modifiers kept outside traitlets."""
+
+    @property
+    def _modifiers(self) -> dict[str, set[Callable[..., Any]]]:  # type: ignore[override]
+        modifiers: dict[str, set[Callable[..., Any]]] = self.__dict__.setdefault("_mods", {})
+        return modifiers
+
+
+class DivertedModifiersEventLogger(EventLogger):
+    """A jupyter_events to come: `_modifiers` still a trait, but add_modifier keeps them
+    elsewhere (the fast path would skip them silently)."""
+
+    def add_modifier(self, *, schema_id: str | None = None, modifier: Any) -> None:
+        self.__dict__.setdefault("_other_modifiers", []).append((schema_id, modifier))
+
+    def remove_modifier(self, *, schema_id: str | None = None, modifier: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("assumption", "problem"),
+    [
+        ("modifiers_not_a_trait", "EventLogger._modifiers is not a trait kept in _trait_values"),
+        ("modifiers_elsewhere", "add_modifier does not store the modifier in _modifiers"),
+        ("jupyter_events_version", "is outside the tested range"),
+        ("jupyter_server_version", "is outside the tested range"),
+        ("post_api_events", "POST /api/events handler does not call EventLogger.emit"),
+    ],
+)
+def test_fast_path_stays_off_when_an_assumption_fails(
+    daemon: Daemon,
+    attach: Callable[..., Attached],
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    assumption: str,
+    problem: str,
+) -> None:
+    """The extension keeps jupyter_events' emit (validated in process) and the handler,
+    warns once why, and the events still arrive with their data."""
+    event_logger_class: type[EventLogger] = EventLogger
+    if assumption == "modifiers_not_a_trait":
+        event_logger_class = FutureEventLogger
+    elif assumption == "modifiers_elsewhere":
+        event_logger_class = DivertedModifiersEventLogger
+    elif assumption == "jupyter_events_version":
+        monkeypatch.setattr(telemetryd.jupyter, "SUPPORTED_JUPYTER_EVENTS", ((0, 0), (0, 1)))
+    elif assumption == "jupyter_server_version":
+        monkeypatch.setattr(telemetryd.jupyter, "SUPPORTED_JUPYTER_SERVER", ((9, 0), (10, 0)))
+    else:
+        monkeypatch.setattr(telemetryd.jupyter, "_events_post_code", lambda: None)
+    caplog.set_level(logging.WARNING)
+    logger, extension, slow_calls = attach(event_logger_class, fast=False)
+    assert extension.handler is not None
+    assert extension.fast_path_problem is not None
+    assert problem in extension.fast_path_problem
+    warnings = [r.getMessage() for r in caplog.records if "fast emit path is off" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert problem in warnings[0]
+    assert "(found jupyter_events " in warnings[0]
+    assert "the fast path supports jupyter_events >=" in warnings[0]
+    prefix = f"off-{assumption}/"
+    with pytest.raises(jsonschema.ValidationError):  # validated in process, as jupyter_events does
+        logger.emit(schema_id=CONTENTS, data={"action": "explode", "path": prefix + "bad"})
+    capsules = [logger.emit(schema_id=CONTENTS, data=_save(f"{prefix}{i}")) for i in range(3)]
+    assert all(capsule is not None for capsule in capsules)
+    assert slow_calls == [CONTENTS] * 4
+    assert extension.handler.client.flush(10)
+    records = _by_path(daemon, prefix, 3)
+    assert sorted(records) == [f"{prefix}{i}" for i in range(3)]
+    for capsule in capsules:
+        assert capsule is not None
+        record = records[capsule["path"]]
+        assert record["action"] == "save"
+        assert record["__timestamp__"] == normalise(capsule["__timestamp__"])
+        assert record["__origin__"] == expected_origin(os.getpid())
 
 
 def test_validate_in_process_keeps_jupyter_events_emit(daemon: Daemon) -> None:
