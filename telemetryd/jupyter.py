@@ -100,7 +100,7 @@ class TelemetrydExtension(LoggingConfigurable):
 
     socket_path = Unicode(
         help="telemetryd's Unix socket (default: $TELEMETRYD_SOCKET, else "
-        f"{DEFAULT_SOCKET}, where the systemd unit in telemetryd's README puts it)."
+        f"{DEFAULT_SOCKET}, where telemetryd's systemd unit (docs/operations.md) puts it)."
     ).tag(config=True)
 
     max_buffer_events = Int(
