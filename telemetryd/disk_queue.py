@@ -39,8 +39,8 @@ from telemetryd.disk_log import DiskLog, Frame, Position, encode_frame
 from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.sink_queue import QueueClosed, QueueSignals, QueueStatistics
-from telemetryd.sinks.base import WhenFull
 from telemetryd.stats import ComponentStats
+from telemetryd_sinks.base import WhenFull
 
 log = logging.getLogger("telemetryd.disk_buffer")
 

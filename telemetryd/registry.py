@@ -190,7 +190,7 @@ def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
 
 def builtin_schema_dir() -> Path:
     """The schemas shipped with telemetryd (the repository's schemas/ folder, as package data)."""
-    root = importlib.resources.files("telemetryd") / "schemas"
+    root = importlib.resources.files("telemetryd.schemas")
     # A regular (non-zipped) install gives a Path; anything else still has a filesystem str().
     return root if isinstance(root, Path) else Path(str(root))
 

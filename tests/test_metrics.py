@@ -19,8 +19,8 @@ from telemetryd.metrics import make_registry, render
 from telemetryd.record import Record
 from telemetryd.sink_queue import SinkQueue
 from telemetryd.sink_worker import SinkWorker
-from telemetryd.sinks.blackhole import BlackholeSettings, BlackholeSink
 from telemetryd.stats import ComponentStats
+from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 
 Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
 

@@ -24,9 +24,9 @@ from pydantic import ValidationError
 
 from telemetryd.plugins import load_sink_class
 from telemetryd.record import Record
-from telemetryd.sinks import file as file_module
-from telemetryd.sinks import file_gzip
-from telemetryd.sinks.file import FileSettings, FileSink
+from telemetryd_sinks import file as file_module
+from telemetryd_sinks import file_gzip
+from telemetryd_sinks.file import FileSettings, FileSink
 
 ROTATED = re.compile(r"events\.[0-9]{8}T[0-9]{6}\.[0-9]{6}Z(_[0-9]{4})?\.jsonl")
 

@@ -22,15 +22,15 @@ from webhook_receiver import Answer, WebhookReceiver
 
 from telemetryd.plugins import load_sink_class
 from telemetryd.record import RECORD_START, Record, record_head
-from telemetryd.sinks.base import RetryLater
-from telemetryd.sinks.http import (
+from telemetryd_sinks.base import RetryLater
+from telemetryd_sinks.http import (
     HttpSettings,
     HttpSink,
     HttpSinkError,
     Refused,
     retry_after_secs,
 )
-from telemetryd.sinks.http_events import EventEncoder, as_event
+from telemetryd_sinks.http_events import EventEncoder, as_event
 
 TOKEN = "agent-token-0123456789abcdefghijklmnopqrstuvwxyz"
 

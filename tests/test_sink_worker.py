@@ -20,9 +20,9 @@ from telemetryd.disk_queue import DiskQueue
 from telemetryd.record import Record
 from telemetryd.sink_queue import EventQueue, SinkQueue
 from telemetryd.sink_worker import SinkWorker
-from telemetryd.sinks.base import PartialDelivery, Sink, SinkSettings
-from telemetryd.sinks.blackhole import BlackholeSettings, BlackholeSink
 from telemetryd.stats import ComponentStats
+from telemetryd_sinks.base import PartialDelivery, Sink, SinkSettings
+from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 
 BATCH = 100
 PER_TURN = 3 * BATCH  # what the source brings at each turn of the loop

@@ -28,9 +28,9 @@ from telemetryd.rejections import Rejection
 from telemetryd.routing import RouteFilter
 from telemetryd.sink_queue import SinkQueue
 from telemetryd.sink_worker import SinkWorker
-from telemetryd.sinks.blackhole import BlackholeSettings, BlackholeSink
 from telemetryd.sources.unix import UnixSource
 from telemetryd.stats import ComponentStats
+from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 
 EVENTS = 60_000
 LIMIT = 50_000  # far above a read's worth (some 1,700 events): only pace keeps it short

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from telemetryd.record import Record
-from telemetryd.sinks.nats_subjects import MSG_ID_HEADER, msg_id
+from telemetryd_sinks.nats_subjects import MSG_ID_HEADER, msg_id
 
 #: nats-py buffers what is published until its flusher task runs: yielding this often lets it
 #: write while later messages are built, so the server works on a batch as it is made.

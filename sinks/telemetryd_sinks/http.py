@@ -42,9 +42,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from telemetryd import __version__
 from telemetryd.record import Record
-from telemetryd.sinks.base import RetryLater, Sink, SinkHealth, SinkSettings
-from telemetryd.sinks.file import FileSettings, FileSink
-from telemetryd.sinks.http_events import BatchAnswer, EventEncoder, batch_answer_of
+from telemetryd_sinks.base import RetryLater, Sink, SinkHealth, SinkSettings
+from telemetryd_sinks.file import FileSettings, FileSink
+from telemetryd_sinks.http_events import BatchAnswer, EventEncoder, batch_answer_of
 
 log = logging.getLogger("telemetryd.sink.http")
 
