@@ -39,13 +39,13 @@ from telemetryd.registry import SchemaLoadError, SchemaRegistry
 from telemetryd.rejections import Rejection, dead_letter_record
 from telemetryd.routing import RouteFilter
 from telemetryd.settings_types import GroupError
+from telemetryd.sink import Sink, SinkSettings
 from telemetryd.sink_queue import EventQueue, QueueClosed, SinkQueue
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.sources.http import HttpSource
 from telemetryd.sources.unix import MIN_READ_BYTES, UnixSource
 from telemetryd.stats import ComponentStats
 from telemetryd.subscribers import SubscriberHub
-from telemetryd_sinks.base import Sink, SinkSettings
 
 log = logging.getLogger("telemetryd")
 

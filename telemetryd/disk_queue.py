@@ -38,9 +38,9 @@ from telemetryd.disk_errors import Throttle, describe
 from telemetryd.disk_log import DiskLog, Frame, Position, encode_frame
 from telemetryd.reasons import DropReason
 from telemetryd.record import Record
+from telemetryd.sink import WhenFull
 from telemetryd.sink_queue import QueueClosed, QueueSignals, QueueStatistics
 from telemetryd.stats import ComponentStats
-from telemetryd_sinks.base import WhenFull
 
 log = logging.getLogger("telemetryd.disk_buffer")
 

@@ -19,8 +19,8 @@ import anyio
 
 from telemetryd.reasons import DropReason
 from telemetryd.record import Record
+from telemetryd.sink import WhenFull
 from telemetryd.stats import ComponentStats
-from telemetryd_sinks.base import WhenFull
 
 _payload = attrgetter("payload")
 

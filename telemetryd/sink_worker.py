@@ -20,9 +20,9 @@ import anyio
 from telemetryd.disk_errors import Throttle
 from telemetryd.latency import BATCH_SIZE_BUCKETS, Histogram, LatencyHistogram
 from telemetryd.record import Record
+from telemetryd.sink import PartialDelivery, RetryLater, Sink, SinkHealth
 from telemetryd.sink_queue import EventQueue
 from telemetryd.stats import ComponentStats
-from telemetryd_sinks.base import PartialDelivery, RetryLater, Sink, SinkHealth
 
 log = logging.getLogger("telemetryd.sink")
 

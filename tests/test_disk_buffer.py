@@ -21,8 +21,8 @@ from telemetryd.disk_log import (
 )
 from telemetryd.disk_queue import DiskQueue
 from telemetryd.record import Record
+from telemetryd.sink import WhenFull
 from telemetryd.stats import ComponentStats
-from telemetryd_sinks.base import WhenFull
 
 SCHEMA = "https://events.jupyter.org/jupyter_server/contents_service/v1"
 

@@ -38,8 +38,8 @@ from telemetryd.client import Client
 from telemetryd.disk_log import BufferLocked, DiskLog, encode_frame
 from telemetryd.disk_queue import DiskQueue
 from telemetryd.record import Record
+from telemetryd.sink import WhenFull
 from telemetryd.stats import ComponentStats
-from telemetryd_sinks.base import WhenFull
 
 DISK_FULL = "disk full: No space left on device writing "
 NO_ROOM_TO_CREATE = "disk full: No space left on device creating "

@@ -32,3 +32,13 @@ def test_every_package_is_listed() -> None:
 def test_no_symlinks_in_the_packages() -> None:
     for top in ("telemetryd", "sinks", "schemas"):
         assert [p for p in (REPO / top).rglob("*") if p.is_symlink()] == []
+
+
+def test_the_core_never_imports_a_sink() -> None:
+    # The core drives sinks through telemetryd.sink and finds them by entry point only.
+    importers = [
+        path.relative_to(REPO)
+        for path in (REPO / "telemetryd").rglob("*.py")
+        if "telemetryd_sinks" in path.read_text()
+    ]
+    assert importers == []

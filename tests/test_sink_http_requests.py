@@ -22,7 +22,7 @@ from webhook_receiver import Answer, WebhookReceiver
 
 from telemetryd.plugins import load_sink_class
 from telemetryd.record import RECORD_START, Record, record_head
-from telemetryd_sinks.base import RetryLater
+from telemetryd.sink import RetryLater
 from telemetryd_sinks.http import (
     HttpSettings,
     HttpSink,

@@ -45,7 +45,7 @@ from nats_process import (
 
 from telemetryd.config import ConfigError, parse_config
 from telemetryd.record import Record
-from telemetryd_sinks.base import PartialDelivery, SinkHealth
+from telemetryd.sink import PartialDelivery, SinkHealth
 from telemetryd_sinks.nats import NatsSettings, NatsSink
 from telemetryd_sinks.nats_acks import PublishError
 from telemetryd_sinks.nats_subjects import msg_id, subject_for

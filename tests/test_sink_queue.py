@@ -16,9 +16,9 @@ from telemetryd.bus import Bus, Route
 from telemetryd.reasons import DropReason
 from telemetryd.record import Record
 from telemetryd.routing import RouteFilter
+from telemetryd.sink import WhenFull
 from telemetryd.sink_queue import QueueClosed, SinkQueue
 from telemetryd.stats import ComponentStats
-from telemetryd_sinks.base import WhenFull
 
 
 def rec(n: int, size: int = 10, schema: str = "s") -> Record:

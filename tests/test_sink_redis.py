@@ -36,7 +36,7 @@ from redis_process import RedisClusterProcesses, RedisServer, make_certificates
 
 from telemetryd.config import ConfigError, parse_config
 from telemetryd.record import Record
-from telemetryd_sinks.base import PartialDelivery, SinkHealth
+from telemetryd.sink import PartialDelivery, SinkHealth
 from telemetryd_sinks.redis import RedisSettings, RedisSink
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,10 @@ import pytest
 
 from telemetryd.disk_queue import DiskQueue
 from telemetryd.record import Record
+from telemetryd.sink import PartialDelivery, Sink, SinkSettings
 from telemetryd.sink_queue import EventQueue, SinkQueue
 from telemetryd.sink_worker import SinkWorker
 from telemetryd.stats import ComponentStats
-from telemetryd_sinks.base import PartialDelivery, Sink, SinkSettings
 from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 
 BATCH = 100

@@ -9,7 +9,7 @@ import anyio
 from pydantic import Field
 
 from telemetryd.record import Record
-from telemetryd_sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sink import Sink, SinkHealth, SinkSettings
 
 
 class BlackholeSettings(SinkSettings):

@@ -47,7 +47,7 @@ from pydantic import Field
 from telemetryd.disk_errors import describe
 from telemetryd.record import Record
 from telemetryd.settings_types import FileMode, GroupError, GroupName, gid_of
-from telemetryd_sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sink import Sink, SinkHealth, SinkSettings
 from telemetryd_sinks.file_gzip import GZ, PARTIAL, Compressor
 
 log = logging.getLogger("telemetryd.sink")

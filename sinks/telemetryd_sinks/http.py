@@ -42,7 +42,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from telemetryd import __version__
 from telemetryd.record import Record
-from telemetryd_sinks.base import RetryLater, Sink, SinkHealth, SinkSettings
+from telemetryd.sink import RetryLater, Sink, SinkHealth, SinkSettings
 from telemetryd_sinks.file import FileSettings, FileSink
 from telemetryd_sinks.http_events import BatchAnswer, EventEncoder, batch_answer_of
 

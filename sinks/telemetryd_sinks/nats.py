@@ -31,7 +31,7 @@ from nats.aio.client import Client
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from telemetryd.record import Record
-from telemetryd_sinks.base import PartialDelivery, Sink, SinkHealth, SinkSettings
+from telemetryd.sink import PartialDelivery, Sink, SinkHealth, SinkSettings
 from telemetryd_sinks.nats_acks import AckWindow, PublishError
 from telemetryd_sinks.nats_stream import StreamMismatch, WantedStream, ensure_stream
 from telemetryd_sinks.nats_subjects import TOKEN, is_subject, subject_for

@@ -29,7 +29,7 @@ import msgspec
 from pydantic import Field, field_validator
 
 from telemetryd.record import Record
-from telemetryd_sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sink import Sink, SinkHealth, SinkSettings
 
 log = logging.getLogger("telemetryd.sink")
 

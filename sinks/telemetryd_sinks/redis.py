@@ -45,7 +45,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from telemetryd.record import Record
-from telemetryd_sinks.base import PartialDelivery, Sink, SinkHealth, SinkSettings
+from telemetryd.sink import PartialDelivery, Sink, SinkHealth, SinkSettings
 
 SCHEMES = ("redis", "rediss", "unix")
 

@@ -11,7 +11,7 @@ import anyio.to_thread
 from pydantic import Field
 
 from telemetryd.record import Record
-from telemetryd_sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sink import Sink, SinkHealth, SinkSettings
 
 
 class StdoutSettings(SinkSettings):

@@ -21,7 +21,7 @@ import anyio.to_thread
 from pydantic import Field, field_validator
 
 from telemetryd.record import Record
-from telemetryd_sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sink import Sink, SinkHealth, SinkSettings
 
 __all__ = ["SqliteSettings", "SqliteSink"]
 

@@ -4,6 +4,9 @@ A sink is deliberately small: it is constructed with its validated settings, sta
 handed batches, asked for its health and closed. Everything else (queueing, batching, retries
 with backoff, routing, drop policies, counting) belongs to the sink worker that drives it, so
 a plugin author writes only the part that talks to the destination.
+
+This module is the plugin API: the core drives sinks through it and never imports a sink;
+plugins (the shipped ones in sinks/, third-party ones) import it as `telemetryd.sink`.
 """
 
 from __future__ import annotations
