@@ -1,0 +1,1 @@
+"""The HTTP sink: batches POSTed to a telemetryd or any JSON-lines endpoint."""
