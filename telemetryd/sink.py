@@ -18,8 +18,19 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from telemetryd.record import Record
-from telemetryd.routing import Rule
+from telemetryd.core.record import Record
+from telemetryd.delivery.routing import Rule
+
+# Record is re-exported: a plugin needs nothing but this module.
+__all__ = [
+    "PartialDelivery",
+    "Record",
+    "RetryLater",
+    "Sink",
+    "SinkHealth",
+    "SinkSettings",
+    "WhenFull",
+]
 
 WhenFull = Literal["block", "drop_newest", "drop_oldest"]
 

@@ -6,7 +6,7 @@ import pytest
 
 from telemetryd.plugins import UnknownSinkType, load_sink_class, sink_types
 from telemetryd_sinks.blackhole import BlackholeSink
-from telemetryd_sinks.file import FileSink
+from telemetryd_sinks.file.sink import FileSink
 from telemetryd_sinks.stdout import StdoutSink
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from telemetryd.core.record import Record
 from telemetryd.plugins import load_sink_class
-from telemetryd.record import Record
 from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 from telemetryd_sinks.stdout import StdoutSettings, StdoutSink
 

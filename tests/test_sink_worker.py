@@ -16,12 +16,12 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from telemetryd.disk_queue import DiskQueue
-from telemetryd.record import Record
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.disk_queue import DiskQueue
+from telemetryd.delivery.sink_queue import EventQueue, SinkQueue
+from telemetryd.delivery.sink_worker import SinkWorker
 from telemetryd.sink import PartialDelivery, Sink, SinkSettings
-from telemetryd.sink_queue import EventQueue, SinkQueue
-from telemetryd.sink_worker import SinkWorker
-from telemetryd.stats import ComponentStats
 from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 
 BATCH = 100

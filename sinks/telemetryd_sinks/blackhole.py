@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import anyio
 from pydantic import Field
 
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 from telemetryd.sink import Sink, SinkHealth, SinkSettings
 
 

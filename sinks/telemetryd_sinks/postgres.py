@@ -28,7 +28,7 @@ import asyncpg  # type: ignore[import-untyped]
 import msgspec
 from pydantic import Field, field_validator
 
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 from telemetryd.sink import Sink, SinkHealth, SinkSettings
 
 log = logging.getLogger("telemetryd.sink")

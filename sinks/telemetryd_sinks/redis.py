@@ -44,7 +44,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 from telemetryd.sink import PartialDelivery, Sink, SinkHealth, SinkSettings
 
 SCHEMES = ("redis", "rediss", "unix")

@@ -10,7 +10,7 @@ from typing import Literal
 import anyio.to_thread
 from pydantic import Field
 
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 from telemetryd.sink import Sink, SinkHealth, SinkSettings
 
 

@@ -13,13 +13,13 @@ from typing import Any, cast
 import msgspec
 from fastjsonschema import JsonSchemaValueException
 
-from telemetryd.envelope import envelope_decoder
-from telemetryd.framing import Frame, LineTooLong
-from telemetryd.reasons import Reason
-from telemetryd.record import RECORD_START, Record
-from telemetryd.registry import CompiledSchema, SchemaRegistry
-from telemetryd.rejections import Rejection
-from telemetryd.timestamps import InvalidTimestamp, normalise
+from telemetryd.core.envelope import envelope_decoder
+from telemetryd.core.framing import Frame, LineTooLong
+from telemetryd.core.reasons import Reason
+from telemetryd.core.record import RECORD_START, Record
+from telemetryd.core.registry import CompiledSchema, SchemaRegistry
+from telemetryd.core.rejections import Rejection
+from telemetryd.core.timestamps import InvalidTimestamp, normalise
 
 _encode = msgspec.json.Encoder().encode
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from itertools import groupby
 from operator import attrgetter
 
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 
 _received = attrgetter("received")
 

@@ -1,6 +1,6 @@
 """Why an event did not get through: one vocabulary for the whole daemon.
 
-Two kinds, counted apart in every component's stats (telemetryd.stats) and in the metrics'
+Two kinds, counted apart in every component's stats (telemetryd.core.stats) and in the metrics'
 `reason` labels:
 
 - `Reason`: an input was rejected (bad input): it is answered to the client with the reason,

@@ -25,7 +25,7 @@ import fastjsonschema
 import jsonschema_specifications
 import yaml
 
-from telemetryd.record import record_head
+from telemetryd.core.record import record_head
 
 SCHEMA_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 OWN_ID_PREFIX = "https://events.telemetryd.org/"

@@ -1,7 +1,7 @@
 """Why an input was refused, and the dead-letter record that keeps it.
 
 Every refused input becomes a `Rejection` with a stable `reason` code (a
-telemetryd.reasons.Reason, for metrics and for clients to branch on) and a `message` that names
+telemetryd.core.reasons.Reason, for metrics and for clients to branch on) and a `message` that names
 what is wrong in words. The dead-letter record is an event of telemetryd's own schema
 `rejected_event`, so it travels and is stored like any other record.
 """
@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from telemetryd.record import RECORD_START, Record, record_head
+from telemetryd.core.record import RECORD_START, Record, record_head
 
 REJECTED_EVENT_SCHEMA: Final = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
 REJECTED_EVENT_VERSION: Final = "1"

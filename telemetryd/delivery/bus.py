@@ -1,5 +1,5 @@
 """Fan-out: every accepted record goes to the queue of every sink whose routing wants it,
-through that sink's privacy policy (telemetryd.policy).
+through that sink's privacy policy (telemetryd.delivery.policy).
 
 Sinks are served in a fixed order and a blocking queue makes `publish` wait, which is how a
 `block` sink pushes back on the sources. Records of one publish keep their order in every queue.
@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from telemetryd.policy import PASS_THROUGH, SinkPolicy
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
-from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import EventQueue
-from telemetryd.subscribers import SubscriberHub
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.delivery.policy import PASS_THROUGH, SinkPolicy
+from telemetryd.delivery.routing import RouteFilter
+from telemetryd.delivery.sink_queue import EventQueue
+from telemetryd.delivery.subscribers import SubscriberHub
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Route:
     name: str
     queue: EventQueue
     filter: RouteFilter
-    policy: SinkPolicy = PASS_THROUGH  # the sink's privacy policy (telemetryd.policy)
+    policy: SinkPolicy = PASS_THROUGH  # the sink's privacy policy (telemetryd.delivery.policy)
 
 
 class Bus:

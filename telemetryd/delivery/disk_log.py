@@ -18,7 +18,7 @@ is saved by a later commit (a crash meanwhile delivers again from the last saved
 once); and a log whose every record is delivered can start a new segment to free the old one.
 Starting on a full disk needs no space: recovery only reads, and cuts a torn tail.
 
-This module does blocking file I/O and no async: the queue (telemetryd.disk_queue) decides
+This module does blocking file I/O and no async: the queue (telemetryd.delivery.disk_queue) decides
 when to call it and what runs in a worker thread.
 """
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from telemetryd.disk_errors import Throttle, describe
+from telemetryd.delivery.disk_errors import Throttle, describe
 
 log = logging.getLogger("telemetryd.disk_buffer")
 

@@ -34,13 +34,13 @@ from typing import Literal
 
 import anyio
 
-from telemetryd.disk_errors import Throttle, describe
-from telemetryd.disk_log import DiskLog, Frame, Position, encode_frame
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.disk_errors import Throttle, describe
+from telemetryd.delivery.disk_log import DiskLog, Frame, Position, encode_frame
+from telemetryd.delivery.sink_queue import QueueClosed, QueueSignals, QueueStatistics
 from telemetryd.sink import WhenFull
-from telemetryd.sink_queue import QueueClosed, QueueSignals, QueueStatistics
-from telemetryd.stats import ComponentStats
 
 log = logging.getLogger("telemetryd.disk_buffer")
 

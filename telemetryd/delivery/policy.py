@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 
 
 class SinkPolicy(Protocol):

@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 
 
 class VersionedRule(BaseModel):

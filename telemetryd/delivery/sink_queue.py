@@ -17,10 +17,10 @@ from typing import Protocol
 
 import anyio
 
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
 from telemetryd.sink import WhenFull
-from telemetryd.stats import ComponentStats
 
 _payload = attrgetter("payload")
 
@@ -41,7 +41,7 @@ class QueueStatistics:
 
 class EventQueue(Protocol):
     """What the bus, the sink worker and the daemon need of a sink's queue: SinkQueue (memory)
-    and telemetryd.disk_queue.DiskQueue (disk) both provide it."""
+    and telemetryd.delivery.disk_queue.DiskQueue (disk) both provide it."""
 
     max_events: int  # 0: no limit in events
     max_bytes: int

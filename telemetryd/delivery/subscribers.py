@@ -4,7 +4,7 @@ A subscriber is not a sink: it wants what happens from now on, and nothing it do
 bus. So the bus hands each subscription its records without waiting (`SubscriberHub.offer`), each
 subscription holds at most `max_events` records and `max_bytes` of them, and what does not fit is
 dropped for that subscriber alone, counted, and announced to it (`Batch.dropped`) so it knows its
-view has a gap. The transports (telemetryd.sources.sse, telemetryd.sources.websocket) take batches
+view has a gap. The transports (sse and websocket in telemetryd.sources.http) take batches
 with `Subscription.next_batch` and write them at the subscriber's own pace, and close the
 subscription when done: what it still held then is counted as dropped, so that the hub's counts
 add up (received = sent + dropped).
@@ -19,10 +19,10 @@ from typing import Final
 
 import anyio
 
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
-from telemetryd.routing import RouteFilter
-from telemetryd.stats import ComponentStats
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.routing import RouteFilter
 
 #: A subscriber's records dropped because it read slower than they came.
 #: Records handed to a transport at most at once.

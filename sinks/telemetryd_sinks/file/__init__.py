@@ -1,1 +1,1 @@
-"""The file sink: JSON lines, rotated by size or time, gzipped in a thread of its own."""
+"""The file sink: records appended as JSON Lines, rotated by size, optionally gzipped."""

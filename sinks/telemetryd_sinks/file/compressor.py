@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from telemetryd.disk_errors import describe
+from telemetryd.delivery.disk_errors import describe
 
 GZ = ".gz"
 PARTIAL = ".gz.tmp"

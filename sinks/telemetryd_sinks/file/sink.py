@@ -8,7 +8,7 @@ never stalls the event loop.
 Rotated files are named `<stem>.<UTC time>[_NNNN]<suffix>`, e.g.
 `events.20261122T013021.131970Z.jsonl`; the names sort in rotation order, so
 `cat events.*.jsonl events.jsonl` reads every record in order. With `compress = "gzip"` each
-is then gzipped to `<name>.gz` in a thread of its own (telemetryd_sinks.file_gzip), and
+is then gzipped to `<name>.gz` in a thread of its own (telemetryd_sinks.file.compressor), and
 `zcat -f events.*.jsonl* events.jsonl` reads them (`-f`: the newest may not be compressed yet).
 
 `rotate_secs` rotates on wall-clock boundaries: a file holds the records written in one period
@@ -44,11 +44,11 @@ from typing import Literal
 import anyio.to_thread
 from pydantic import Field
 
-from telemetryd.disk_errors import describe
-from telemetryd.record import Record
+from telemetryd.core.record import Record
+from telemetryd.delivery.disk_errors import describe
 from telemetryd.settings_types import FileMode, GroupError, GroupName, gid_of
 from telemetryd.sink import Sink, SinkHealth, SinkSettings
-from telemetryd_sinks.file_gzip import GZ, PARTIAL, Compressor
+from telemetryd_sinks.file.compressor import GZ, PARTIAL, Compressor
 
 log = logging.getLogger("telemetryd.sink")
 

@@ -1,1 +1,1 @@
-"""The HTTP sink: batches POSTed to a telemetryd or any JSON-lines endpoint."""
+"""The HTTP sink: batches POSTed as NDJSON to a webhook, or to another telemetryd."""

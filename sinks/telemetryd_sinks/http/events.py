@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from telemetryd.record import RECORD_START, Record, record_head
+from telemetryd.core.record import RECORD_START, Record, record_head
 
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encode = msgspec.json.encode
@@ -32,7 +32,7 @@ class EventEncoder:
     """Turns records back into the events (DESIGN.md §3) they were made from, keeping the
     record's timestamp.
 
-    Records from the hot path have one layout (telemetryd.ingest): `{"__timestamp__":"<time>`,
+    Records from the hot path have one layout (telemetryd.core.ingest): `{"__timestamp__":"<time>`,
     a head constant per schema version, the origin object, then the data's members. Slicing
     that layout costs a third of decoding the record; any other record is decoded."""
 

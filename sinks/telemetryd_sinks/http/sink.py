@@ -41,10 +41,10 @@ import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from telemetryd import __version__
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 from telemetryd.sink import RetryLater, Sink, SinkHealth, SinkSettings
-from telemetryd_sinks.file import FileSettings, FileSink
-from telemetryd_sinks.http_events import BatchAnswer, EventEncoder, batch_answer_of
+from telemetryd_sinks.file.sink import FileSettings, FileSink
+from telemetryd_sinks.http.events import BatchAnswer, EventEncoder, batch_answer_of
 
 log = logging.getLogger("telemetryd.sink.http")
 

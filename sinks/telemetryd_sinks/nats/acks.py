@@ -21,8 +21,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from telemetryd.record import Record
-from telemetryd_sinks.nats_subjects import MSG_ID_HEADER, msg_id
+from telemetryd.core.record import Record
+from telemetryd_sinks.nats.subjects import MSG_ID_HEADER, msg_id
 
 #: nats-py buffers what is published until its flusher task runs: yielding this often lets it
 #: write while later messages are built, so the server works on a batch as it is made.

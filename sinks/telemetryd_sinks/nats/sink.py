@@ -1,7 +1,7 @@
 """The NATS sink: records published to a JetStream stream, each batch acknowledged in full.
 
 Every record is one message on `<subject_prefix>.<host>.<path>.<version>` (see
-telemetryd_sinks.nats_subjects) with a `Nats-Msg-Id` made from its bytes. A batch is delivered
+telemetryd_sinks.nats.subjects) with a `Nats-Msg-Id` made from its bytes. A batch is delivered
 when JetStream acknowledged every message of it. After a failure (a lost connection, a
 stream leader that died before answering) only the messages not acknowledged are published
 again (PartialDelivery), with the same ids: one that was stored but whose acknowledgement was
@@ -30,11 +30,11 @@ import nats.errors
 from nats.aio.client import Client
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from telemetryd.record import Record
+from telemetryd.core.record import Record
 from telemetryd.sink import PartialDelivery, Sink, SinkHealth, SinkSettings
-from telemetryd_sinks.nats_acks import AckWindow, PublishError
-from telemetryd_sinks.nats_stream import StreamMismatch, WantedStream, ensure_stream
-from telemetryd_sinks.nats_subjects import TOKEN, is_subject, subject_for
+from telemetryd_sinks.nats.acks import AckWindow, PublishError
+from telemetryd_sinks.nats.stream import StreamMismatch, WantedStream, ensure_stream
+from telemetryd_sinks.nats.subjects import TOKEN, is_subject, subject_for
 
 log = logging.getLogger("telemetryd.sink.nats")
 

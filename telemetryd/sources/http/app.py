@@ -1,6 +1,6 @@
 """The HTTP API's endpoints (DESIGN.md §6): a parsed request in, a response out, no sockets.
 
-telemetryd.sources.http speaks HTTP/1.1 (parsed by httptools) and enforces the limits; this
+telemetryd.sources.http.server speaks HTTP/1.1 (parsed by httptools) and enforces the limits; this
 module routes a request (404, 405, 415 before its body is read) and answers it. Events go
 through the same Ingestor, bus and dead-letter as on the Unix socket, so one payload is judged
 the same way on either transport.
@@ -19,24 +19,25 @@ import anyio.lowlevel
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from telemetryd import openapi, pioneer
 from telemetryd.auth import REALM, Authenticator, AuthFailure, Identity, Pending
-from telemetryd.bus import Bus
 from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
-from telemetryd.framing import Frame, LineFramer
-from telemetryd.hub_auth import HUB_RETRY_AFTER_SECS, HubClient
-from telemetryd.ingest import Ingestor
+from telemetryd.core.framing import Frame, LineFramer
+from telemetryd.core.ingest import Ingestor
+from telemetryd.core.reasons import DropReason, Reason
+from telemetryd.core.record import Record
+from telemetryd.core.registry import CompiledSchema
+from telemetryd.core.rejections import Rejection
+from telemetryd.core.stats import ComponentStats
+from telemetryd.core.timestamps import now_utc
+from telemetryd.delivery.bus import Bus
+from telemetryd.delivery.sink_queue import QueueClosed
+from telemetryd.delivery.sink_worker import SinkWorker
+from telemetryd.delivery.subscribers import SubscriberHub, Subscription, TooManySubscribers
+from telemetryd.integrations import pioneer
+from telemetryd.integrations.hub_auth import HUB_RETRY_AFTER_SECS, HubClient
 from telemetryd.metrics import render
-from telemetryd.read_budget import ReadBudget
-from telemetryd.reasons import DropReason, Reason
-from telemetryd.record import Record
-from telemetryd.registry import CompiledSchema
-from telemetryd.rejections import Rejection
-from telemetryd.sink_queue import QueueClosed
-from telemetryd.sink_worker import SinkWorker
-from telemetryd.stats import ComponentStats
-from telemetryd.subscribers import SubscriberHub, Subscription, TooManySubscribers
-from telemetryd.timestamps import now_utc
+from telemetryd.sources.http import openapi
+from telemetryd.sources.read_budget import ReadBudget
 
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
@@ -661,7 +662,7 @@ class HttpApi:
         }
 
     async def get_openapi(self, request: Request, _: str) -> Response:
-        """The OpenAPI 3.1 document of this API (telemetryd.openapi)."""
+        """The OpenAPI 3.1 document of this API (telemetryd.sources.http.openapi)."""
         return Response(200, openapi.document_bytes(), (("content-type", JSON),))
 
     # -- health ------------------------------------------------------------------------------

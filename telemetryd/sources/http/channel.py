@@ -1,4 +1,4 @@
-"""What a streaming response (telemetryd.sources.sse, telemetryd.sources.websocket) has of its
+"""What a streaming response (telemetryd.sources.http: sse, websocket) has of its
 HTTP connection once the response head is decided: bytes out, with the transport's flow
 control, and notice of the bytes the client sends and of its leaving."""
 

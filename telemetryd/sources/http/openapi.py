@@ -4,7 +4,7 @@ Built in code rather than kept as a JSON file so the constants it names (Pioneer
 the media types, the schema of an event) come from the modules that define them, and so it
 ships inside the package with nothing to find at run time. tests/test_openapi.py runs
 schemathesis against a live daemon with it: every status, header and body a request can get
-must be described here, including the transport's own answers (telemetryd.sources.http).
+must be described here, including the transport's own answers (telemetryd.sources.http.server).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Final
 import msgspec
 
 from telemetryd import __version__
-from telemetryd.pioneer import PIONEER_EVENTS, SCHEMA_PREFIX
-from telemetryd.reasons import Reason
+from telemetryd.core.reasons import Reason
+from telemetryd.integrations.pioneer import PIONEER_EVENTS, SCHEMA_PREFIX
 
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
@@ -87,7 +87,7 @@ always. A token JupyterHub must be asked about while it cannot answer is `503`
 """
 
 
-#: An event's rejection reasons (telemetryd.rejections), listed where they can appear.
+#: An event's rejection reasons (telemetryd.core.rejections), listed where they can appear.
 _EVENT_REASONS: Final = ", ".join(
     f"`{reason}`"
     for reason in (
@@ -149,7 +149,7 @@ _EVENT: Final[Schema] = {
             "description": "The `$id` of a registered schema (GET /api/schemas).",
         },
         "version": {
-            # telemetryd.envelope.Envelope takes `str | int`: jupyter_events writes the version
+            # telemetryd.core.envelope.Envelope takes `str | int`: jupyter_events writes the version
             # as a string, older clients as a number; both name the same registered version.
             "type": ["string", "integer"],
             "description": "The schema's version, a string; an integer is accepted and read "
@@ -538,7 +538,7 @@ _RESPONSES: Final[dict[str, Schema]] = {
     ),
 }
 
-# What guards an endpoint (telemetryd.http_api's access kinds) and when it needs a token.
+# What guards an endpoint (telemetryd.sources.http.app's access kinds) and when it needs a token.
 _INGEST: Final = "ingest"
 _HEALTH: Final = "health"
 _METRICS: Final = "metrics"

@@ -2,9 +2,9 @@
 
 The listeners are the running loop's servers (uvloop's in the daemon) on sockets bound here;
 each connection is an asyncio.Protocol. What arrives is fed to a sans-IO request reader
-(telemetryd.sources.http_parser, llhttp through httptools) as it arrives, and one task per
+(telemetryd.sources.http.parser, llhttp through httptools) as it arrives, and one task per
 connection answers the requests it yields, one at a time and in order (keep-alive, pipelining),
-calling telemetryd.http_api to route and answer them. Responses are written as bytes, with
+calling telemetryd.sources.http.app to route and answer them. Responses are written as bytes, with
 the transport's flow control. The transport enforces the limits:
 
 - headers: the reader answers a request line and headers over `http_max_header_bytes` 431,
@@ -53,11 +53,11 @@ from anyio.abc import TaskStatus
 from telemetryd import __version__
 from telemetryd.auth import Identity
 from telemetryd.config import parse_host_port
-from telemetryd.http_api import HttpApi, Request, Response, Route, error_response
 from telemetryd.settings_types import give_to_group
-from telemetryd.sources.channel import Channel, ChannelClosed
-from telemetryd.sources.content_encoding import BadBody, content_coding, gunzip
-from telemetryd.sources.http_parser import (
+from telemetryd.sources.http.app import HttpApi, Request, Response, Route, error_response
+from telemetryd.sources.http.channel import Channel, ChannelClosed
+from telemetryd.sources.http.content_encoding import BadBody, content_coding, gunzip
+from telemetryd.sources.http.parser import (
     Body,
     EndOfMessage,
     Event,
@@ -65,9 +65,9 @@ from telemetryd.sources.http_parser import (
     RequestHead,
     RequestReader,
 )
-from telemetryd.sources.sse import serve_sse
+from telemetryd.sources.http.sse import serve_sse
+from telemetryd.sources.http.websocket import serve_websocket
 from telemetryd.sources.unix import peer_of, refuse_if_in_use
-from telemetryd.sources.websocket import serve_websocket
 
 log = logging.getLogger("telemetryd.http")
 

@@ -12,9 +12,9 @@ from typing import Final
 
 import anyio
 
-from telemetryd.reasons import DropReason
-from telemetryd.sources.channel import Channel
-from telemetryd.subscribers import Subscription
+from telemetryd.core.reasons import DropReason
+from telemetryd.delivery.subscribers import Subscription
+from telemetryd.sources.http.channel import Channel
 
 CONTENT_TYPE: Final = "text/event-stream"
 KEEPALIVE: Final = b": keepalive\n\n"
@@ -48,7 +48,7 @@ async def serve_sse(
     """Sends the response head, then a chunk per batch until the subscription closes (the
     daemon stops: the body is then finished properly) or the client leaves (a subscriber sends
     nothing after its request: the end of its side means it went away). Raises
-    telemetryd.sources.channel.ChannelClosed when the client is gone mid-write."""
+    telemetryd.sources.http.channel.ChannelClosed when the client is gone mid-write."""
     with anyio.CancelScope() as scope:
         channel.on_end(scope.cancel)
         await channel.send(head)

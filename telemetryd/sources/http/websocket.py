@@ -1,6 +1,6 @@
 """WebSocket for GET /api/events/subscribe (RFC 6455, framed by wsproto).
 
-The HTTP/1.1 handshake is checked by telemetryd.http_api (`websocket_key`) and answered 101
+The HTTP/1.1 handshake is checked by telemetryd.sources.http.app (`websocket_key`) and answered 101
 here; the bytes the client sent after its request, and all it sends from then on, go to
 wsproto. Each record is one text message with its §4 JSON, as Jupyter Server's own subscribe
 socket sends events. Client messages other than ping and close are ignored: pings are answered
@@ -17,8 +17,8 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event, Message, Ping, TextMessage
 from wsproto.utilities import generate_accept_token
 
-from telemetryd.sources.channel import Channel
-from telemetryd.subscribers import Subscription
+from telemetryd.delivery.subscribers import Subscription
+from telemetryd.sources.http.channel import Channel
 
 GOING_AWAY: Final = 1001
 #: After sending close, how long the client has to answer it before the socket is closed.
