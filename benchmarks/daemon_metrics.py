@@ -3,7 +3,7 @@
 telemetryd's "stopped" log line gives each sink's accept-to-sink latency at p50 and p99
 (telemetryd.daemon.snapshot); /metrics exposes the whole histogram
 (`telemetryd_sink_latency_seconds`, fixed buckets from 50 us to 60 s, about three a decade:
-telemetryd.latency.BUCKETS). The harness reads it once every record is written and computes
+telemetryd.core.latency.BUCKETS). The harness reads it once every record is written and computes
 p50, p99 and p99.9 the way telemetryd does (Prometheus' histogram_quantile: linear inside the
 bucket), so these agree with the "stopped" line and share its resolution: the bucket's width.
 """
@@ -56,7 +56,7 @@ def latency_buckets(text: str, sink: str) -> list[tuple[float, float]]:
 
 
 def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
-    """The q-quantile of cumulative buckets, as telemetryd.latency.Histogram.quantile."""
+    """The q-quantile of cumulative buckets, as telemetryd.core.latency.Histogram.quantile."""
     if not buckets or not buckets[-1][1]:
         return 0.0
     rank = q * buckets[-1][1]

@@ -51,10 +51,10 @@ from benchmarks.sink_run import (
     sink_target,
     time_client,
 )
-from telemetryd.record import RECORD_START, record_head
-from telemetryd.sinks.nats_stream import WantedStream
-from telemetryd.sinks.nats_subjects import MSG_ID_HEADER, msg_id, subject_for
-from telemetryd.timestamps import now_utc
+from telemetryd.core.record import RECORD_START, record_head
+from telemetryd.core.timestamps import now_utc
+from telemetryd_sinks.nats.stream import WantedStream
+from telemetryd_sinks.nats.subjects import MSG_ID_HEADER, msg_id, subject_for
 
 BATCH_EVENTS = 1000
 WINDOW = 1000  # unacknowledged messages at most, in both runs

@@ -48,7 +48,7 @@ from benchmarks.sink_run import (
     sink_target,
     time_client,
 )
-from telemetryd.sinks.postgres import COLUMNS, TableName, create_table_sql
+from telemetryd_sinks.postgres import COLUMNS, TableName, create_table_sql
 
 BATCH_EVENTS = 1000
 #: Two COPYs at once: while one commits (an fsync), the next is on its way. With one, the

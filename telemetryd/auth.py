@@ -10,8 +10,8 @@ one dict lookup (no parsing, no sha256). The cache belongs to the Authenticator,
 SIGHUP reload replaces with a new one: a revoked token stops working at once.
 
 With `[auth.jupyterhub]`, a token that matches none of the configured hashes is shown to
-JupyterHub (telemetryd.hub_auth): a cached answer is returned here at once, and only a miss
-returns a coroutine for the caller to await.
+JupyterHub (telemetryd.integrations.hub_auth): a cached answer is returned here at once, and
+only a miss returns a coroutine for the caller to await.
 
 The identity (`__origin__.user`) comes only from the token, never from the request body.
 """
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from telemetryd.config import AuthSettings
 
 if TYPE_CHECKING:
-    from telemetryd.hub_auth import HubClient, HubVerifier
+    from telemetryd.integrations.hub_auth import HubClient, HubVerifier
 
 HASH_PREFIX: Final = "sha256:"
 HASH_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")
@@ -137,7 +137,7 @@ class Authenticator:
         )
         self.hub: HubVerifier | None = None
         if settings.jupyterhub is not None:
-            from telemetryd.hub_auth import HubClient, HubVerifier
+            from telemetryd.integrations.hub_auth import HubClient, HubVerifier
 
             hub = settings.jupyterhub
             self.hub = HubVerifier(

@@ -33,8 +33,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from telemetryd.config import ConfigError, default_config_path, load_config
+    from telemetryd.core.registry import SchemaLoadError
     from telemetryd.daemon import load_registry
-    from telemetryd.registry import SchemaLoadError
 
     path = args.file or default_config_path()
     try:

@@ -25,7 +25,7 @@ from pydantic import (
 
 from telemetryd.plugins import SinkUnavailable, UnknownSinkType, load_sink_class
 from telemetryd.settings_types import FileMode, GroupName
-from telemetryd.sinks.base import SinkSettings
+from telemetryd.sink import SinkSettings
 
 DEFAULT_CONFIG_PATHS = (Path("telemetryd.toml"), Path("/etc/telemetryd/telemetryd.toml"))
 KiB = 1024

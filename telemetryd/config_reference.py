@@ -30,7 +30,7 @@ from telemetryd.config import (
 )
 from telemetryd.plugins import ENTRY_POINT_GROUP
 from telemetryd.settings_types import octal_mode
-from telemetryd.sinks.base import Sink, SinkSettings
+from telemetryd.sink import Sink, SinkSettings
 
 #: The configuration file's tables, in the order the reference gives them.
 SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (

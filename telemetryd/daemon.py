@@ -26,27 +26,27 @@ import anyio
 from anyio.abc import TaskStatus
 
 from telemetryd import __version__
-from telemetryd.bus import Bus, Route
 from telemetryd.config import Config, ConfigError, load_config
-from telemetryd.disk_queue import DiskQueue
-from telemetryd.http_api import HttpApi
-from telemetryd.ingest import Ingestor
+from telemetryd.core.ingest import Ingestor
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.registry import SchemaLoadError, SchemaRegistry
+from telemetryd.core.rejections import Rejection, dead_letter_record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.bus import Bus, Route
+from telemetryd.delivery.disk_queue import DiskQueue
+from telemetryd.delivery.routing import RouteFilter
+from telemetryd.delivery.sink_queue import EventQueue, QueueClosed, SinkQueue
+from telemetryd.delivery.sink_worker import SinkWorker
+from telemetryd.delivery.subscribers import SubscriberHub
 from telemetryd.metrics import make_registry
 from telemetryd.plugins import load_sink_class
-from telemetryd.read_budget import ReadBudget
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
-from telemetryd.registry import SchemaLoadError, SchemaRegistry
-from telemetryd.rejections import Rejection, dead_letter_record
-from telemetryd.routing import RouteFilter
 from telemetryd.settings_types import GroupError
-from telemetryd.sink_queue import EventQueue, QueueClosed, SinkQueue
-from telemetryd.sink_worker import SinkWorker
-from telemetryd.sinks.base import Sink, SinkSettings
-from telemetryd.sources.http import HttpSource
+from telemetryd.sink import Sink, SinkSettings
+from telemetryd.sources.http.app import HttpApi
+from telemetryd.sources.http.server import HttpSource
+from telemetryd.sources.read_budget import ReadBudget
 from telemetryd.sources.unix import MIN_READ_BYTES, UnixSource
-from telemetryd.stats import ComponentStats
-from telemetryd.subscribers import SubscriberHub
 
 log = logging.getLogger("telemetryd")
 

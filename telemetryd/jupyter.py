@@ -256,7 +256,7 @@ def find_handler(event_logger: EventLogger, socket_path: str) -> TelemetrydHandl
 def telemetryd_schema_paths() -> Iterator[list[Path]]:
     """The YAML and JSON files of telemetryd's own schemas (schemas/telemetryd/), as paths
     for as long as the block runs (the package may be installed in a zip)."""
-    with as_file(files("telemetryd") / "schemas" / "telemetryd") as folder:
+    with as_file(files("telemetryd.schemas") / "telemetryd") as folder:
         yield sorted(p for p in folder.rglob("*") if p.suffix in {".yaml", ".yml", ".json"})
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from telemetryd.timestamps import now_utc
+from telemetryd.core.timestamps import now_utc
 
 _encode = msgspec.json.Encoder().encode
 

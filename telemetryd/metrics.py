@@ -1,7 +1,7 @@
 """Prometheus metrics, read from the daemon's plain counters at scrape time.
 
 Nothing on the hot path goes through prometheus_client: sources and sink workers bump plain
-integers (`telemetryd.stats.ComponentStats`, `SinkWorker.batches`, `SinkWorker.retries`, the
+integers (`telemetryd.core.stats.ComponentStats`, `SinkWorker.batches`, `SinkWorker.retries`, the
 `LatencyHistogram`), and `DaemonCollector` turns them into metric families when `/metrics` is
 scraped. `make_registry` builds the registry the HTTP API serves; `render` encodes it.
 
@@ -82,10 +82,10 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from telemetryd import __version__
-from telemetryd.latency import Histogram
-from telemetryd.sink_worker import SinkWorker
-from telemetryd.stats import ComponentStats
-from telemetryd.subscribers import SubscriberHub
+from telemetryd.core.latency import Histogram
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.sink_worker import SinkWorker
+from telemetryd.delivery.subscribers import SubscriberHub
 
 __all__ = ["DaemonCollector", "make_registry", "render"]
 

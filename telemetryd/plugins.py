@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import entry_points
 
-from telemetryd.sinks.base import Sink
+from telemetryd.sink import Sink
 
 ENTRY_POINT_GROUP = "telemetryd.sinks"
 

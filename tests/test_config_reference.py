@@ -15,7 +15,7 @@ from telemetryd.config_reference import (
     render_markdown,
     shipped_sinks,
 )
-from telemetryd.sinks.base import SinkSettings
+from telemetryd.sink import SinkSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE = "regenerate with `telemetryd config-reference{} > {}`"

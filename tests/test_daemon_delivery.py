@@ -42,7 +42,7 @@ from daemon_process import (
 pytestmark = pytest.mark.integration
 
 REJECTED = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
-KEPT_HEAD_BYTES = 1024  # telemetryd.framing.KEPT_HEAD_BYTES: what a line_too_long record keeps
+KEPT_HEAD_BYTES = 1024  # telemetryd.core.framing.KEPT_HEAD_BYTES: what a line_too_long record keeps
 
 
 def sink_stats(stats: dict[str, Any], name: str) -> dict[str, Any]:

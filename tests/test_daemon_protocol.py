@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 REJECTED = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
 MAX_LINE_BYTES = 4096
-KEPT_HEAD_BYTES = 1024  # telemetryd.framing.KEPT_HEAD_BYTES
+KEPT_HEAD_BYTES = 1024  # telemetryd.core.framing.KEPT_HEAD_BYTES
 REASONS = {
     "empty_line",
     "line_too_long",

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from telemetryd.disk_log import (
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.disk_log import (
     HEADER_BYTES,
     BufferLocked,
     DiskLog,
@@ -19,10 +21,8 @@ from telemetryd.disk_log import (
     encode_frame,
     parse_frames,
 )
-from telemetryd.disk_queue import DiskQueue
-from telemetryd.record import Record
-from telemetryd.sinks.base import WhenFull
-from telemetryd.stats import ComponentStats
+from telemetryd.delivery.disk_queue import DiskQueue
+from telemetryd.sink import WhenFull
 
 SCHEMA = "https://events.jupyter.org/jupyter_server/contents_service/v1"
 

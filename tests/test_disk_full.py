@@ -35,11 +35,11 @@ from test_sink_file import file_settings, gz_lines, gzipped, lines, rotated, sta
 from test_sink_file import record as file_record
 
 from telemetryd.client import Client
-from telemetryd.disk_log import BufferLocked, DiskLog, encode_frame
-from telemetryd.disk_queue import DiskQueue
-from telemetryd.record import Record
-from telemetryd.sinks.base import WhenFull
-from telemetryd.stats import ComponentStats
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.disk_log import BufferLocked, DiskLog, encode_frame
+from telemetryd.delivery.disk_queue import DiskQueue
+from telemetryd.sink import WhenFull
 
 DISK_FULL = "disk full: No space left on device writing "
 NO_ROOM_TO_CREATE = "disk full: No space left on device creating "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telemetryd.framing import KEPT_HEAD_BYTES, Frame, LineFramer, LineTooLong
+from telemetryd.core.framing import KEPT_HEAD_BYTES, Frame, LineFramer, LineTooLong
 
 
 def frame_all(framer: LineFramer, chunks: list[bytes]) -> list[Frame]:

@@ -27,8 +27,8 @@ from daemon_process import (
 from http_client import RawConnection, http_config, http_port, jupyter_event
 from prometheus_client.parser import text_string_to_metric_families
 
-from telemetryd.pioneer import PIONEER_EVENTS
-from telemetryd.pioneer import schema_id as pioneer_schema_id
+from telemetryd.integrations.pioneer import PIONEER_EVENTS
+from telemetryd.integrations.pioneer import schema_id as pioneer_schema_id
 
 pytestmark = pytest.mark.integration
 

@@ -37,14 +37,14 @@ from http_client import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from telemetryd.bus import Bus
 from telemetryd.config import ServerSettings
-from telemetryd.http_api import HttpApi
-from telemetryd.ingest import Ingestor
-from telemetryd.registry import SchemaRegistry
-from telemetryd.rejections import Rejection
-from telemetryd.sources.http import HttpSource
-from telemetryd.stats import ComponentStats
+from telemetryd.core.ingest import Ingestor
+from telemetryd.core.registry import SchemaRegistry
+from telemetryd.core.rejections import Rejection
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.bus import Bus
+from telemetryd.sources.http.app import HttpApi
+from telemetryd.sources.http.server import HttpSource
 
 MAX_HEADER_BYTES = 2048
 MAX_BODY_BYTES = 64 * 1024

@@ -1,4 +1,4 @@
-"""The sans-IO HTTP request reader (telemetryd.sources.http_parser), without sockets: the events
+"""The sans-IO HTTP request reader (telemetryd.sources.http.parser), without sockets: the events
 do not depend on how the bytes are split, every limit holds at exactly the limit and fails one
 byte over, and no input makes it raise."""
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetryd.sources.http_parser import (
+from telemetryd.sources.http.parser import (
     CHUNK_LINE_MAX_BYTES,
     CHUNK_MIN_AVERAGE_BYTES,
     CHUNKS_FREE,

@@ -24,9 +24,7 @@ import httpx
 import pytest
 from http_client import jupyter_event
 
-from telemetryd import hub_auth
 from telemetryd.auth import Authenticator, AuthFailure, Identity
-from telemetryd.bus import Bus
 from telemetryd.config import (
     AuthSettings,
     ConfigError,
@@ -34,15 +32,17 @@ from telemetryd.config import (
     ServerSettings,
     parse_config,
 )
-from telemetryd.http_api import HttpApi
-from telemetryd.hub_auth import HubClient, holds_scope
-from telemetryd.ingest import Ingestor
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
-from telemetryd.registry import SchemaRegistry
-from telemetryd.rejections import Rejection
-from telemetryd.sources.http import HttpSource
-from telemetryd.stats import ComponentStats
+from telemetryd.core.ingest import Ingestor
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.registry import SchemaRegistry
+from telemetryd.core.rejections import Rejection
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.bus import Bus
+from telemetryd.integrations import hub_auth
+from telemetryd.integrations.hub_auth import HubClient, holds_scope
+from telemetryd.sources.http.app import HttpApi
+from telemetryd.sources.http.server import HttpSource
 
 ALICE = b"alice-hub-token"
 BOB = b"bob-hub-token"

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetryd import rejections as R
-from telemetryd.framing import LineTooLong
-from telemetryd.ingest import Ingestor
-from telemetryd.reasons import Reason
-from telemetryd.registry import SchemaRegistry
-from telemetryd.rejections import dead_letter_record
+from telemetryd.core import rejections as R
+from telemetryd.core.framing import LineTooLong
+from telemetryd.core.ingest import Ingestor
+from telemetryd.core.reasons import Reason
+from telemetryd.core.registry import SchemaRegistry
+from telemetryd.core.rejections import dead_letter_record
 
 CONTENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
 ORIGIN = b'{"transport":"unix","user":"alice","uid":1000}'

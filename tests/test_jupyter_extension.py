@@ -55,12 +55,12 @@ from traitlets.config import Config, LoggingConfigurable
 
 import telemetryd.jupyter
 from telemetryd.client import Client, TelemetrydHandler
+from telemetryd.core.timestamps import normalise
 from telemetryd.jupyter import (
     TelemetrydExtension,
     _jupyter_server_extension_points,
     _load_jupyter_server_extension,
 )
-from telemetryd.timestamps import normalise
 
 pytestmark = pytest.mark.integration
 

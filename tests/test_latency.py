@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from telemetryd.latency import LatencyHistogram
-from telemetryd.record import Record
+from telemetryd.core.latency import LatencyHistogram
+from telemetryd.core.record import Record
 
 
 def records(received: list[float]) -> list[Record]:

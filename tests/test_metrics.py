@@ -14,13 +14,13 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemetryd import __version__
-from telemetryd.latency import BUCKETS
+from telemetryd.core.latency import BUCKETS
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.sink_queue import SinkQueue
+from telemetryd.delivery.sink_worker import SinkWorker
 from telemetryd.metrics import make_registry, render
-from telemetryd.record import Record
-from telemetryd.sink_queue import SinkQueue
-from telemetryd.sink_worker import SinkWorker
-from telemetryd.sinks.blackhole import BlackholeSettings, BlackholeSink
-from telemetryd.stats import ComponentStats
+from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 
 Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
 

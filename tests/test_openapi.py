@@ -1,4 +1,4 @@
-"""The served OpenAPI document (telemetryd.openapi) against the live daemon.
+"""The served OpenAPI document (telemetryd.sources.http.openapi) against the live daemon.
 
 schemathesis sends generated requests (its examples, coverage and fuzzing phases) to every
 operation but the never-ending subscription, and checks that no answer is a server error and
@@ -34,10 +34,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from telemetryd import openapi
 from telemetryd.auth import hash_token
 from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
-from telemetryd.http_api import HttpApi
+from telemetryd.sources.http import openapi
+from telemetryd.sources.http.app import HttpApi
 
 pytestmark = pytest.mark.integration
 

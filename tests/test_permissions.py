@@ -23,7 +23,7 @@ from daemon_process import DaemonProcess, daemon_config, event_line, file_sink, 
 
 from telemetryd.config import ConfigError, parse_config
 from telemetryd.settings_types import gid_of
-from telemetryd.sinks.file_gzip import gzip_file
+from telemetryd_sinks.file.compressor import gzip_file
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="giving files to any group needs root")
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from telemetryd import pioneer
-from telemetryd.ingest import Ingestor
-from telemetryd.pioneer import (
+from telemetryd.core.ingest import Ingestor
+from telemetryd.core.registry import SchemaRegistry
+from telemetryd.integrations import pioneer
+from telemetryd.integrations.pioneer import (
     PIONEER_EVENTS,
     PioneerError,
     schema_id,
@@ -21,7 +22,6 @@ from telemetryd.pioneer import (
     to_events,
     without_environ,
 )
-from telemetryd.registry import SchemaRegistry
 
 ORIGIN = b'{"transport":"http","user":"pioneer"}'
 NOW = "2026-11-22T01:30:21.131970Z"

@@ -28,7 +28,7 @@ from daemon_process import DaemonProcess, file_sink, wait_for_records
 from http_client import http_config, http_port
 from jupyter_server_process import JupyterServerProcess
 
-from telemetryd.pioneer import schema_id, timestamp_of
+from telemetryd.integrations.pioneer import schema_id, timestamp_of
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from telemetryd.plugins import UnknownSinkType, load_sink_class, sink_types
-from telemetryd.sinks.blackhole import BlackholeSink
-from telemetryd.sinks.file import FileSink
-from telemetryd.sinks.stdout import StdoutSink
+from telemetryd_sinks.blackhole import BlackholeSink
+from telemetryd_sinks.file.sink import FileSink
+from telemetryd_sinks.stdout import StdoutSink
 
 
 def test_shipped_sinks_are_registered_as_entry_points() -> None:

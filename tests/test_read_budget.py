@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetryd.read_budget import ReadBudget
+from telemetryd.sources.read_budget import ReadBudget
 
 
 @pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""One vocabulary of reasons (telemetryd.reasons), and every component's counts whole.
+"""One vocabulary of reasons (telemetryd.core.reasons), and every component's counts whole.
 
 A stop that times out with stuck sinks is where counts used to go wrong: a rejection waiting for
 the dead-letter queue when it closed was counted twice by the dead-letter sink, under `shutdown`
@@ -24,11 +24,11 @@ from daemon_process import DaemonProcess, blackhole_sink, event_line, wait_for
 from http_client import http_config, http_port, jupyter_event
 
 from telemetryd.config import parse_config
+from telemetryd.core.reasons import DropReason, Reason
+from telemetryd.core.record import Record
+from telemetryd.core.rejections import Rejection
 from telemetryd.daemon import Daemon, load_registry
-from telemetryd.reasons import DropReason, Reason
-from telemetryd.record import Record
-from telemetryd.rejections import Rejection
-from telemetryd.subscribers import SubscriberHub
+from telemetryd.delivery.subscribers import SubscriberHub
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from typing import Any
 import fastjsonschema
 import pytest
 
-from telemetryd import record
-from telemetryd.registry import (
+from telemetryd.core import record
+from telemetryd.core.registry import (
     CompiledSchema,
     SchemaLoadError,
     SchemaProblem,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from telemetryd.config import ConfigError, parse_config
-from telemetryd.record import Record
-from telemetryd.routing import RouteFilter, VersionedRule
+from telemetryd.core.record import Record
+from telemetryd.delivery.routing import RouteFilter, VersionedRule
 
 HUB = "https://schema.jupyter.org/jupyterhub/events/server-action"
 CONTENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"

@@ -22,11 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from telemetryd.core.record import Record
 from telemetryd.plugins import load_sink_class
-from telemetryd.record import Record
-from telemetryd.sinks import file as file_module
-from telemetryd.sinks import file_gzip
-from telemetryd.sinks.file import FileSettings, FileSink
+from telemetryd_sinks.file import compressor as file_gzip
+from telemetryd_sinks.file import sink as file_module
+from telemetryd_sinks.file.sink import FileSettings, FileSink
 
 ROTATED = re.compile(r"events\.[0-9]{8}T[0-9]{6}\.[0-9]{6}Z(_[0-9]{4})?\.jsonl")
 

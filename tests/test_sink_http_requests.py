@@ -20,17 +20,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from webhook_receiver import Answer, WebhookReceiver
 
+from telemetryd.core.record import RECORD_START, Record, record_head
 from telemetryd.plugins import load_sink_class
-from telemetryd.record import RECORD_START, Record, record_head
-from telemetryd.sinks.base import RetryLater
-from telemetryd.sinks.http import (
+from telemetryd.sink import RetryLater
+from telemetryd_sinks.http.events import EventEncoder, as_event
+from telemetryd_sinks.http.sink import (
     HttpSettings,
     HttpSink,
     HttpSinkError,
     Refused,
     retry_after_secs,
 )
-from telemetryd.sinks.http_events import EventEncoder, as_event
 
 TOKEN = "agent-token-0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -268,7 +268,7 @@ def test_a_record_turns_back_into_its_event() -> None:
 
 
 def hot_path_record(origin: Any, data: dict[str, Any], stamp: str) -> Record:
-    """A record laid out as telemetryd.ingest builds it."""
+    """A record laid out as telemetryd.core.ingest builds it."""
     prefix = RECORD_START + stamp.encode() + record_head("urn:x", "2") + msgspec.json.encode(origin)
     body = msgspec.json.encode(data)
     payload = prefix + b"," + body[1:] if data else prefix + b"}"

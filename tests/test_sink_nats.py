@@ -44,11 +44,11 @@ from nats_process import (
 )
 
 from telemetryd.config import ConfigError, parse_config
-from telemetryd.record import Record
-from telemetryd.sinks.base import PartialDelivery, SinkHealth
-from telemetryd.sinks.nats import NatsSettings, NatsSink
-from telemetryd.sinks.nats_acks import PublishError
-from telemetryd.sinks.nats_subjects import msg_id, subject_for
+from telemetryd.core.record import Record
+from telemetryd.sink import PartialDelivery, SinkHealth
+from telemetryd_sinks.nats.acks import PublishError
+from telemetryd_sinks.nats.sink import NatsSettings, NatsSink
+from telemetryd_sinks.nats.subjects import msg_id, subject_for
 
 pytestmark = pytest.mark.integration
 

@@ -36,7 +36,7 @@ from daemon_process import (
 from http_client import http_port
 from postgres_process import PostgresServer
 
-from telemetryd.sinks.postgres import PostgresSettings, TableName, create_table_sql
+from telemetryd_sinks.postgres import PostgresSettings, TableName, create_table_sql
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetryd.bus import Bus, Route
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
-from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import QueueClosed, SinkQueue
-from telemetryd.sinks.base import WhenFull
-from telemetryd.stats import ComponentStats
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.bus import Bus, Route
+from telemetryd.delivery.routing import RouteFilter
+from telemetryd.delivery.sink_queue import QueueClosed, SinkQueue
+from telemetryd.sink import WhenFull
 
 
 def rec(n: int, size: int = 10, schema: str = "s") -> Record:

@@ -35,9 +35,9 @@ from redis.cluster import RedisCluster
 from redis_process import RedisClusterProcesses, RedisServer, make_certificates
 
 from telemetryd.config import ConfigError, parse_config
-from telemetryd.record import Record
-from telemetryd.sinks.base import PartialDelivery, SinkHealth
-from telemetryd.sinks.redis import RedisSettings, RedisSink
+from telemetryd.core.record import Record
+from telemetryd.sink import PartialDelivery, SinkHealth
+from telemetryd_sinks.redis import RedisSettings, RedisSink
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from telemetryd.core.record import Record
 from telemetryd.plugins import load_sink_class
-from telemetryd.record import Record
-from telemetryd.sinks.blackhole import BlackholeSettings, BlackholeSink
-from telemetryd.sinks.stdout import StdoutSettings, StdoutSink
+from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
+from telemetryd_sinks.stdout import StdoutSettings, StdoutSink
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from telemetryd.disk_queue import DiskQueue
-from telemetryd.record import Record
-from telemetryd.sink_queue import EventQueue, SinkQueue
-from telemetryd.sink_worker import SinkWorker
-from telemetryd.sinks.base import PartialDelivery, Sink, SinkSettings
-from telemetryd.sinks.blackhole import BlackholeSettings, BlackholeSink
-from telemetryd.stats import ComponentStats
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.disk_queue import DiskQueue
+from telemetryd.delivery.sink_queue import EventQueue, SinkQueue
+from telemetryd.delivery.sink_worker import SinkWorker
+from telemetryd.sink import PartialDelivery, Sink, SinkSettings
+from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 
 BATCH = 100
 PER_TURN = 3 * BATCH  # what the source brings at each turn of the loop

@@ -7,13 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetryd.bus import Bus, Route
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
-from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import SinkQueue
-from telemetryd.stats import ComponentStats
-from telemetryd.subscribers import BATCH_MAX_EVENTS, SubscriberHub, TooManySubscribers
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.bus import Bus, Route
+from telemetryd.delivery.routing import RouteFilter
+from telemetryd.delivery.sink_queue import SinkQueue
+from telemetryd.delivery.subscribers import BATCH_MAX_EVENTS, SubscriberHub, TooManySubscribers
 
 A = "https://example.org/a/v1"
 B = "https://example.org/b/v1"

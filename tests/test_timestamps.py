@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from telemetryd.timestamps import InvalidTimestamp, normalise, now_utc
+from telemetryd.core.timestamps import InvalidTimestamp, normalise, now_utc
 
 
 @pytest.mark.parametrize(

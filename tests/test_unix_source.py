@@ -18,19 +18,19 @@ import anyio
 import pytest
 from daemon_process import event_line
 
-from telemetryd.bus import Bus, Route
 from telemetryd.config import ServerSettings
-from telemetryd.ingest import Ingestor
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
-from telemetryd.registry import SchemaRegistry
-from telemetryd.rejections import Rejection
-from telemetryd.routing import RouteFilter
-from telemetryd.sink_queue import SinkQueue
-from telemetryd.sink_worker import SinkWorker
-from telemetryd.sinks.blackhole import BlackholeSettings, BlackholeSink
+from telemetryd.core.ingest import Ingestor
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.registry import SchemaRegistry
+from telemetryd.core.rejections import Rejection
+from telemetryd.core.stats import ComponentStats
+from telemetryd.delivery.bus import Bus, Route
+from telemetryd.delivery.routing import RouteFilter
+from telemetryd.delivery.sink_queue import SinkQueue
+from telemetryd.delivery.sink_worker import SinkWorker
 from telemetryd.sources.unix import UnixSource
-from telemetryd.stats import ComponentStats
+from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 
 EVENTS = 60_000
 LIMIT = 50_000  # far above a read's worth (some 1,700 events): only pace keeps it short

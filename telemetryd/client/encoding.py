@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from telemetryd.client.outbox import ENTRY_OVERHEAD_BYTES, Entry
-from telemetryd.timestamps import format_timestamp, format_utc
+from telemetryd.core.timestamps import format_timestamp, format_utc
 
 #: Distinct (schema id, version) heads kept; more than this is a client bug, not a cache miss.
 MAX_HEADS = 4096

@@ -1,5 +1,5 @@
 """One connection of the acknowledged protocol, sans-IO (docs/socket-protocol.md,
-telemetryd.protocol).
+telemetryd.core.protocol).
 
 The writer feeds it the bytes the daemon sends (`receive`) and asks it what to write
 (`next_batch`); it maps the connection's line numbers to the outbox's sequence numbers, settles
@@ -19,9 +19,9 @@ from typing import Any
 
 import msgspec
 
-from telemetryd import protocol
 from telemetryd.client.encoding import render, schema_of
 from telemetryd.client.outbox import Outbox
+from telemetryd.core import protocol
 
 #: The longest reply line the daemon sends is a rejection with its message; anything longer
 #: than this without a newline is not the daemon.

@@ -7,7 +7,7 @@ from typing import Protocol, TypeVar
 
 import anyio
 
-from telemetryd.stats import ComponentStats
+from telemetryd.core.stats import ComponentStats
 
 #: Pause after a failed accept (EMFILE and its kind) before trying again.
 ACCEPT_RETRY_SECS = 0.1

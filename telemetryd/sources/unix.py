@@ -1,15 +1,15 @@
 """The Unix socket source: NDJSON over a stream socket, plain or acknowledged
 (docs/socket-protocol.md).
 
-Each connection reads large chunks, frames them (telemetryd.framing), runs the hot path once
+Each connection reads large chunks, frames them (telemetryd.core.framing), runs the hot path once
 per chunk and publishes the chunk's records in one call. While the bus is full, the connection
 does not read: the kernel's socket buffer fills and the client's writes block. That is the
 backpressure, and nothing is buffered without bound on the way.
 
 What all connections hold between reading and publishing is bounded by the read budget
-(telemetryd.read_budget, `read_budget_bytes`): a connection takes its share once its socket is
-readable, reads at most that much, and gives it back once the chunk's records are handed on.
-A crowd of clients blocked on a slow sink holds the budget, not a chunk each.
+(telemetryd.sources.read_budget, `read_budget_bytes`): a connection takes its share once its
+socket is readable, reads at most that much, and gives it back once the chunk's records are
+handed on. A crowd of clients blocked on a slow sink holds the budget, not a chunk each.
 """
 
 from __future__ import annotations
@@ -33,20 +33,21 @@ import msgspec
 from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
-from telemetryd import __version__, protocol
-from telemetryd.bus import Bus
+from telemetryd import __version__
 from telemetryd.config import ServerSettings
-from telemetryd.framing import Frame, LineFramer
-from telemetryd.ingest import Ingestor
-from telemetryd.read_budget import ReadBudget
-from telemetryd.reasons import DropReason
-from telemetryd.record import Record
-from telemetryd.rejections import Rejection
+from telemetryd.core import protocol
+from telemetryd.core.framing import Frame, LineFramer
+from telemetryd.core.ingest import Ingestor
+from telemetryd.core.reasons import DropReason
+from telemetryd.core.record import Record
+from telemetryd.core.rejections import Rejection
+from telemetryd.core.stats import ComponentStats
+from telemetryd.core.timestamps import now_utc
+from telemetryd.delivery.bus import Bus
+from telemetryd.delivery.sink_queue import QueueClosed
 from telemetryd.settings_types import GroupError, give_to_group
-from telemetryd.sink_queue import QueueClosed
 from telemetryd.sources.accept import accept_or_pause
-from telemetryd.stats import ComponentStats
-from telemetryd.timestamps import now_utc
+from telemetryd.sources.read_budget import ReadBudget
 
 log = logging.getLogger("telemetryd.unix")
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import anyio.to_thread
 from pydantic import Field, field_validator
 
-from telemetryd.record import Record
-from telemetryd.sinks.base import Sink, SinkHealth, SinkSettings
+from telemetryd.sink import Record, Sink, SinkHealth, SinkSettings
 
 __all__ = ["SqliteSettings", "SqliteSink"]
 

@@ -1,0 +1,1 @@
+"""The event schemas shipped with telemetryd: package data of `telemetryd.schemas`."""

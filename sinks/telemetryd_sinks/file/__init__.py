@@ -1,0 +1,1 @@
+"""The file sink: records appended as JSON Lines, rotated by size, optionally gzipped."""

@@ -1,0 +1,1 @@
+"""The event itself: envelope, framing and protocol, schema registry, validation into a record."""

@@ -1,0 +1,1 @@
+"""What ties telemetryd to the Jupyter stack on the daemon side: JupyterHub identity, Pioneer."""
