@@ -74,6 +74,19 @@ def sources_stats(daemon: DaemonProcess) -> dict[str, object] | None:
     return unix
 
 
+def locked_db_sink(db: Path) -> str:
+    """The example SQLite sink on `db`, quick to retry, for a database the test keeps locked."""
+    return f"""
+[[sinks]]
+name = "db"
+type = "example_sqlite"
+path = "{db}"
+busy_timeout_secs = 0.05
+retry_initial_secs = 0.05
+retry_max_secs = 0.5
+"""
+
+
 def test_a_thousand_clients_blocked_on_a_stopped_sink_stay_within_the_memory_bound(
     tmp_path: Path,
 ) -> None:
@@ -83,15 +96,7 @@ def test_a_thousand_clients_blocked_on_a_stopped_sink_stay_within_the_memory_bou
     db = tmp_path / "out" / "records.db"
     # A SQLite database another program holds locked: the sink is stopped, its queue fills
     # (the default limits), and then publishing blocks every connection.
-    sinks = f"""
-[[sinks]]
-name = "db"
-type = "example_sqlite"
-path = "{db}"
-busy_timeout_secs = 0.05
-retry_initial_secs = 0.05
-retry_max_secs = 0.5
-"""
+    sinks = locked_db_sink(db)
     config = daemon_config(tmp_path, sinks=sinks, stats_interval_secs=0.2)
     payload = b"".join(
         event_line("x" * EVENT_PATH_BYTES + f"/{i}") + b"\n" for i in range(EVENTS_PER_CLIENT)
@@ -171,15 +176,7 @@ def test_http_requests_waiting_for_a_stopped_sink_turn_into_records_within_the_b
         pytest.fail("the example plugin is not installed: pip install -e tests/plugin_example")
     raise_open_files_limit(2 * HTTP_CLIENTS + 256)
     db = tmp_path / "out" / "records.db"
-    sinks = f"""
-[[sinks]]
-name = "db"
-type = "example_sqlite"
-path = "{db}"
-busy_timeout_secs = 0.05
-retry_initial_secs = 0.05
-retry_max_secs = 0.5
-"""
+    sinks = locked_db_sink(db)
     body = b"".join(event_line(f"p/{i:0>120}") + b"\n" for i in range(HTTP_BODY_EVENTS))
     request = (
         b"POST /api/events/batch HTTP/1.1\r\nhost: telemetryd\r\n"
