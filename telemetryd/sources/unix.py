@@ -18,18 +18,14 @@ import contextlib
 import errno
 import logging
 import os
-import pwd
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
-import msgspec
 from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -38,6 +34,7 @@ from telemetryd.config import ServerSettings
 from telemetryd.core import protocol
 from telemetryd.core.framing import Frame, LineFramer
 from telemetryd.core.ingest import Ingestor
+from telemetryd.core.origin import of_unix_peer
 from telemetryd.core.reasons import DropReason
 from telemetryd.core.record import Record
 from telemetryd.core.rejections import Rejection
@@ -66,41 +63,9 @@ class SocketInUse(OSError):
     pass
 
 
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-    user: str | None
-
-    def origin(self) -> bytes:
-        """`__origin__`, encoded once per connection; identity comes from the kernel only."""
-        origin: dict[str, object] = {"transport": "unix"}
-        if self.user is not None:
-            origin["user"] = self.user
-        origin |= {"uid": self.uid, "gid": self.gid, "pid": self.pid}
-        return msgspec.json.encode(origin)
-
-
-@lru_cache(maxsize=1024)
-def _user_name(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
-def peer_of(sock: socket.socket) -> Peer:
-    fmt = "3i"
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt))
-    pid, uid, gid = struct.unpack(fmt, raw)
-    return Peer(pid, uid, gid, _user_name(uid))
-
-
 @dataclass(eq=False)
 class _Connection:
-    peer: Peer
-    origin: bytes
+    origin: bytes  # `__origin__`, encoded once per connection
     framer: LineFramer
     acked: bool = False
     lines: int = 0  # event lines seen (after the hello, in acknowledged mode)
@@ -191,7 +156,7 @@ class UnixSource:
 
     async def _serve_connection(self, stream: SocketStream, limiter: anyio.CapacityLimiter) -> None:
         async with stream:
-            peer = peer_of(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+            origin = of_unix_peer(stream.extra(anyio.abc.SocketAttribute.raw_socket), "unix")
             try:
                 limiter.acquire_nowait()
             except anyio.WouldBlock:
@@ -206,7 +171,7 @@ class UnixSource:
                     ),
                 )
                 return
-            connection = _Connection(peer, peer.origin(), LineFramer(self.settings.max_line_bytes))
+            connection = _Connection(origin.encode(), LineFramer(self.settings.max_line_bytes))
             self.connections.add(connection)
             try:
                 send, receive = anyio.create_memory_object_stream[bytes](REPLY_QUEUE_LINES)

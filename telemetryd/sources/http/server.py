@@ -47,12 +47,12 @@ from collections.abc import Coroutine
 from typing import Any, Final, cast
 
 import anyio
-import msgspec
 from anyio.abc import TaskStatus
 
 from telemetryd import __version__
 from telemetryd.auth import Identity
 from telemetryd.config import parse_host_port
+from telemetryd.core.origin import Origin, of_remote, of_unix_peer
 from telemetryd.settings_types import give_to_group
 from telemetryd.sources.http.app import HttpApi, Request, Response, Route, error_response
 from telemetryd.sources.http.channel import Channel, ChannelClosed
@@ -67,7 +67,7 @@ from telemetryd.sources.http.parser import (
 )
 from telemetryd.sources.http.sse import serve_sse
 from telemetryd.sources.http.websocket import serve_websocket
-from telemetryd.sources.unix import peer_of, refuse_if_in_use
+from telemetryd.sources.unix import refuse_if_in_use
 
 log = logging.getLogger("telemetryd.http")
 
@@ -457,7 +457,7 @@ class _Connection(asyncio.Protocol):
         self.origin = b""  # the anonymous `__origin__`
         #: Who is at the other end: {"remote": address} over TCP, the kernel's peer
         #: credentials ({"user", "uid", "gid", "pid"}) on the Unix socket.
-        self.peer: dict[str, object] = {}
+        self.peer = Origin("http")  # who the connection is, before any token
         #: `__origin__` per identity seen on this connection (a client sends one token, mostly).
         self.origins: dict[Identity, bytes] = {}
         self.waiting = True  # no request head read yet: stop() closes the connection right away
@@ -506,12 +506,10 @@ class _Connection(asyncio.Protocol):
         try:
             sock = transport.get_extra_info("socket")
             if sock is not None and sock.family == socket.AF_UNIX:
-                peer = peer_of(sock)
-                fields: dict[str, object] = {} if peer.user is None else {"user": peer.user}
-                self.peer = fields | {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}
+                self.peer = of_unix_peer(sock, "http")
             else:
-                self.peer = {"remote": transport.get_extra_info("peername")[0]}
-            self.origin = msgspec.json.encode({"transport": "http", **self.peer})
+                self.peer = of_remote(transport.get_extra_info("peername")[0], "http")
+            self.origin = self.peer.encode()
         except Exception:
             self._failed()
             return
@@ -770,12 +768,8 @@ class _Connection(asyncio.Protocol):
         if origin is None:
             if len(self.origins) >= 8:
                 self.origins.clear()
-            # The token's identity is the user, first as in every origin; then where from.
-            peer = {key: value for key, value in self.peer.items() if key != "user"}
-            kind = {"kind": identity.kind} if identity.kind else {}
-            origin = msgspec.json.encode(
-                {"transport": "http", "user": identity.user, **kind, **peer}
-            )
+            # The token's identity is the user (a Unix peer's own name gives way to it).
+            origin = self.peer.as_user(identity.user, identity.kind or None).encode()
             self.origins[identity] = origin
         return origin
 
