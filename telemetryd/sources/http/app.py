@@ -397,13 +397,7 @@ class HttpApi:
         """(None, the share) once the budget has room for the body, or the 429/503 refusal."""
         if self.waiting >= self.settings.http_max_waiting_requests:
             self.stats.errors[DropReason.TOO_MANY_WAITING] += 1
-            return error_response(
-                429,
-                "too_many_requests",
-                f"sink queues are full and {self.waiting} requests already wait for room "
-                "(http_max_waiting_requests): the request was not accepted; retry later",
-                (("retry-after", str(RETRY_AFTER_SECS)),),
-            ), 0
+            return self._too_many_waiting("the request was"), 0
         self.waiting += 1
         share = 0
         try:
@@ -505,14 +499,7 @@ class HttpApi:
         if self.waiting >= self.settings.http_max_waiting_requests:
             # Queues are full and enough clients already wait: shed this one at once.
             self.stats.dropped[DropReason.TOO_MANY_WAITING] += count
-            return error_response(
-                429,
-                "too_many_requests",
-                f"sink queues are full and {self.waiting} requests already wait for room "
-                f"(http_max_waiting_requests): the request's {count} events were not accepted; "
-                "retry later",
-                (("retry-after", str(RETRY_AFTER_SECS)),),
-            )
+            return self._too_many_waiting(f"the request's {count} events were")
         self.waiting += 1
         try:
             with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
@@ -529,6 +516,16 @@ class HttpApi:
             return self._timed_out(count)
         self.stats.sent += count
         return None
+
+    def _too_many_waiting(self, what: str) -> Response:
+        """The 429 of a request shed at once: queues are full and enough requests wait."""
+        return error_response(
+            429,
+            "too_many_requests",
+            f"sink queues are full and {self.waiting} requests already wait for room "
+            f"(http_max_waiting_requests): {what} not accepted; retry later",
+            (("retry-after", str(RETRY_AFTER_SECS)),),
+        )
 
     def _timed_out(self, count: int) -> Response:
         """The 503 for a request whose events waited too long, naming why: a disk buffer's
