@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import msgspec
@@ -51,3 +52,35 @@ def setup(level: str = "info", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+#: How often a problem that lasts is logged again (with the count of what happened meanwhile).
+LOG_INTERVAL_SECS = 10.0
+
+
+class Throttle:
+    """Says when a repeated message is due: the first time, then at most once per
+    `interval_secs`, whether the problem ended in between or not (one that comes and goes
+    must not be said each time); `due()` returns how many were held back meanwhile."""
+
+    def __init__(self, interval_secs: float = LOG_INTERVAL_SECS) -> None:
+        self.interval_secs = interval_secs
+        self._last = -float("inf")
+        self._held = 0
+        self._said = False
+
+    def due(self) -> int | None:
+        """None: stay quiet (counted); else the number held back since the last message."""
+        now = time.monotonic()
+        if now - self._last < self.interval_secs:
+            self._held += 1
+            return None
+        held, self._held, self._last = self._held, 0, now
+        self._said = True
+        return held
+
+    def ended(self) -> bool:
+        """The problem is over: True if a message said it since the last end (then its end
+        is worth saying too)."""
+        said, self._said = self._said, False
+        return said

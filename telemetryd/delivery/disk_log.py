@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from telemetryd.delivery.disk_errors import Throttle, describe
+from telemetryd.delivery.disk_errors import describe
+from telemetryd.logs import Throttle
 
 log = logging.getLogger("telemetryd.disk_buffer")
 

@@ -37,9 +37,10 @@ import anyio
 from telemetryd.core.reasons import DropReason
 from telemetryd.core.record import Record
 from telemetryd.core.stats import ComponentStats
-from telemetryd.delivery.disk_errors import Throttle, describe
+from telemetryd.delivery.disk_errors import describe
 from telemetryd.delivery.disk_log import DiskLog, Frame, Position, encode_frame
 from telemetryd.delivery.sink_queue import QueueClosed, QueueSignals, QueueStatistics
+from telemetryd.logs import Throttle
 from telemetryd.sink import WhenFull
 
 log = logging.getLogger("telemetryd.disk_buffer")

@@ -5,7 +5,7 @@ failed batch is retried with exponential backoff and full jitter, without limit:
 keeps the batch (and counts it against its limits) until the sink takes it. When the sink says
 that part of a batch landed (PartialDelivery), only the rest is retried, and the batch is
 committed whole once all of it landed. The failures of an outage that lasts are logged once per
-interval (telemetryd.delivery.disk_errors.Throttle), not per try.
+interval (telemetryd.logs.Throttle), not per try.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import anyio
 from telemetryd.core.latency import BATCH_SIZE_BUCKETS, Histogram, LatencyHistogram
 from telemetryd.core.record import Record
 from telemetryd.core.stats import ComponentStats
-from telemetryd.delivery.disk_errors import Throttle
 from telemetryd.delivery.sink_queue import EventQueue
+from telemetryd.logs import Throttle
 from telemetryd.sink import PartialDelivery, RetryLater, Sink, SinkHealth
 
 log = logging.getLogger("telemetryd.sink")
