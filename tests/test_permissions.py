@@ -9,11 +9,9 @@ file's group to any group needs root, which is how CI runs; elsewhere these test
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,24 +39,15 @@ def groups() -> Iterator[tuple[str, str]]:
             subprocess.run(["groupdel", name], check=False, capture_output=True)
 
 
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A folder any user may write to (pytest's own are root's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="telemetryd-perm-"))
-    path.chmod(0o777)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def run_as_nobody(workdir: Path, config_text: str) -> subprocess.CompletedProcess[str]:
-    """`telemetryd run` as the user nobody, a member of none of the test's groups."""
+def run_without_group_rights(workdir: Path, config_text: str) -> subprocess.CompletedProcess[str]:
+    """`telemetryd run` as a user in none of the test's groups: root without supplementary
+    groups and without CAP_CHOWN, so giving a file to another group is refused as it is to any
+    user outside it, while the checkout and its interpreter stay readable wherever they are."""
     config = workdir / "telemetryd.toml"
     config.write_text(config_text)
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    outsider = ["setpriv", "--clear-groups", "--inh-caps=-chown", "--bounding-set=-chown"]
     return subprocess.run(
-        [*nobody, sys.executable, "-m", "telemetryd", "run", "--config", str(config)],
+        [*outsider, sys.executable, "-m", "telemetryd", "run", "--config", str(config)],
         cwd=workdir,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -112,19 +101,19 @@ def test_a_gzipped_rotation_keeps_the_mode_and_group(
 
 @pytest.mark.parametrize("setting", ["server.unix_socket_group", "sinks[0].group"])
 def test_a_group_the_daemon_is_not_in_refuses_to_start_naming_the_key(
-    open_dir: Path, groups: tuple[str, str], setting: str
+    tmp_path: Path, groups: tuple[str, str], setting: str
 ) -> None:
     group = groups[0]
     server = f'unix_socket_group = "{group}"' if setting.startswith("server") else ""
-    sink = file_sink("archive", open_dir / "out" / "events.jsonl", f'group = "{group}"')
+    sink = file_sink("archive", tmp_path / "out" / "events.jsonl", f'group = "{group}"')
     sinks = sink if setting.startswith("sinks") else None
-    run = run_as_nobody(open_dir, daemon_config(open_dir, server=server, sinks=sinks))
+    run = run_without_group_rights(tmp_path, daemon_config(tmp_path, server=server, sinks=sinks))
     assert run.returncode == 1, run.stderr
     first = run.stderr.splitlines()[0]
-    assert first.startswith(f"telemetryd: error: {open_dir / 'telemetryd.toml'}: {setting}: ")
+    assert first.startswith(f"telemetryd: error: {tmp_path / 'telemetryd.toml'}: {setting}: ")
     assert f"to group '{group}': Operation not permitted" in first
     assert "must be a member" in first
-    assert not (open_dir / "run" / "telemetryd.sock").exists()
+    assert not (tmp_path / "run" / "telemetryd.sock").exists()
 
 
 def test_a_group_that_does_not_exist_is_a_configuration_error() -> None:
