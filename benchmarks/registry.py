@@ -120,8 +120,8 @@ class Scenario:
         return self.results or (self.name,)
 
 
-#: Results of each sink scenario: the backend's own Python client doing batched writes of the
-#: same records, then the daemon's sink (benchmarks/sink_<backend>.py).
+#: The sink scenarios, sink_<backend> (benchmarks/sink_<backend>.py), two results each: the
+#: backend's own Python client doing batched writes of the same records, then the daemon's sink.
 SINK_BACKENDS = ("nats", "redis", "postgres", "http")
 #: Events of each sink scenario: the backends' raw clients run at 20-150k events/s.
 SINK_EVENTS_CAP = 200_000
@@ -165,14 +165,14 @@ def _socket_file(name: str, clients: int, config: DaemonConfig | None = None) ->
     return run
 
 
-def _client_emit(kind: str, *, capped: bool = False) -> RunFn:
-    """The scenario named like its `kind` (benchmarks.scenarios.run_client_emit); capped: at
-    --jupyter-events-max, as jupyter_events (its emit calls are as slow)."""
+def _client_emit(name: str, kind: str, *, capped: bool = False) -> RunFn:
+    """benchmarks.scenarios.run_client_emit of `kind`; capped: at --jupyter-events-max, as
+    jupyter_events (its emit calls are as slow)."""
 
     def run(ctx: RunContext, folder: Path, progress: ProgressFn) -> ScenarioResult:
         s = ctx.settings
         events = min(s.events, s.jupyter_events_max) if capped else s.events
-        return run_client_emit(kind, events, kind, folder, progress, requested=s.events)
+        return run_client_emit(name, events, kind, folder, progress, requested=s.events)
 
     return run
 
@@ -359,20 +359,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         "client_emit",
         "telemetryd.client.Client.emit, each call timed in the caller's thread (against "
         "jupyter_events' EventLogger.emit, timed the same way)",
-        _client_emit("client"),
+        _client_emit("client_emit", "client"),
         notes=emit_note,
         target=EMIT_TARGET,
     ),
     Scenario(
         "jupyter_events_handler",
         "EventLogger.emit with a TelemetrydHandler as its only handler",
-        _client_emit("jupyter_events_handler", capped=True),
+        _client_emit("jupyter_events_handler", "jupyter_events_handler", capped=True),
         notes=emit_note,
     ),
     Scenario(
         "jupyter_server_fast",
         "EventLogger.emit with the Jupyter Server extension's fast path",
-        _client_emit("jupyter_server_fast"),
+        _client_emit("jupyter_server_fast", "jupyter_server_fast"),
         notes=emit_note,
         target=EMIT_TARGET,
     ),
