@@ -259,7 +259,8 @@ def _ratios(results: list[ScenarioResult]) -> None:
 
 
 def _notes_and_targets(run: RunContext) -> None:
-    """Each scenario's notes on its results, then its target (with a note whether it was met)."""
+    """Each scenario's notes on its results and its target; then a note on every result with a
+    target (the registry's, or one its run set, like the sink scenarios') whether it was met."""
     for r in run.results:
         scenario = BY_RESULT.get(r.name)
         if scenario is None:
@@ -267,10 +268,12 @@ def _notes_and_targets(run: RunContext) -> None:
         if scenario.notes is not None:
             scenario.notes(r, run)
         target = scenario.target
-        if target is None or (target.needs is not None and run.result(target.needs) is None):
+        if target is not None and (target.needs is None or run.result(target.needs) is not None):
+            r.target = target.text
+            r.target_ratio = target.ratio(r) if r.ok else None
+    for r in run.results:
+        if r.target is None:
             continue
-        r.target = target.text
-        r.target_ratio = target.ratio(r) if r.ok else None
         if r.target_ratio is None:
             r.notes.append(f"target {r.target}: not measured in this run")
         else:

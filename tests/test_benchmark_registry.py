@@ -99,3 +99,16 @@ def test_a_scenario_that_raises_fails_each_of_its_results(tmp_path: Path) -> Non
     results = run_scenarios([scenario], settings, tmp_path, Progress(io.StringIO()))
     assert [r.name for r in results] == list(scenario.result_names)
     assert all(r.status == "FAILED" and "RuntimeError: boom" in r.problems[0] for r in results)
+
+
+def test_a_target_set_by_the_run_gets_its_note_too(tmp_path: Path) -> None:
+    def run(ctx: RunContext, folder: Path, progress: ProgressFn) -> list[ScenarioResult]:
+        raw = ScenarioResult("nats_raw", "fake", 1_000, status="OK")
+        sink = ScenarioResult("nats_sink", "fake", 1_000, status="OK", target="x", target_ratio=2)
+        return [raw, sink]
+
+    scenario = replace(BY_NAME["sink_nats"], run=run)
+    settings = RunSettings(1_000, 1_000, 1_000, SINGLE_SHAPE, quick=True)
+    raw, sink = run_scenarios([scenario], settings, tmp_path, Progress(io.StringIO()))
+    assert raw.notes == []
+    assert sink.notes == ["target x: 2.00 of it (met)"]
