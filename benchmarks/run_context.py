@@ -28,7 +28,7 @@ class RunContext:
     settings: RunSettings
     workdir: Path  # each scenario runs in workdir / its name
     results: list[ScenarioResult] = field(default_factory=list)
-    _max_rate: tuple[float | None, str] | None = None
+    _max_rate: tuple[float | None, str] | None = field(default=None, init=False, repr=False)
 
     def result(self, name: str) -> ScenarioResult | None:
         return next((r for r in self.results if r.name == name), None)
