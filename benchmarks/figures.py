@@ -22,11 +22,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.event_size import SIZE_RESULTS
-from benchmarks.latency_load import LATENCY_RESULTS, OVERLOAD_RESULTS
+from benchmarks.registry import results_of
 from benchmarks.scenarios import ScenarioResult
 
-LOAD_RESULTS = LATENCY_RESULTS + OVERLOAD_RESULTS
+#: The points of the load figure and table (latency_*, overload_*) and of the size ones.
+LOAD_RESULTS = results_of("load")
+SIZE_RESULTS = results_of("size")
 NO_MATPLOTLIB = (
     "no plot: matplotlib is not installed (it is in the `bench` extra: `pip install -e '.[bench]'`)"
 )

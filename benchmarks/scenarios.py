@@ -61,7 +61,7 @@ class ScenarioResult:
     ratio_to_jupyter_events: float | None = None
     ratio_to_python_minimal: float | None = None  # telemetryd's socket scenarios only
     ratio_to_jupyter_server_post: float | None = None  # the HTTP scenarios
-    ratio_to_socket_file: float | None = None  # runner.SOCKET_FILE_RELATIVE, same run
+    ratio_to_socket_file: float | None = None  # same run (registry: compared_with)
     #: The issue's target for this scenario, if it has one ("≥ 150,000 events/s"), and the
     #: measured rate over the target's rate (≥ 1: met). Measured, never asserted.
     target: str | None = None

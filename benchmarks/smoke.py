@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.events import REPO_ROOT
-from benchmarks.runner import RESULTS, SCENARIOS
+from benchmarks.registry import SCENARIOS
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class QuickRun:
         if self.report is None:
             return [*out, "no latest.json written"]
         statuses = {s.get("name"): s for s in self.report.get("scenarios", [])}
-        for name in (result for scenario in SCENARIOS for result in RESULTS[scenario]):
+        for name in (result for scenario in SCENARIOS for result in scenario.result_names):
             scenario = statuses.get(name)
             if scenario is None:
                 out.append(f"{name}: missing from the report")
