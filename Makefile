@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= telemetryd.toml
 
-.PHONY: run test lint typecheck docs bench venv install install-test clean
+.PHONY: run test test-jupyter-oldest lint typecheck docs bench venv install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,31 @@ typecheck: $(VENV)/.installed-dev
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# The suite runs with the newest jupyter_events and jupyter_server pyproject.toml allows, then
+# the Jupyter tests again with the oldest (test-jupyter-oldest).
 test: $(VENV)/.installed-dev lint docs
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-jupyter-oldest
+
+# The fast path of telemetryd.jupyter reads jupyter_events' private state, within the range
+# its guard allows: the tests that load it, or otherwise use jupyter_events or a Jupyter Server,
+# run in a second venv with the oldest versions (tests/constraints-oldest.txt). It has only the
+# server and test extras (those tests need nothing else; ~30 s to build, once).
+OLDEST     := .venv-oldest
+JUPYTER_TESTS := tests/test_jupyter_versions.py tests/test_jupyter_extension.py \
+	tests/test_jupyter_server_compat.py tests/test_pioneer_live.py tests/test_jupyterhub_live.py \
+	tests/test_registry.py
+
+$(OLDEST)/bin/python:
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install --quiet --upgrade pip
+
+$(OLDEST)/.installed: pyproject.toml tests/constraints-oldest.txt | $(OLDEST)/bin/python
+	$(OLDEST)/bin/pip install --quiet -c tests/constraints-oldest.txt -e '.[server,test]'
+	touch $@
+
+test-jupyter-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest $(JUPYTER_TESTS)
 
 # The bench extra adds matplotlib, for the plot next to each report.
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
@@ -53,4 +76,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build site *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(OLDEST) build site *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

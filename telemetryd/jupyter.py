@@ -66,7 +66,9 @@ __all__ = [
 ]
 
 #: The versions the fast path was tested with, as [lowest, first excluded) (major, minor): its
-#: reading of jupyter_events' private state is pinned to them.
+#: reading of jupyter_events' private state is pinned to them. pyproject.toml's extras and
+#: tests/constraints-oldest.txt (`make test-jupyter-oldest`) carry the same bounds
+#: (tests/test_jupyter_versions.py); docs/jupyter.md#supported-versions says how to bump them.
 SUPPORTED_JUPYTER_EVENTS: tuple[tuple[int, int], tuple[int, int]] = ((0, 11), (0, 13))
 SUPPORTED_JUPYTER_SERVER: tuple[tuple[int, int], tuple[int, int]] = ((2, 20), (3, 0))
 #: A schema of telemetryd's own (registered by the extension): the probe's modifier and
