@@ -54,9 +54,10 @@ from telemetryd.auth import Identity
 from telemetryd.config import parse_host_port
 from telemetryd.core.origin import Origin, of_remote, of_unix_peer
 from telemetryd.settings_types import give_to_group
-from telemetryd.sources.http.app import HttpApi, Request, Response, Route, error_response
+from telemetryd.sources.http.app import HttpApi
 from telemetryd.sources.http.channel import Channel, ChannelClosed
 from telemetryd.sources.http.content_encoding import BadBody, content_coding, gunzip
+from telemetryd.sources.http.messages import Request, Response, Route, error_response
 from telemetryd.sources.http.parser import (
     Body,
     EndOfMessage,
