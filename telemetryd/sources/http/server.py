@@ -68,7 +68,7 @@ from telemetryd.sources.http.parser import (
 )
 from telemetryd.sources.http.sse import serve_sse
 from telemetryd.sources.http.websocket import serve_websocket
-from telemetryd.sources.unix import refuse_if_in_use
+from telemetryd.sources.socket_path import refuse_if_in_use
 
 log = logging.getLogger("telemetryd.http")
 
