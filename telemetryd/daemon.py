@@ -120,7 +120,7 @@ class Daemon:
                 budget=self.read_budget,
             )
         self.http_stats = ComponentStats("source", "http")
-        self.http: HttpSource | None = None
+        self.http: HttpSource[HttpApi] | None = None
         if config.server.http or config.server.http_unix_socket is not None:
             self.http = HttpSource(
                 HttpApi(
@@ -222,7 +222,7 @@ class Daemon:
                 log.info("stopped", extra={"fields": self.snapshot()})
 
     @property
-    def sources(self) -> list[UnixSource | HttpSource]:
+    def sources(self) -> list[UnixSource | HttpSource[HttpApi]]:
         return [source for source in (self.unix, self.http) if source is not None]
 
     async def _serve_until_stopped(self, task_status: TaskStatus[None]) -> float:
@@ -267,7 +267,7 @@ class Daemon:
             sources.cancel_scope.cancel()
         return deadline
 
-    def _source_key(self, source: UnixSource | HttpSource) -> str:
+    def _source_key(self, source: UnixSource | HttpSource[HttpApi]) -> str:
         if isinstance(source, UnixSource):
             return "server.unix_socket"
         return "server.http" if self.config.server.http else "server.http_unix_socket"
@@ -312,7 +312,7 @@ class Daemon:
 
     async def _serve_source(
         self,
-        source: UnixSource | HttpSource,
+        source: UnixSource | HttpSource[HttpApi],
         done: anyio.Event,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,

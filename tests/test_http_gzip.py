@@ -15,8 +15,8 @@ from http_client import http_config, http_port, jupyter_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetryd.sources.http.app import Response
 from telemetryd.sources.http.content_encoding import BadBody, content_coding, gunzip
+from telemetryd.sources.http.messages import Response
 
 LIMIT = 64 * 1024
 

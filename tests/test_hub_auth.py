@@ -496,7 +496,7 @@ class CapturingBus(Bus):
 
 
 @asynccontextmanager
-async def http_api(auth: AuthSettings) -> AsyncIterator[tuple[HttpSource, CapturingBus]]:
+async def http_api(auth: AuthSettings) -> AsyncIterator[tuple[HttpSource[HttpApi], CapturingBus]]:
     async def dead_letter(rejected: list[Rejection], origin: bytes, ts: str, at: float) -> None:
         pass
 

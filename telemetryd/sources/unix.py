@@ -15,9 +15,7 @@ handed on. A crowd of clients blocked on a slow sink holds the budget, not a chu
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +43,7 @@ from telemetryd.delivery.sink_queue import QueueClosed
 from telemetryd.settings_types import GroupError, give_to_group
 from telemetryd.sources.accept import accept_or_pause
 from telemetryd.sources.read_budget import ReadBudget
+from telemetryd.sources.socket_path import refuse_if_in_use
 
 log = logging.getLogger("telemetryd.unix")
 
@@ -57,10 +56,6 @@ EOF_REPLY_GRACE_SECS = 30.0
 STOP_REPLY_GRACE_SECS = 1.0
 
 RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
-
-
-class SocketInUse(OSError):
-    pass
 
 
 @dataclass(eq=False)
@@ -350,21 +345,3 @@ async def _write_replies(
 async def _send_quietly(stream: SocketStream, data: bytes) -> None:
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
         await stream.send(data)
-
-
-def refuse_if_in_use(path: Path) -> None:
-    """anyio replaces an existing socket file; refuse instead if a daemon still answers on it."""
-    if not path.exists():
-        return
-    if not path.is_socket():
-        raise SocketInUse(
-            errno.EEXIST, f"{path} exists and is not a socket; refusing to replace it"
-        )
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(os.fspath(path))
-    except OSError:
-        return  # stale file from a daemon that died: safe to replace
-    finally:
-        probe.close()
-    raise SocketInUse(errno.EADDRINUSE, f"another process is listening on {path}")

@@ -32,14 +32,28 @@ from telemetryd.core.timestamps import now_utc
 from telemetryd.delivery.bus import Bus
 from telemetryd.delivery.sink_queue import QueueClosed
 from telemetryd.delivery.sink_worker import SinkWorker
-from telemetryd.delivery.subscribers import SubscriberHub, Subscription, TooManySubscribers
+from telemetryd.delivery.subscribers import SubscriberHub, TooManySubscribers
 from telemetryd.integrations import pioneer
 from telemetryd.integrations.hub_auth import HUB_RETRY_AFTER_SECS, HubClient
 from telemetryd.metrics import render
 from telemetryd.sources.http import openapi
+from telemetryd.sources.http.messages import (
+    HEALTH,
+    INGEST,
+    JSON,
+    METRICS,
+    OPEN,
+    SUBSCRIBE,
+    Handler,
+    Request,
+    Response,
+    Route,
+    Stream,
+    error_response,
+    json_response,
+)
 from telemetryd.sources.read_budget import ReadBudget
 
-JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
 
 #: POST /api/events reads its body as JSON under these declared types, as Jupyter Server does
@@ -56,74 +70,7 @@ RETRY_AFTER_SECS: Final = 1
 
 RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
 
-_encode = msgspec.json.Encoder().encode
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    """What a subscription's response goes on with after its head (telemetryd.sources)."""
-
-    subscription: Subscription
-    websocket_key: str | None  # the handshake's Sec-WebSocket-Key; None: Server-Sent Events
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-    stream: Stream | None = None  # the transport closes its subscription when done
-
-
-def json_response(status: int, value: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    return Response(status, _encode(value), (("content-type", JSON), *headers))
-
-
-def error_response(
-    status: int,
-    reason: str | None,
-    message: str,
-    headers: tuple[tuple[str, str], ...] = (),
-    **extra: Any,
-) -> Response:
-    """Every error body: `{"message": ..., "reason": ...}`, sometimes with more keys."""
-    return json_response(status, {"message": message, "reason": reason, **extra}, headers)
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str  # as received, without the query
-    media_type: str  # lower case, without parameters; "" when the endpoint takes no body
-    body: bytes
-    origin: bytes  # `__origin__`, with the token's identity as `user` when one was sent
-    identity: Identity | None = None  # the verified token's, None for an anonymous request
-    query: str = ""  # the target after "?", undecoded
-    headers: Sequence[tuple[bytes, bytes]] = ()  # names in lower case
-
-
-Handler = Callable[[Request, str], Awaitable[Response]]  # (request, path parameter)
-
-
-#: What guards an endpoint: `[auth] required` (ingest), protect_health, protect_metrics, or
-#: nothing (open: a token sent is still checked).
-INGEST: Final = "ingest"
-HEALTH: Final = "health"
-METRICS: Final = "metrics"
-#: Reading records (they may hold personal data): a token whenever tokens are configured.
-SUBSCRIBE: Final = "subscribe"
-OPEN: Final = "open"
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """An endpoint chosen from the request head, before the body is read."""
-
-    handler: Handler
-    param: str  # the URL-decoded rest of a prefixed path, such as a schema id
-    media_type: str
-    access: str = INGEST
 
 
 @dataclass(frozen=True, slots=True)

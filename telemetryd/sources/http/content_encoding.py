@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-from telemetryd.sources.http.app import Response, error_response
+from telemetryd.sources.http.messages import Response, error_response
 
 SUPPORTED = ("gzip", "x-gzip")
 
