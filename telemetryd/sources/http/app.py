@@ -210,8 +210,15 @@ class HttpApi:
         self.stats = stats
         self.workers = tuple(workers)
         self.stopping = False
-        # The route table (telemetryd.sources.http.operations) with each operation's handler:
-        # exact paths, and prefixes whose rest is the handler's parameter.
+        self._paths, self._prefixes = self._route_table()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _route_table(
+        self,
+    ) -> tuple[dict[str, dict[str, _Endpoint]], dict[str, dict[str, _Endpoint]]]:
+        """The route table (telemetryd.sources.http.operations) with each operation's handler:
+        by exact path, and by prefix (the rest of the path is the handler's parameter)."""
         handlers: dict[str, Handler] = {
             "postEvent": self.post_event,
             "postEventBatch": self.post_batch,
@@ -224,8 +231,8 @@ class HttpApi:
             "readyz": self.readyz,
             "metrics": self.get_metrics,
         }
-        self._paths: dict[str, dict[str, _Endpoint]] = {}
-        self._prefixes: dict[str, dict[str, _Endpoint]] = {}
+        paths: dict[str, dict[str, _Endpoint]] = {}
+        prefixes: dict[str, dict[str, _Endpoint]] = {}
         for operation in OPERATIONS:
             if operation.operation_id == "postPioneerEvent" and not self.pioneer.enabled:
                 continue  # off by default: 404
@@ -233,14 +240,11 @@ class HttpApi:
             if operation.ingest:
                 handler = self._within_budget(handler)
             prefix = operation.prefix
-            table, path = (
-                (self._paths, operation.path) if prefix is None else (self._prefixes, prefix)
-            )
+            table, path = (paths, operation.path) if prefix is None else (prefixes, prefix)
             table.setdefault(path, {})[operation.method] = _Endpoint(
                 handler, operation.media_types, operation.access
             )
-
-    # -- routing -----------------------------------------------------------------------------
+        return paths, prefixes
 
     def route(self, method: str, target: str, content_type: str | None) -> Route | Response:
         """The endpoint for a request head, or the 404, 405 or 415 that answers it."""
