@@ -17,10 +17,9 @@ from typing import Any, Final
 import msgspec
 
 from telemetryd import __version__
-from telemetryd.core.reasons import DropReason
 from telemetryd.sources.http.bodies import Dropped
 from telemetryd.sources.http.operations import (
-    CONTENTS_SCHEMA,
+    EXAMPLE_RECORD,
     HEALTH,
     INGEST,
     JSON,
@@ -36,16 +35,6 @@ from telemetryd.sources.http.operations import (
 )
 
 Schema = dict[str, Any]
-
-_EXAMPLE_RECORD: Final[Schema] = {
-    "__timestamp__": "2026-11-22T01:30:21.131970Z",
-    "__schema__": CONTENTS_SCHEMA,
-    "__schema_version__": "1",
-    "__metadata_version__": 1,
-    "__origin__": {"transport": "http", "user": "alice", "remote": "127.0.0.1"},
-    "action": "save",
-    "path": "a.ipynb",
-}
 
 DESCRIPTION: Final = """\
 telemetryd is an out-of-process event bus for Jupyter telemetry. Clients send events; the
@@ -128,7 +117,7 @@ _RECORD: Final[Schema] = {
         },
     },
     "additionalProperties": True,
-    "example": _EXAMPLE_RECORD,
+    "example": EXAMPLE_RECORD,
 }
 
 
@@ -159,15 +148,6 @@ _STREAM_SCHEMAS: Final[dict[str, Schema]] = {
     "Record": _RECORD,
     "SubscriptionEvent": _SUBSCRIPTION_EVENT,
 }
-_SSE_EXAMPLE: Final = (
-    "event: record\ndata: "
-    + msgspec.json.encode(_EXAMPLE_RECORD).decode()
-    + "\n\n: keepalive\n\n"
-    + "event: dropped\ndata: "
-    + msgspec.json.encode(Dropped(3, DropReason.SUBSCRIBER_QUEUE_FULL)).decode()
-    + "\n\n"
-)
-
 #: Examples of generated components, by name.
 _EXAMPLES: Final[dict[str, Any]] = {
     "Error": {"message": "no endpoint at /api/nope", "reason": "not_found"},
@@ -358,13 +338,6 @@ def document() -> dict[str, Any]:
     paths: dict[str, Schema] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = writer.operation(op)
-    stream = paths["/api/events/subscribe"]["get"]["responses"]["200"]["content"]
-    stream["text/event-stream"] = {
-        # OpenAPI 3.1 has no itemSchema (3.2 does): `schema` describes each event, as
-        # schemathesis reads it, with its data's JSON in contentSchema.
-        "schema": _schema("SubscriptionEvent"),
-        "example": _SSE_EXAMPLE,
-    }
     responses = {name: writer.answer(answer) for name, answer in _RESPONSES.items()}
     return {
         "openapi": "3.1.0",

@@ -17,6 +17,7 @@ from msgspec import Meta, json
 
 from telemetryd.core.envelope import Envelope
 from telemetryd.integrations.pioneer import SCHEMA_PREFIX, PioneerBody
+from telemetryd.sources.http import sse
 from telemetryd.sources.http.bodies import (
     AllRejected,
     BatchResult,
@@ -129,6 +130,20 @@ EXAMPLE_EVENT: Final[Mapping[str, Any]] = {
     "data": {"action": "save", "path": "a.ipynb"},
     "timestamp": "2026-11-22T01:30:21.131970Z",
 }
+EXAMPLE_RECORD: Final[Mapping[str, Any]] = {
+    "__timestamp__": "2026-11-22T01:30:21.131970Z",
+    "__schema__": CONTENTS_SCHEMA,
+    "__schema_version__": "1",
+    "__metadata_version__": 1,
+    "__origin__": {"transport": "http", "user": "alice", "remote": "127.0.0.1"},
+    "action": "save",
+    "path": "a.ipynb",
+}
+
+#: A record, a keepalive and a gap of three records, as the stream's own encoder writes them.
+_EXAMPLE_STREAM: Final = (
+    sse.encode_batch([json.encode(EXAMPLE_RECORD)], 0) + sse.KEEPALIVE + sse.encode_batch([], 3)
+).decode()
 _EXAMPLE_PIONEER: Final[Mapping[str, Any]] = {
     "data": {
         "eventDetail": {
@@ -288,9 +303,16 @@ are served at once.""",
             ),
             200: Answer(
                 "A Server-Sent Events stream of records.",
-                # The stream's example and its events' schema are written by the document:
-                # they are text, not a Struct.
-                content={"text/event-stream": Content()},
+                content={
+                    "text/event-stream": Content(
+                        example=_EXAMPLE_STREAM,
+                        # OpenAPI 3.1 has no itemSchema (3.2 does): `schema` describes each
+                        # event, as schemathesis reads it, with its data's JSON in
+                        # contentSchema. The stream is text, not a Struct: its schemas are
+                        # written out in the document.
+                        schema={"$ref": "#/components/schemas/SubscriptionEvent"},
+                    )
+                },
             ),
             400: error_answer(
                 "`bad_query`: an unknown query parameter or an empty pattern; "
