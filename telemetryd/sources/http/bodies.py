@@ -59,8 +59,11 @@ class EventRejected(msgspec.Struct):
     ]
 
 
-class BatchResultItem(msgspec.Struct):
+class BatchResultItem(msgspec.Struct, gc=False):
     """The verdict on one event of a batch."""
+
+    # gc=False: one per event of a batch, holding only strings and ints (never in a cycle);
+    # untracked, a large batch's answer does not set off collections.
 
     index: Annotated[int, Meta(ge=0, description="The event's position, from 0.")]
     status: Literal["accepted", "rejected"]

@@ -327,6 +327,10 @@ class _Writer:
         )
         for slot, schema in zip(self.slots, schemas, strict=True):
             slot.update(schema)
+        for schema in components.values():
+            # A docstring's line breaks are the source's, not the text's.
+            if "description" in schema:
+                schema["description"] = " ".join(schema["description"].split("\n"))
         for name, example in _EXAMPLES.items():
             components[name]["example"] = example
         return {**components, **_STREAM_SCHEMAS}
