@@ -123,16 +123,16 @@ def error_answer(description: str, **headers: Mapping[str, Any]) -> Answer:
 
 
 #: The §3 example: the body Jupyter Server's own POST /api/events takes.
-CONTENTS_SCHEMA: Final = "https://events.jupyter.org/jupyter_server/contents_service/v1"
-EXAMPLE_EVENT: Final[Mapping[str, Any]] = {
-    "schema_id": CONTENTS_SCHEMA,
+_CONTENTS: Final = "https://events.jupyter.org/jupyter_server/contents_service/v1"
+_EXAMPLE_EVENT: Final[Mapping[str, Any]] = {
+    "schema_id": _CONTENTS,
     "version": "1",
     "data": {"action": "save", "path": "a.ipynb"},
     "timestamp": "2026-11-22T01:30:21.131970Z",
 }
 EXAMPLE_RECORD: Final[Mapping[str, Any]] = {
     "__timestamp__": "2026-11-22T01:30:21.131970Z",
-    "__schema__": CONTENTS_SCHEMA,
+    "__schema__": _CONTENTS,
     "__schema_version__": "1",
     "__metadata_version__": 1,
     "__origin__": {"transport": "http", "user": "alice", "remote": "127.0.0.1"},
@@ -191,10 +191,10 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         RequestBody(
             JUPYTER_EVENT_TYPES,
             {
-                JSON: Content(Envelope, EXAMPLE_EVENT),
+                JSON: Content(Envelope, _EXAMPLE_EVENT),
                 "text/plain": Content(
                     Annotated[str, Meta(description="The event's JSON.")],
-                    json.encode(EXAMPLE_EVENT).decode(),
+                    json.encode(_EXAMPLE_EVENT).decode(),
                 ),
             },
             "The event's JSON. As Jupyter Server, which ignores Content-Type, the body is read "
@@ -232,12 +232,12 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                     "".join(
                         json.encode(event).decode() + "\n"
                         for event in (
-                            EXAMPLE_EVENT,
-                            {**EXAMPLE_EVENT, "data": {"action": "rename", "path": "b"}},
+                            _EXAMPLE_EVENT,
+                            {**_EXAMPLE_EVENT, "data": {"action": "rename", "path": "b"}},
                         )
                     ),
                 ),
-                JSON: Content(list[Envelope], [EXAMPLE_EVENT]),
+                JSON: Content(list[Envelope], [_EXAMPLE_EVENT]),
             },
         ),
         ingest=True,
@@ -380,7 +380,7 @@ are served at once.""",
                 "required": True,
                 "description": "The schema's `$id`.",
                 "schema": {"type": "string", "minLength": 1},
-                "example": CONTENTS_SCHEMA,
+                "example": _CONTENTS,
             },
         ),
     ),
