@@ -9,6 +9,7 @@ answers) are provoked one by one and put through the same checks.
 
 from __future__ import annotations
 
+import ast
 import datetime
 import json
 import socket
@@ -36,8 +37,10 @@ from schemathesis.specs.openapi.checks import (
 
 from telemetryd.auth import hash_token
 from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
-from telemetryd.sources.http import openapi
+from telemetryd.sources.http import app, openapi
 from telemetryd.sources.http.app import HttpApi
+from telemetryd.sources.http.messages import Route
+from telemetryd.sources.http.operations import OPERATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -464,6 +467,111 @@ def test_every_route_of_the_daemon_is_documented() -> None:
         (method.upper(), path) for path, item in document["paths"].items() for method in item
     }
     assert routed == documented
+
+
+#: Functions of telemetryd.sources.http.app that answer with a status they are given.
+PASSING_ON = {"json_response", "error_response", "_refuse"}
+
+
+def named_statuses() -> dict[str, set[int]]:
+    """The statuses each function of telemetryd.sources.http.app can answer with: those it
+    names (the first argument of json_response, error_response or Response), and those of the
+    functions and methods it calls or hands on (`self.name`, a module function by name)."""
+    tree = ast.parse(Path(app.__file__).read_text())
+    functions = {
+        node.name: node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    names: dict[str, set[int]] = {}
+    uses: dict[str, set[str]] = {}
+    for name, function in functions.items():
+        names[name], uses[name] = set(), set()
+        for node in ast.walk(function):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("json_response", "error_response", "Response")
+            ):
+                status = node.args[0]
+                if isinstance(status, ast.Constant) and isinstance(status.value, int):
+                    names[name].add(status.value)
+                else:  # passed on: the caller's, or authentication's (documented everywhere)
+                    assert name in PASSING_ON, f"{name}: a status not written out"
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+            ) or (isinstance(node, ast.Name) and node.id in functions):
+                uses[name].add(node.attr if isinstance(node, ast.Attribute) else node.id)
+    reachable: dict[str, set[int]] = {}
+    for name in functions:
+        seen, todo, statuses = {name}, [name], set()
+        while todo:
+            current = todo.pop()
+            statuses |= names.get(current, set())
+            for used in uses.get(current, set()) - seen:
+                seen.add(used)
+                todo.append(used)
+        reachable[name] = statuses
+    return reachable
+
+
+def operation_handlers() -> dict[str, str]:
+    """operationId -> the HttpApi method that answers it, from the table HttpApi routes by."""
+    tree = ast.parse(Path(app.__file__).read_text())
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == "handlers"
+            and isinstance(node.value, ast.Dict)
+        ):
+            return {
+                ast.literal_eval(key): value.attr
+                for key, value in zip(node.value.keys, node.value.values, strict=True)
+                if key is not None and isinstance(value, ast.Attribute)
+            }
+    raise AssertionError("no `handlers` table in HttpApi.__init__")
+
+
+def test_every_status_a_handler_answers_with_is_documented() -> None:
+    """The route table and the handlers' code cannot drift apart: a status a handler (or what it
+    calls) can answer with is documented on its operation."""
+    statuses = named_statuses()
+    handlers = operation_handlers()
+    assert set(handlers) == {operation.operation_id for operation in OPERATIONS}
+    paths = openapi.document()["paths"]
+    for operation in OPERATIONS:
+        answers = set(statuses[handlers[operation.operation_id]])
+        if operation.ingest:
+            answers |= statuses["_within_budget"]
+        documented = {
+            int(status) for status in paths[operation.path][operation.method.lower()]["responses"]
+        }
+        assert answers, operation.operation_id  # the code was read
+        assert answers <= documented, (operation.operation_id, answers - documented)
+
+
+def test_documented_request_media_types_are_routed() -> None:
+    api = HttpApi(
+        ServerSettings(),
+        None,  # type: ignore[arg-type]  # routing needs neither the ingestor nor the bus
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        workers=[],
+        pioneer=PioneerSettings(enabled=True),
+    )
+    for path, item in openapi.document()["paths"].items():
+        for method, operation in item.items():
+            route = api.route(method.upper(), path.replace("{schema_id}", "x"), None)
+            body = operation.get("requestBody")
+            if body is None:
+                assert isinstance(route, Route), (method, path)
+                continue
+            for kind in body["content"]:
+                assert isinstance(api.route(method.upper(), path, kind), Route), (kind, path)
 
 
 def test_every_operation_is_described() -> None:

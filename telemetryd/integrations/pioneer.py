@@ -12,9 +12,10 @@ it is removed (and `environ_removed: true` set) unless the operator opts in with
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 PIONEER_EVENTS: tuple[str, ...] = (
     "ActiveCellChangeEvent",
@@ -43,10 +44,29 @@ class PioneerError(ValueError):
     """A body that is not a JupyterLab Pioneer remote_exporter body telemetryd can record."""
 
 
+# These Structs and their descriptions are also the OpenAPI document's (GET /api/openapi.json);
+# descriptions and extra_json_schema do not change what is decoded (an unknown eventName gets
+# this module's own message).
+
+
 class EventDetail(msgspec.Struct):
-    eventName: str
-    eventTime: int
-    eventInfo: dict[str, Any] | None = None
+    eventName: Annotated[str, Meta(extra_json_schema={"enum": list(PIONEER_EVENTS)})]
+    eventTime: Annotated[
+        int,
+        Meta(
+            description="Milliseconds since the Unix epoch (Date.now()); it becomes the "
+            "record's `__timestamp__`.",
+            extra_json_schema={"minimum": 0},
+        ),
+    ]
+    eventInfo: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="The event's details. NotebookOpenEvent's `environ` (the Jupyter "
+            "server's whole environment, secrets included) is removed unless "
+            "`[pioneer] keep_environ` is on."
+        ),
+    ] = None
 
 
 class NotebookState(msgspec.Struct):
@@ -62,12 +82,21 @@ class PioneerData(msgspec.Struct):
 
 
 class PioneerBody(msgspec.Struct):
-    """Unknown keys are ignored, so a newer Pioneer adding some is still accepted."""
+    """What JupyterLab Pioneer's `remote_exporter` POSTs for one event. Unknown keys are
+    ignored, so a newer Pioneer adding some is still accepted."""
 
     data: PioneerData
-    params: dict[str, Any] | None = None
-    # [{name: os.getenv(name)}] for each name in the exporter's `env` list.
-    env: list[dict[str, str | None]] = msgspec.field(default_factory=list)
+    params: Annotated[
+        dict[str, Any] | None,
+        Meta(description="The exporter's configured params, recorded as they are."),
+    ] = None
+    env: Annotated[
+        list[dict[str, str | None]],
+        Meta(
+            description="`[{name: value}]` for the environment variables the exporter lists; "
+            "`WORKSPACE_ID` becomes the record's `workspaceId`."
+        ),
+    ] = msgspec.field(default_factory=list)
 
 
 _decode = msgspec.json.Decoder(PioneerBody).decode

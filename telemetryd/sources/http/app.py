@@ -1,6 +1,6 @@
 """The HTTP API's endpoints (docs/http-api.md): a parsed request in, a response out, no sockets.
 
-telemetryd.sources.http.server speaks HTTP/1.1 (parsed by httptools) and enforces the limits; this
+telemetryd.sources.http.connection speaks HTTP/1.1 (parsed by httptools) and enforces the limits; this
 module routes a request (404, 405, 415 before its body is read) and answers it. Events go
 through the same Ingestor, bus and dead-letter as on the Unix socket, so one payload is judged
 the same way on either transport.
@@ -37,12 +37,25 @@ from telemetryd.integrations import pioneer
 from telemetryd.integrations.hub_auth import HUB_RETRY_AFTER_SECS, HubClient
 from telemetryd.metrics import render
 from telemetryd.sources.http import openapi
+from telemetryd.sources.http.bodies import (
+    AllRejected,
+    BatchResult,
+    BatchResultItem,
+    EventRejected,
+    Healthy,
+    NotReady,
+    Ready,
+    SchemaList,
+    SchemaProperty,
+    SchemaVersion,
+    SchemaView,
+    SinkReadiness,
+)
 from telemetryd.sources.http.messages import (
     HEALTH,
     INGEST,
     JSON,
     METRICS,
-    OPEN,
     SUBSCRIBE,
     Handler,
     Request,
@@ -52,13 +65,8 @@ from telemetryd.sources.http.messages import (
     error_response,
     json_response,
 )
+from telemetryd.sources.http.operations import NDJSON, OPERATIONS
 from telemetryd.sources.read_budget import ReadBudget
-
-NDJSON: Final = "application/x-ndjson"
-
-#: POST /api/events reads its body as JSON under these declared types, as Jupyter Server does
-#: (it ignores Content-Type): what curl -d, urllib and fetch send when the caller sets none.
-JUPYTER_EVENT_TYPES: Final = (JSON, "", "text/plain", "application/x-www-form-urlencoded")
 
 #: The events of a request that waited `http_enqueue_timeout_secs` for full `block` queues.
 #: The events of a request refused because `http_max_waiting_requests` already waited for room.
@@ -150,29 +158,41 @@ class HttpApi:
         self.stats = stats
         self.workers = tuple(workers)
         self.stopping = False
-        self._paths: dict[str, dict[str, _Endpoint]] = {
-            "/api/events": {
-                "POST": _Endpoint(self._within_budget(self.post_event), JUPYTER_EVENT_TYPES)
-            },
-            "/api/events/batch": {
-                "POST": _Endpoint(self._within_budget(self.post_batch), (NDJSON, JSON))
-            },
-            "/api/events/subscribe": {"GET": _Endpoint(self.subscribe, access=SUBSCRIBE)},
-            "/api/schemas": {"GET": _Endpoint(self.get_schemas, access=OPEN)},
-            "/api/openapi.json": {"GET": _Endpoint(self.get_openapi, access=OPEN)},
-            "/healthz": {"GET": _Endpoint(self.healthz, access=HEALTH)},
-            "/readyz": {"GET": _Endpoint(self.readyz, access=HEALTH)},
-            "/metrics": {"GET": _Endpoint(self.get_metrics, access=METRICS)},
-        }
-        if self.pioneer.enabled:
-            self._paths["/api/pioneer"] = {
-                "POST": _Endpoint(self._within_budget(self.post_pioneer), (JSON,))
-            }
-        self._prefixes: dict[str, dict[str, _Endpoint]] = {
-            "/api/schemas/": {"GET": _Endpoint(self.get_schema, access=OPEN)},
-        }
+        self._paths, self._prefixes = self._route_table()
 
     # -- routing -----------------------------------------------------------------------------
+
+    def _route_table(
+        self,
+    ) -> tuple[dict[str, dict[str, _Endpoint]], dict[str, dict[str, _Endpoint]]]:
+        """The route table (telemetryd.sources.http.operations) with each operation's handler:
+        by exact path, and by prefix (the rest of the path is the handler's parameter)."""
+        handlers: dict[str, Handler] = {
+            "postEvent": self.post_event,
+            "postEventBatch": self.post_batch,
+            "postPioneerEvent": self.post_pioneer,
+            "subscribe": self.subscribe,
+            "listSchemas": self.get_schemas,
+            "getSchema": self.get_schema,
+            "getOpenApi": self.get_openapi,
+            "healthz": self.healthz,
+            "readyz": self.readyz,
+            "metrics": self.get_metrics,
+        }
+        paths: dict[str, dict[str, _Endpoint]] = {}
+        prefixes: dict[str, dict[str, _Endpoint]] = {}
+        for operation in OPERATIONS:
+            if operation.operation_id == "postPioneerEvent" and not self.pioneer.enabled:
+                continue  # off by default: 404
+            handler = handlers[operation.operation_id]
+            if operation.ingest:
+                handler = self._within_budget(handler)
+            prefix = operation.prefix
+            table, path = (paths, operation.path) if prefix is None else (prefixes, prefix)
+            table.setdefault(path, {})[operation.method] = _Endpoint(
+                handler, operation.media_types, operation.access
+            )
+        return paths, prefixes
 
     def route(self, method: str, target: str, content_type: str | None) -> Route | Response:
         """The endpoint for a request head, or the 404, 405 or 415 that answers it."""
@@ -313,7 +333,7 @@ class HttpApi:
             ):
                 # the token's allowed_schemas, not the event: as Jupyter Server, 403
                 return error_response(403, first.reason, first.message)
-            return error_response(400, None, first.message, telemetryd_reason=first.reason)
+            return json_response(400, EventRejected(first.message, None, first.reason))
         refused = await self._accept(records)
         return refused or Response(204)
 
@@ -410,31 +430,23 @@ class HttpApi:
         unavailable = await self._accept(records)
         if unavailable is not None:
             return unavailable
-        results: list[dict[str, Any]] = [
-            {"index": i, "status": "accepted"} for i in range(len(lines))
-        ]
+        results = [BatchResultItem(i, "accepted") for i in range(len(lines))]
         for r in rejected:
-            results[r.line - 1] = {
-                "index": r.line - 1,
-                "status": "rejected",
-                "reason": r.reason,
-                "message": r.message,
-            }
-        body: dict[str, Any] = {
-            "accepted": len(records),
-            "rejected": len(rejected),
-            "results": results,
-        }
+            results[r.line - 1] = BatchResultItem(r.line - 1, "rejected", r.reason, r.message)
         if not rejected:
-            return json_response(200, body)
+            return json_response(200, BatchResult(len(records), 0, results))
         if records:
-            return json_response(207, body)
+            return json_response(207, BatchResult(len(records), len(rejected), results))
         # As EventGate: nothing accepted is a client error, with the same per-event detail.
-        return error_response(
+        return json_response(
             400,
-            "all_rejected",
-            f"all {len(rejected)} events were rejected; see results",
-            **body,
+            AllRejected(
+                f"all {len(rejected)} events were rejected; see results",
+                "all_rejected",
+                0,
+                len(rejected),
+                results,
+            ),
         )
 
     async def _accept(self, records: list[Record]) -> Response | None:
@@ -560,15 +572,11 @@ class HttpApi:
 
     async def get_schemas(self, request: Request, _: str) -> Response:
         registry = self.ingestor.registry
-        return json_response(
-            200,
-            {
-                "schemas": [
-                    self._schema_view(schema_id, versions)
-                    for schema_id, versions in registry.by_id().items()
-                ]
-            },
-        )
+        views = [
+            self._schema_view(schema_id, versions)
+            for schema_id, versions in registry.by_id().items()
+        ]
+        return json_response(200, SchemaList(views))
 
     async def get_schema(self, request: Request, schema_id: str) -> Response:
         versions = self.ingestor.registry.by_id().get(schema_id)
@@ -578,32 +586,27 @@ class HttpApi:
             )
         return json_response(200, self._schema_view(schema_id, versions))
 
-    def _schema_view(self, schema_id: str, versions: Mapping[str, CompiledSchema]) -> Any:
-        return {
-            "$id": schema_id,
-            "versions": [
-                {
-                    "version": schema.version,
-                    "title": schema.title,
-                    "description": schema.description,
-                    "personal-data": schema.personal_data,
-                    "allowed": schema.allowed,
-                    "properties": [
-                        {
-                            "name": p.name,
-                            "title": p.title,
-                            "type": p.type,
-                            "description": p.description,
-                            "categories": p.categories,
-                            "required": p.required,
-                        }
+    def _schema_view(self, schema_id: str, versions: Mapping[str, CompiledSchema]) -> SchemaView:
+        return SchemaView(
+            schema_id,
+            [
+                SchemaVersion(
+                    schema.version,
+                    schema.title,
+                    schema.description,
+                    schema.personal_data,
+                    schema.allowed,
+                    [
+                        SchemaProperty(
+                            p.name, p.title, p.type, p.description, p.categories, p.required
+                        )
                         for p in schema.properties()
                     ],
-                }
+                )
                 for schema in versions.values()
             ],
-            "sinks": self.bus.wanted_by(schema_id),
-        }
+            self.bus.wanted_by(schema_id),
+        )
 
     async def get_openapi(self, request: Request, _: str) -> Response:
         """The OpenAPI 3.1 document of this API (telemetryd.sources.http.openapi)."""
@@ -619,11 +622,11 @@ class HttpApi:
         return Response(200, body, (("content-type", content_type),))
 
     async def healthz(self, request: Request, _: str) -> Response:
-        return json_response(200, {"status": "ok"})
+        return json_response(200, Healthy("ok"))
 
     async def readyz(self, request: Request, _: str) -> Response:
         """Ready: not stopping, every sink healthy, every queue below its high mark."""
-        sinks: list[dict[str, Any]] = []
+        sinks: list[SinkReadiness] = []
         for worker in self.workers:
             health = worker.health()
             queue = worker.queue.statistics()
@@ -633,24 +636,26 @@ class HttpApi:
                 queue.max_events == 0 or queued < READY_QUEUE_FRACTION * queue.max_events
             ) and queue.queued_bytes < READY_QUEUE_FRACTION * queue.max_bytes
             sinks.append(
-                {
-                    "name": worker.name,
-                    "ready": health.healthy and below,
-                    "healthy": health.healthy,
-                    "detail": health.detail,
-                    "queued": queued,
-                    "queue_max_events": queue.max_events,
-                }
+                SinkReadiness(
+                    worker.name,
+                    health.healthy and below,
+                    health.healthy,
+                    health.detail,
+                    queued,
+                    queue.max_events,
+                )
             )
         if self.stopping:
-            return error_response(503, "stopping", "the daemon is stopping", sinks=sinks)
-        waiting = [s["name"] for s in sinks if not s["ready"]]
+            return json_response(503, NotReady("the daemon is stopping", "stopping", sinks))
+        waiting = [s.name for s in sinks if not s.ready]
         if waiting:
-            return error_response(
+            return json_response(
                 503,
-                "not_ready",
-                f"sinks not ready (unhealthy, or queue at {READY_QUEUE_FRACTION:.0%} or more "
-                f"of its limit in events or bytes): {', '.join(waiting)}",
-                sinks=sinks,
+                NotReady(
+                    f"sinks not ready (unhealthy, or queue at {READY_QUEUE_FRACTION:.0%} or "
+                    f"more of its limit in events or bytes): {', '.join(waiting)}",
+                    "not_ready",
+                    sinks,
+                ),
             )
-        return json_response(200, {"status": "ready", "sinks": sinks})
+        return json_response(200, Ready("ready", sinks))

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
 from telemetryd.auth import Identity
 from telemetryd.delivery.subscribers import Subscription
+from telemetryd.sources.http.bodies import Error
 
 JSON: Final = "application/json"
 
@@ -38,19 +39,19 @@ class Response:
     stream: Stream | None = None  # the transport closes its subscription when done
 
 
-def json_response(status: int, value: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    return Response(status, _encode(value), (("content-type", JSON), *headers))
+def json_response(
+    status: int, body: msgspec.Struct, headers: tuple[tuple[str, str], ...] = ()
+) -> Response:
+    """A body of telemetryd.sources.http.bodies, as JSON."""
+    return Response(status, _encode(body), (("content-type", JSON), *headers))
 
 
 def error_response(
-    status: int,
-    reason: str | None,
-    message: str,
-    headers: tuple[tuple[str, str], ...] = (),
-    **extra: Any,
+    status: int, reason: str | None, message: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> Response:
-    """Every error body: `{"message": ..., "reason": ...}`, sometimes with more keys."""
-    return json_response(status, {"message": message, "reason": reason, **extra}, headers)
+    """The common error body, `{"message": ..., "reason": ...}` (bodies.Error); those with more
+    keys are their own Structs, sent with json_response."""
+    return json_response(status, Error(message, reason), headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,12 @@
 """The OpenAPI 3.1 document of the HTTP API (docs/http-api.md), served at GET /api/openapi.json.
 
-Built in code rather than kept as a JSON file so the constants it names (Pioneer's event names,
-the media types, the schema of an event) come from the modules that define them, and so it
-ships inside the package with nothing to find at run time. tests/test_openapi.py runs
-schemathesis against a live daemon with it: every status, header and body a request can get
-must be described here, including the transport's own answers (telemetryd.sources.http.server).
+Generated from the route table the router uses (telemetryd.sources.http.operations): its paths,
+operations and statuses, and, through msgspec.json.schema_components, the Structs of every JSON
+body (telemetryd.sources.http.bodies, and the decoders' Envelope and PioneerBody). What is kept
+here is prose (the API's description, the tags), the answers of the transport every operation
+can get (telemetryd.sources.http.limits), and the schemas of the subscription's stream, which is
+text rather than a Struct. tests/test_openapi.py runs schemathesis against a live daemon with
+it: every status, header and body a request can get must be described.
 """
 
 from __future__ import annotations
@@ -15,31 +17,19 @@ from typing import Any, Final
 import msgspec
 
 from telemetryd import __version__
-from telemetryd.core.reasons import Reason
-from telemetryd.integrations.pioneer import PIONEER_EVENTS, SCHEMA_PREFIX
-
-JSON: Final = "application/json"
-NDJSON: Final = "application/x-ndjson"
+from telemetryd.sources.http.bodies import Dropped
+from telemetryd.sources.http.messages import HEALTH, INGEST, JSON, METRICS, OPEN, SUBSCRIBE
+from telemetryd.sources.http.operations import (
+    EXAMPLE_RECORD,
+    OPERATIONS,
+    RETRY_AFTER,
+    Answer,
+    Content,
+    Operation,
+    error_answer,
+)
 
 Schema = dict[str, Any]
-
-#: The §3 example: the body Jupyter Server's own POST /api/events takes.
-_CONTENTS: Final = "https://events.jupyter.org/jupyter_server/contents_service/v1"
-_EXAMPLE_EVENT: Final[Schema] = {
-    "schema_id": _CONTENTS,
-    "version": "1",
-    "data": {"action": "save", "path": "a.ipynb"},
-    "timestamp": "2026-11-22T01:30:21.131970Z",
-}
-_EXAMPLE_RECORD: Final[Schema] = {
-    "__timestamp__": "2026-11-22T01:30:21.131970Z",
-    "__schema__": _CONTENTS,
-    "__schema_version__": "1",
-    "__metadata_version__": 1,
-    "__origin__": {"transport": "http", "user": "alice", "remote": "127.0.0.1"},
-    "action": "save",
-    "path": "a.ipynb",
-}
 
 DESCRIPTION: Final = """\
 telemetryd is an out-of-process event bus for Jupyter telemetry. Clients send events; the
@@ -87,24 +77,6 @@ always. A token JupyterHub must be asked about while it cannot answer is `503`
 """
 
 
-#: An event's rejection reasons (telemetryd.core.rejections), listed where they can appear.
-_EVENT_REASONS: Final = ", ".join(
-    f"`{reason}`"
-    for reason in (
-        Reason.INVALID_JSON,
-        Reason.INVALID_UTF8,
-        Reason.INVALID_ENVELOPE,
-        Reason.INVALID_TIMESTAMP,
-        Reason.UNKNOWN_SCHEMA,
-        Reason.UNKNOWN_VERSION,
-        Reason.INVALID_DATA,
-        Reason.RESERVED_FIELD,
-        Reason.EMPTY_LINE,
-        Reason.LINE_TOO_LONG,
-    )
-)
-
-
 def _ref(kind: str, name: str) -> Schema:
     return {"$ref": f"#/components/{kind}/{name}"}
 
@@ -112,281 +84,6 @@ def _ref(kind: str, name: str) -> Schema:
 def _schema(name: str) -> Schema:
     return _ref("schemas", name)
 
-
-def _json(schema: Schema, **extra: Any) -> Schema:
-    return {JSON: {"schema": schema, **extra}}
-
-
-# -- schemas ------------------------------------------------------------------------------------
-
-_ERROR: Final[Schema] = {
-    "type": "object",
-    "description": "Every error answer. `reason` is a stable machine-readable code (null on a "
-    "rejected event of POST /api/events, as Jupyter Server answers; the code is then in "
-    "`telemetryd_reason`); `message` explains it to a person. Some errors add keys.",
-    "required": ["message", "reason"],
-    "properties": {
-        "message": {"type": "string"},
-        "reason": {"type": ["string", "null"]},
-        "telemetryd_reason": {
-            "type": "string",
-            "description": "Why an event was rejected (POST /api/events, where `reason` is null "
-            f"for Jupyter Server's clients): {_EVENT_REASONS}.",
-        },
-    },
-    "additionalProperties": True,
-    "example": {"message": "no endpoint at /api/nope", "reason": "not_found"},
-}
-
-_EVENT: Final[Schema] = {
-    "type": "object",
-    "description": "One event: the body of Jupyter Server's POST /api/events. "
-    "Unknown keys are ignored, as Jupyter Server ignores them.",
-    "required": ["schema_id", "version", "data"],
-    "properties": {
-        "schema_id": {
-            "type": "string",
-            "description": "The `$id` of a registered schema (GET /api/schemas).",
-        },
-        "version": {
-            # telemetryd.core.envelope.Envelope takes `str | int`: jupyter_events writes the version
-            # as a string, older clients as a number; both name the same registered version.
-            "type": ["string", "integer"],
-            "description": "The schema's version, a string; an integer is accepted and read "
-            'as its decimal string (`1` is `"1"`).',
-        },
-        "data": {
-            "type": "object",
-            "description": "The event's properties, validated against the schema. Names "
-            "starting with `__` are reserved for the record's metadata.",
-        },
-        "timestamp": {
-            # Envelope.timestamp is `str | None`: null is taken as absent.
-            "type": ["string", "null"],
-            "format": "date-time",
-            "description": "When the event happened, RFC 3339 (`...Z` or with an offset); "
-            "absent or null: when the daemon received it.",
-        },
-    },
-    "example": _EXAMPLE_EVENT,
-}
-
-_BATCH_RESULT_ITEM: Final[Schema] = {
-    "type": "object",
-    "required": ["index", "status"],
-    "properties": {
-        "index": {"type": "integer", "minimum": 0, "description": "The event's position, from 0."},
-        "status": {"type": "string", "enum": ["accepted", "rejected"]},
-        "reason": {
-            "type": "string",
-            "description": f"Why the event was rejected: {_EVENT_REASONS}, or "
-            f"`{Reason.SCHEMA_NOT_ALLOWED}` (the token's allowed_schemas).",
-        },
-        "message": {"type": "string", "description": "The rejection, for a person."},
-    },
-}
-
-_BATCH_RESULT: Final[Schema] = {
-    "type": "object",
-    "description": "The verdict on every event of a batch, in order.",
-    "required": ["accepted", "rejected", "results"],
-    "properties": {
-        "accepted": {"type": "integer", "minimum": 0},
-        "rejected": {"type": "integer", "minimum": 0},
-        "results": {"type": "array", "items": _schema("BatchResultItem")},
-    },
-    "example": {
-        "accepted": 1,
-        "rejected": 1,
-        "results": [
-            {"index": 0, "status": "accepted"},
-            {
-                "index": 1,
-                "status": "rejected",
-                "reason": "unknown_schema",
-                "message": "unknown schema 'https://example.org/nope': it is not registered",
-            },
-        ],
-    },
-}
-
-_BATCH_ERROR: Final[Schema] = {
-    "description": "`invalid_batch`: the JSON body is not an array (nothing was read). "
-    "`all_rejected`: every event was rejected; `accepted`, `rejected` and `results` then give "
-    "the per-event detail, as on a 207.",
-    "allOf": [
-        _schema("Error"),
-        {
-            "type": "object",
-            "properties": {
-                "accepted": {"type": "integer", "minimum": 0},
-                "rejected": {"type": "integer", "minimum": 0},
-                "results": {"type": "array", "items": _schema("BatchResultItem")},
-            },
-        },
-    ],
-}
-
-_NULLABLE_OBJECT: Final[Schema] = {"type": ["object", "null"]}
-_NULLABLE_STRING: Final[Schema] = {"type": ["string", "null"]}
-
-_PIONEER_BODY: Final[Schema] = {
-    "type": "object",
-    "description": "What JupyterLab Pioneer's `remote_exporter` POSTs for one event. "
-    "Unknown keys are ignored, so a newer Pioneer is still accepted.",
-    "required": ["data"],
-    "properties": {
-        "data": {
-            "type": "object",
-            "required": ["eventDetail"],
-            "properties": {
-                "eventDetail": {
-                    "type": "object",
-                    "required": ["eventName", "eventTime"],
-                    "properties": {
-                        "eventName": {"type": "string", "enum": list(PIONEER_EVENTS)},
-                        "eventTime": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "description": "Milliseconds since the Unix epoch (Date.now()); "
-                            "it becomes the record's `__timestamp__`.",
-                        },
-                        "eventInfo": {
-                            **_NULLABLE_OBJECT,
-                            "description": "The event's details. NotebookOpenEvent's "
-                            "`environ` (the Jupyter server's whole environment, secrets "
-                            "included) is removed unless `[pioneer] keep_environ` is on.",
-                        },
-                    },
-                },
-                "notebookState": {
-                    "type": "object",
-                    "properties": {
-                        "sessionID": _NULLABLE_STRING,
-                        "notebookPath": _NULLABLE_STRING,
-                        "notebookContent": _NULLABLE_OBJECT,
-                    },
-                },
-            },
-        },
-        "params": {
-            **_NULLABLE_OBJECT,
-            "description": "The exporter's configured params, recorded as they are.",
-        },
-        "env": {
-            "type": "array",
-            "description": "`[{name: value}]` for the environment variables the exporter "
-            "lists; `WORKSPACE_ID` becomes the record's `workspaceId`.",
-            "items": {"type": "object", "additionalProperties": _NULLABLE_STRING},
-        },
-    },
-    "example": {
-        "data": {
-            "eventDetail": {
-                "eventName": "NotebookSaveEvent",
-                "eventTime": 1699962682425,
-                "eventInfo": None,
-            },
-            "notebookState": {
-                "sessionID": "09ceefc2-82af-41d0-b806-a76369748020",
-                "notebookPath": "alpha.ipynb",
-                "notebookContent": None,
-            },
-        },
-        "params": None,
-        "env": [{"WORKSPACE_ID": "ws-1"}],
-    },
-}
-
-_SCHEMA_VIEW: Final[Schema] = {
-    "type": "object",
-    "description": "A registered schema as shown to people: what is collected, at which "
-    "versions, and which sinks receive it.",
-    "required": ["$id", "versions", "sinks"],
-    "properties": {
-        "$id": {"type": "string"},
-        "versions": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": [
-                    "version",
-                    "title",
-                    "description",
-                    "personal-data",
-                    "allowed",
-                    "properties",
-                ],
-                "properties": {
-                    "version": {"type": "string"},
-                    "title": {"type": "string", "description": "Empty when the schema has none."},
-                    "description": {"type": "string"},
-                    "personal-data": {
-                        "type": ["boolean", "null"],
-                        "description": "The schema's `personal-data`; null when it says nothing.",
-                    },
-                    "allowed": {
-                        "type": "boolean",
-                        "description": "Whether `[schemas] allowed` lets its events in.",
-                    },
-                    "properties": {
-                        "type": "array",
-                        "description": "The event's top-level properties.",
-                        "items": {
-                            "type": "object",
-                            "required": [
-                                "name",
-                                "title",
-                                "type",
-                                "description",
-                                "categories",
-                                "required",
-                            ],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "title": {"type": "string"},
-                                "type": {
-                                    "type": "string",
-                                    "description": 'The JSON type(s): "string", '
-                                    '"string|null" for several, "any" when unconstrained.',
-                                },
-                                "description": {"type": "string"},
-                                "categories": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                    "description": "Privacy categories (`unrestricted`, "
-                                    "`user-identifier`, `personal-data`, ...).",
-                                },
-                                "required": {"type": "boolean"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-        "sinks": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "The sinks whose routing wants this schema's records.",
-        },
-    },
-}
-
-_SINK_READINESS: Final[Schema] = {
-    "type": "object",
-    "required": ["name", "ready", "healthy", "detail", "queued", "queue_max_events"],
-    "properties": {
-        "name": {"type": "string"},
-        "ready": {
-            "type": "boolean",
-            "description": "Healthy, and its queue below 90 % of queue_max_events.",
-        },
-        "healthy": {"type": "boolean"},
-        "detail": {"type": "string", "description": "Why it is unhealthy; often empty."},
-        "queued": {"type": "integer", "minimum": 0},
-        "queue_max_events": {"type": "integer", "minimum": 0},
-    },
-}
 
 _RECORD: Final[Schema] = {
     "type": "object",
@@ -415,7 +112,7 @@ _RECORD: Final[Schema] = {
         },
     },
     "additionalProperties": True,
-    "example": _EXAMPLE_RECORD,
+    "example": EXAMPLE_RECORD,
 }
 
 
@@ -441,40 +138,39 @@ _SUBSCRIPTION_EVENT: Final[Schema] = {
     "oneOf": [_sse_event("record", "Record"), _sse_event("dropped", "Dropped")],
 }
 
-_DROPPED: Final[Schema] = {
-    "type": "object",
-    "description": "Sent to a subscriber after records meant for it were dropped because it "
-    "did not read fast enough (its queue was full).",
-    "required": ["dropped", "reason"],
-    "properties": {
-        "dropped": {"type": "integer", "minimum": 1},
-        "reason": {"type": "string", "enum": ["subscriber_queue_full"]},
+#: Component schemas that are no Struct: the subscription's stream is text.
+_STREAM_SCHEMAS: Final[dict[str, Schema]] = {
+    "Record": _RECORD,
+    "SubscriptionEvent": _SUBSCRIPTION_EVENT,
+}
+#: Examples of generated components, by name.
+_EXAMPLES: Final[dict[str, Any]] = {
+    "Error": {"message": "no endpoint at /api/nope", "reason": "not_found"},
+    "BatchResult": {
+        "accepted": 1,
+        "rejected": 1,
+        "results": [
+            {"index": 0, "status": "accepted"},
+            {
+                "index": 1,
+                "status": "rejected",
+                "reason": "unknown_schema",
+                "message": "unknown schema 'https://example.org/nope': it is not registered",
+            },
+        ],
     },
 }
 
-# -- responses ----------------------------------------------------------------------------------
 
-_RETRY_AFTER: Final[Schema] = {
-    "description": "Seconds to wait before retrying.",
-    "required": True,
-    "schema": {"type": "integer", "minimum": 0},
-}
-
-
-def _error(description: str, **headers: Schema) -> Schema:
-    response: Schema = {"description": description, "content": _json(_schema("Error"))}
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-_RESPONSES: Final[dict[str, Schema]] = {
-    "BadRequest": _error(
+#: The answers of the transport, the router and authentication, named once in
+#: components/responses.
+_RESPONSES: Final[dict[str, Answer]] = {
+    "BadRequest": error_answer(
         "Malformed HTTP (`bad_request`): the request could not be parsed as HTTP/1.1; "
         "`too_many_chunks`: a chunked body of more than 1,024 chunks plus one per 16 bytes. The "
         "connection is closed."
     ),
-    "Unauthorized": _error(
+    "Unauthorized": error_answer(
         "`unauthenticated`: no usable `Authorization` header where this endpoint needs a token.",
         **{
             "WWW-Authenticate": {
@@ -484,13 +180,13 @@ _RESPONSES: Final[dict[str, Schema]] = {
             }
         },
     ),
-    "Forbidden": _error(
+    "Forbidden": error_answer(
         "`forbidden`: the token sent matches none of `[[auth.tokens]]` and JupyterHub does not "
         "accept it (`[auth.jupyterhub]`), or accepts it for an owner its settings refuse (a "
         "token sent is always checked, also where none is needed)."
     ),
-    "NotFound": _error("`not_found`: nothing is served at this path."),
-    "MethodNotAllowed": _error(
+    "NotFound": error_answer("`not_found`: nothing is served at this path."),
+    "MethodNotAllowed": error_answer(
         "`method_not_allowed`: the path is served, but not for this method.",
         Allow={
             "description": "The methods the path takes, comma-separated.",
@@ -498,34 +194,34 @@ _RESPONSES: Final[dict[str, Schema]] = {
             "schema": {"type": "string"},
         },
     ),
-    "RequestTimeout": _error(
+    "RequestTimeout": error_answer(
         "`request_timeout`: the request was left unfinished for `http_idle_timeout_secs`; "
         "`head_timeout`: the request line and headers were not whole within "
         "`http_head_timeout_secs`; `body_too_slow`: after that grace, the body arrived slower "
         "than `http_min_body_rate_bytes` per second; `evicted`: the head was not whole when a "
         "new connection needed room (`http_max_connections`). The connection is closed."
     ),
-    "PayloadTooLarge": _error(
+    "PayloadTooLarge": error_answer(
         "`body_too_large`: the body (its Content-Length, or as much of a chunked body as was "
         "read) is over `http_max_body_bytes`. The connection is closed."
     ),
-    "UnsupportedMediaType": _error(
+    "UnsupportedMediaType": error_answer(
         "`unsupported_media_type`: the Content-Type is not one this endpoint takes (or a "
         "charset other than UTF-8). Nothing was read or accepted."
     ),
-    "TooManyRequests": _error(
+    "TooManyRequests": error_answer(
         "`too_many_requests`: the sink queues are full and `http_max_waiting_requests` "
         "requests already wait for room. None of the request's events was accepted.",
-        **{"Retry-After": _RETRY_AFTER},
+        **{"Retry-After": RETRY_AFTER},
     ),
-    "HeadersTooLarge": _error(
+    "HeadersTooLarge": error_answer(
         "`headers_too_large`: the request line and headers are over `http_max_header_bytes`. "
         "The connection is closed."
     ),
-    "InternalError": _error(
+    "InternalError": error_answer(
         "`internal_error`: a bug in the daemon, which logged it. The daemon goes on serving."
     ),
-    "ServiceUnavailable": _error(
+    "ServiceUnavailable": error_answer(
         "`too_many_connections`: `http_max_connections` connections are already open, each "
         "busy with a request (an idle one would have been closed to make room); the "
         "connection is closed. `hub_unavailable`: the token had to be checked with JupyterHub "
@@ -534,451 +230,114 @@ _RESPONSES: Final[dict[str, Schema]] = {
         "stayed full for `http_enqueue_timeout_secs`), `disk_full` (a sink's disk buffer could "
         "not write them for as long: its disk is full or failing) and `stopping` (the daemon "
         "is shutting down): none of the request's events was accepted.",
-        **{"Retry-After": _RETRY_AFTER},
+        **{"Retry-After": RETRY_AFTER},
     ),
 }
 
-# What guards an endpoint (telemetryd.sources.http.app's access kinds) and when it needs a token.
-_INGEST: Final = "ingest"
-_HEALTH: Final = "health"
-_METRICS: Final = "metrics"
-_SUBSCRIBE: Final = "subscribe"
-_OPEN: Final = "open"
-
+# When an operation needs a token, by its access (telemetryd.sources.http.operations).
 _AUTH_NOTES: Final = {
-    _INGEST: "Needs a token when `[auth] required` is true.",
-    _HEALTH: "Needs a token when `[auth] protect_health` is true.",
-    _METRICS: "Needs a token when `[auth] protect_metrics` is true.",
-    _SUBSCRIBE: "Needs a token whenever `[[auth.tokens]]` or `[auth.jupyterhub]` are "
+    INGEST: "Needs a token when `[auth] required` is true.",
+    HEALTH: "Needs a token when `[auth] protect_health` is true.",
+    METRICS: "Needs a token when `[auth] protect_metrics` is true.",
+    SUBSCRIBE: "Needs a token whenever `[[auth.tokens]]` or `[auth.jupyterhub]` are "
     "configured: records may hold personal data.",
-    _OPEN: "Needs no token.",
+    OPEN: "Needs no token.",
 }
 
 
-def _operation(
-    operation_id: str,
-    tag: str,
-    summary: str,
-    description: str,
-    responses: dict[str, Schema],
-    *,
-    access: str,
-    body: bool = False,
-    ingest: bool = False,
-    **extra: Any,
-) -> Schema:
-    """An operation with the answers every request can get from the transport added.
+class _Writer:
+    """Turns the route table into paths, collecting every body type on the way: their schemas
+    come from one msgspec.json.schema_components call, which names each Struct once."""
 
-    `body`: the endpoint reads a body of given media types (else 415 cannot happen: an
-    endpoint without a body ignores Content-Type). `ingest`: it hands events to the sink
-    queues (429, and 503 for full queues or a stop).
-    """
-    common: dict[str, Schema] = {
-        "400": _ref("responses", "BadRequest"),
-        "403": _ref("responses", "Forbidden"),
-        "408": _ref("responses", "RequestTimeout"),
-        # The body limit holds on every endpoint: a GET with a large Content-Length is 413.
-        "413": _ref("responses", "PayloadTooLarge"),
-        "431": _ref("responses", "HeadersTooLarge"),
-        "500": _ref("responses", "InternalError"),
-        "503": _ref("responses", "ServiceUnavailable"),
-    }
-    if access != _OPEN:
-        common["401"] = _ref("responses", "Unauthorized")
-    if body:
-        common["415"] = _ref("responses", "UnsupportedMediaType")
-    if ingest:
-        common["429"] = _ref("responses", "TooManyRequests")
-    merged = {**common, **responses}
-    return {
-        "operationId": operation_id,
-        "tags": [tag],
-        "summary": summary,
-        "description": f"{description}\n\n{_AUTH_NOTES[access]}",
-        **extra,
-        "responses": dict(sorted(merged.items())),
-    }
+    def __init__(self) -> None:
+        self.types: list[Any] = []
+        self.slots: list[Schema] = []  # filled in with each type's schema, in order
 
+    def body(self, t: Any) -> Schema:
+        slot: Schema = {}
+        self.types.append(t)
+        self.slots.append(slot)
+        return slot
 
-# -- paths --------------------------------------------------------------------------------------
+    def content(self, content: Content) -> Schema:
+        schema = dict(content.schema) if content.schema is not None else self.body(content.type)
+        media: Schema = {"schema": schema}
+        if content.example is not None:
+            media["example"] = content.example
+        return media
 
+    def answer(self, answer: Answer) -> Schema:
+        response: Schema = {"description": answer.description}
+        if answer.headers:
+            response["headers"] = {name: dict(h) for name, h in answer.headers.items()}
+        content = {kind: self.content(c) for kind, c in answer.content.items()}
+        if len(answer.bodies) == 1:
+            content[JSON] = {"schema": self.body(answer.bodies[0])}
+        elif answer.bodies:
+            content[JSON] = {"schema": {"anyOf": [self.body(t) for t in answer.bodies]}}
+        if content:
+            response["content"] = content
+        return response
 
-def _paths() -> dict[str, Schema]:
-    return {
-        "/api/events": {
-            "post": _operation(
-                "postEvent",
-                "ingest",
-                "Send one event",
-                "The body of Jupyter Server's `POST /api/events`: validated "
-                "against its schema, recorded with the token's identity as `__origin__.user`, "
-                "and queued for every sink that wants it. Answers as Jupyter Server does: 204, "
-                "or 400 with `reason: null` (telemetryd's own code in `telemetryd_reason`). A "
-                "rejected event also goes to the dead-letter sink.",
-                {
-                    "204": {"description": "Accepted: queued for every sink that wants it."},
-                    "400": _error(
-                        "The event is rejected (`reason` null, the code in "
-                        "`telemetryd_reason`), or the HTTP request is malformed "
-                        "(`bad_request`)."
-                    ),
-                    "403": _error(
-                        "`forbidden`: the token is not valid; or `schema_not_allowed`: the "
-                        "token's `allowed_schemas` do not include the event's schema."
-                    ),
-                },
-                access=_INGEST,
-                body=True,
-                ingest=True,
-                requestBody={
-                    "required": True,
-                    "description": "The event's JSON. As Jupyter Server, which ignores "
-                    "Content-Type, the body is read as JSON under `application/json`, "
-                    "`text/plain`, `application/x-www-form-urlencoded` (what `curl -d` sends) "
-                    "or no Content-Type; any other type is 415.",
-                    "content": {
-                        **_json(_schema("Event"), example=_EXAMPLE_EVENT),
-                        "text/plain": {
-                            "schema": {"type": "string", "description": "The event's JSON."},
-                            "example": msgspec.json.encode(_EXAMPLE_EVENT).decode(),
-                        },
-                    },
-                },
-            )
-        },
-        "/api/events/batch": {
-            "post": _operation(
-                "postEventBatch",
-                "ingest",
-                "Send many events",
-                "Events as NDJSON (one event a line; an empty line is a rejected event) or "
-                "as a JSON array. Each event is accepted or rejected on its own; the answer "
-                "gives the verdict on each, in order. 200: all accepted (or the batch is "
-                "empty); 207: some rejected; 400 `all_rejected`: none accepted, with the same "
-                "detail.",
-                {
-                    "200": {
-                        "description": "Every event accepted.",
-                        "content": _json(_schema("BatchResult")),
-                    },
-                    "207": {
-                        "description": "Some events accepted, some rejected (see `results`).",
-                        "content": _json(_schema("BatchResult")),
-                    },
-                    "400": {
-                        "description": "`all_rejected` (with the per-event results), "
-                        "`invalid_batch` (a JSON body that is not an array), or malformed "
-                        "HTTP (`bad_request`).",
-                        "content": _json(_schema("BatchError")),
-                    },
-                },
-                access=_INGEST,
-                body=True,
-                ingest=True,
-                requestBody={
-                    "required": True,
-                    "content": {
-                        NDJSON: {
-                            "schema": {
-                                "type": "string",
-                                "description": "Events (§3), one JSON object a line.",
-                            },
-                            "example": "\n".join(
-                                msgspec.json.encode(e).decode()
-                                for e in (
-                                    _EXAMPLE_EVENT,
-                                    {**_EXAMPLE_EVENT, "data": {"action": "rename", "path": "b"}},
-                                )
-                            )
-                            + "\n",
-                        },
-                        JSON: {
-                            "schema": {"type": "array", "items": _schema("Event")},
-                            "example": [_EXAMPLE_EVENT],
-                        },
-                    },
-                },
-            )
-        },
-        "/api/pioneer": {
-            "post": _operation(
-                "postPioneerEvent",
-                "ingest",
-                "Send a JupyterLab Pioneer event",
-                "Point JupyterLab Pioneer's `remote_exporter` here. Its body is unwrapped into "
-                f"an event of the shipped schema `{SCHEMA_PREFIX}<eventName>/v1` "
-                "(eventDetail and notebookState flattened into one record, `eventTime` as the "
-                "timestamp) and then handled as `POST /api/events`. Served only when "
-                "`[pioneer] enabled` is true (off by default: 404).",
-                {
-                    "204": {"description": "Accepted: queued for every sink that wants it."},
-                    "400": _error(
-                        "`invalid_pioneer`: not a remote_exporter body (malformed JSON, wrong "
-                        "shape, an unknown eventName, eventTime out of range); or the event "
-                        "its body became is rejected by its schema (`reason` null, the code in "
-                        "`telemetryd_reason`); or malformed HTTP (`bad_request`)."
-                    ),
-                    "403": _error(
-                        "`forbidden`: the token is not valid; or `schema_not_allowed`: the "
-                        "token's `allowed_schemas` do not include the event's schema."
-                    ),
-                    "404": _error("`not_found`: `[pioneer] enabled` is false (the default)."),
-                },
-                access=_INGEST,
-                body=True,
-                ingest=True,
-                requestBody={"required": True, "content": _json(_schema("PioneerBody"))},
-            )
-        },
-        "/api/events/subscribe": {"get": _subscribe()},
-        "/api/schemas": {
-            "get": _operation(
-                "listSchemas",
-                "schemas",
-                "List the registered schemas",
-                "Every registered schema with its versions, titles, descriptions, properties "
-                "and privacy categories, and the sinks that receive it: what this daemon "
-                "collects.",
-                {
-                    "200": {
-                        "description": "The registered schemas.",
-                        "content": _json(
-                            {
-                                "type": "object",
-                                "required": ["schemas"],
-                                "properties": {
-                                    "schemas": {
-                                        "type": "array",
-                                        "items": _schema("SchemaView"),
-                                    }
-                                },
-                            }
-                        ),
-                    }
-                },
-                access=_OPEN,
-            )
-        },
-        "/api/schemas/{schema_id}": {
-            "get": _operation(
-                "getSchema",
-                "schemas",
-                "Show one registered schema",
-                "One schema, by its `$id`, URL-encoded as one path segment "
-                "(`/api/schemas/https%3A%2F%2Fevents.jupyter.org%2F...`).",
-                {
-                    "200": {
-                        "description": "The schema.",
-                        "content": _json(_schema("SchemaView")),
-                    },
-                    "404": _error("`unknown_schema`: no schema has this `$id`."),
-                },
-                access=_OPEN,
-                parameters=[
-                    {
-                        "name": "schema_id",
-                        "in": "path",
-                        "required": True,
-                        "description": "The schema's `$id`.",
-                        "schema": {"type": "string", "minLength": 1},
-                        "example": _CONTENTS,
-                    }
-                ],
-            )
-        },
-        "/api/openapi.json": {
-            "get": _operation(
-                "getOpenApi",
-                "meta",
-                "This document",
-                "The OpenAPI 3.1 document of this API, as this daemon serves it: every "
-                "path, answer and body shape, the errors included.",
-                {
-                    "200": {
-                        "description": "The OpenAPI document.",
-                        "content": _json({"type": "object", "required": ["openapi", "paths"]}),
-                    }
-                },
-                access=_OPEN,
-            )
-        },
-        "/healthz": {
-            "get": _operation(
-                "healthz",
-                "health",
-                "Liveness",
-                "200 while the daemon runs and serves requests.",
-                {
-                    "200": {
-                        "description": "Alive.",
-                        "content": _json(
-                            {
-                                "type": "object",
-                                "required": ["status"],
-                                "properties": {"status": {"const": "ok"}},
-                            }
-                        ),
-                    }
-                },
-                access=_HEALTH,
-            )
-        },
-        "/readyz": {
-            "get": _operation(
-                "readyz",
-                "health",
-                "Readiness",
-                "Ready when the daemon is not stopping, every sink is healthy and every sink "
-                "queue is below 90 % of its `queue_max_events`. Lists every sink either way.",
-                {
-                    "200": {
-                        "description": "Ready.",
-                        "content": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "sinks"],
-                                "properties": {
-                                    "status": {"const": "ready"},
-                                    "sinks": {
-                                        "type": "array",
-                                        "items": _schema("SinkReadiness"),
-                                    },
-                                },
-                            }
-                        ),
-                    },
-                    "503": {
-                        "description": "Not ready: `not_ready` (the sinks not ready are named "
-                        "in `message`) or `stopping`, both with `sinks`; or "
-                        "`too_many_connections` (with Retry-After, without `sinks`).",
-                        "headers": {
-                            # only the transport's too_many_connections sets it
-                            "Retry-After": {**_RETRY_AFTER, "required": False}
-                        },
-                        "content": _json(
-                            {
-                                "allOf": [
-                                    _schema("Error"),
-                                    {
-                                        "type": "object",
-                                        "properties": {
-                                            "sinks": {
-                                                "type": "array",
-                                                "items": _schema("SinkReadiness"),
-                                            }
-                                        },
-                                    },
-                                ]
-                            }
-                        ),
-                    },
-                },
-                access=_HEALTH,
-            )
-        },
-        "/metrics": {
-            "get": _operation(
-                "metrics",
-                "health",
-                "Prometheus metrics",
-                "The Prometheus text exposition (format 0.0.4) of every source's and sink's "
-                "counters: received, sent, dropped (by reason), rejected (by reason), errors, "
-                "queue depth, batch latency.",
-                {
-                    "200": {
-                        "description": "The exposition.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    "404": _error("`not_found`: metrics are not enabled."),
-                },
-                access=_METRICS,
-            )
-        },
-    }
+    def operation(self, op: Operation) -> Schema:
+        common: dict[str, Schema] = {
+            "400": _ref("responses", "BadRequest"),
+            "403": _ref("responses", "Forbidden"),
+            "408": _ref("responses", "RequestTimeout"),
+            # The body limit holds on every endpoint: a GET with a large Content-Length is 413.
+            "413": _ref("responses", "PayloadTooLarge"),
+            "431": _ref("responses", "HeadersTooLarge"),
+            "500": _ref("responses", "InternalError"),
+            "503": _ref("responses", "ServiceUnavailable"),
+        }
+        if op.access != OPEN:
+            common["401"] = _ref("responses", "Unauthorized")
+        if op.media_types:  # an endpoint without a body ignores Content-Type
+            common["415"] = _ref("responses", "UnsupportedMediaType")
+        if op.ingest:  # full sink queues
+            common["429"] = _ref("responses", "TooManyRequests")
+        own = {str(status): self.answer(answer) for status, answer in op.answers.items()}
+        operation: Schema = {
+            "operationId": op.operation_id,
+            "tags": [op.tag],
+            "summary": op.summary,
+            "description": f"{op.description}\n\n{_AUTH_NOTES[op.access]}",
+        }
+        if op.parameters:
+            operation["parameters"] = [dict(p) for p in op.parameters]
+        if op.request is not None:
+            request: Schema = {"required": True}
+            if op.request.description:
+                request["description"] = op.request.description
+            request["content"] = {kind: self.content(c) for kind, c in op.request.content.items()}
+            operation["requestBody"] = request
+        operation["responses"] = dict(sorted({**common, **own}.items()))
+        return operation
 
-
-def _subscribe() -> Schema:
-    return _operation(
-        "subscribe",
-        "records",
-        "Live records",
-        """\
-Records as the sinks get them, live, filtered by schema. Two transports on this path:
-
-- **WebSocket** (RFC 6455) when the request carries `Upgrade: websocket` (with
-  `Connection: Upgrade`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`): answered 101;
-  each record is then one text message holding the record's JSON (schema `Record`), and a
-  ping goes out every `subscribe_keepalive_secs` when nothing else is sent.
-- **Server-Sent Events** otherwise: 200 `text/event-stream` (schema `SubscriptionEvent`), with
-  - `event: record` and `data: <record JSON>` for each record (schema `Record`);
-  - `event: dropped` and `data: {"dropped": N, "reason": "subscriber_queue_full"}` when records
-    were dropped because the subscriber did not read fast enough (schema `Dropped`);
-  - a `: keepalive` comment line every `subscribe_keepalive_secs` when nothing else is sent.
-
-The stream goes on until the client disconnects or the daemon stops (a WebSocket is then
-closed with 1001, going away). A token's
-`allowed_schemas` limit which records it sees. At most `subscribe_max_subscribers` subscribers
-are served at once.""",
-        {
-            "101": {
-                "description": "Switching to WebSocket: one text message per record.",
-                "headers": {
-                    "Upgrade": {"required": True, "schema": {"const": "websocket"}},
-                    "Sec-WebSocket-Accept": {"required": True, "schema": {"type": "string"}},
-                },
-            },
-            "200": {
-                "description": "A Server-Sent Events stream of records.",
-                "content": {
-                    "text/event-stream": {
-                        # OpenAPI 3.1 has no itemSchema (3.2 does): `schema` describes each event,
-                        # as schemathesis reads it, with its data's JSON in contentSchema.
-                        "schema": _schema("SubscriptionEvent"),
-                        "example": "event: record\ndata: "
-                        + msgspec.json.encode(_EXAMPLE_RECORD).decode()
-                        + "\n\n: keepalive\n\n"
-                        'event: dropped\ndata: {"dropped":3,"reason":"subscriber_queue_full"}\n\n',
-                    }
-                },
-            },
-            "400": _error(
-                "`bad_query`: an unknown query parameter or an empty pattern; "
-                "`bad_websocket_handshake`: `Upgrade` sent without a valid RFC 6455 handshake; "
-                "or malformed HTTP (`bad_request`).",
-                **{
-                    "Sec-WebSocket-Version": {
-                        "description": "`13`, on a refused WebSocket handshake (RFC 6455).",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    }
-                },
-            ),
-            "404": _error("`not_found`: subscriptions are off (`subscribe_max_subscribers = 0`)."),
-            "503": _error(
-                "`too_many_subscribers`: `subscribe_max_subscribers` are already served; or "
-                "`too_many_connections`.",
-                **{"Retry-After": _RETRY_AFTER},
-            ),
-        },
-        access=_SUBSCRIBE,
-        parameters=[
-            {
-                "name": "schema_id",
-                "in": "query",
-                "required": False,
-                "style": "form",
-                "explode": True,
-                "description": "A glob pattern over schema ids (`*`, `?`, `[...]`, as a sink's "
-                "`include`); repeat it for several. None: every schema the caller may see.",
-                "schema": {"type": "array", "items": {"type": "string", "minLength": 1}},
-                "example": ["https://events.jupyter.org/jupyter_server/*"],
-            }
-        ],
-    )
+    def components(self) -> Schema:
+        """The schemas of every body met so far, each slot filled with its own (a $ref)."""
+        self.body(Dropped)  # named by the stream's SubscriptionEvent
+        schemas, components = msgspec.json.schema_components(
+            self.types, ref_template="#/components/schemas/{name}"
+        )
+        for slot, schema in zip(self.slots, schemas, strict=True):
+            slot.update(schema)
+        for schema in components.values():
+            # A docstring's line breaks are the source's, not the text's.
+            if "description" in schema:
+                schema["description"] = " ".join(schema["description"].split("\n"))
+        for name, example in _EXAMPLES.items():
+            components[name]["example"] = example
+        return {**components, **_STREAM_SCHEMAS}
 
 
 def document() -> dict[str, Any]:
-    """The whole document. Its parts share module constants: read it, do not change it."""
+    """The whole document, written anew: the caller may change it."""
+    writer = _Writer()
+    paths: dict[str, Schema] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = writer.operation(op)
+    responses = {name: writer.answer(answer) for name, answer in _RESPONSES.items()}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -998,22 +357,10 @@ def document() -> dict[str, Any]:
         # Both schemes name the same tokens. `{}` first: a token is optional unless the
         # configuration requires one (each operation's description says when).
         "security": [{}, {"token": []}, {"bearer": []}],
-        "paths": _paths(),
+        "paths": paths,
         "components": {
-            "schemas": {
-                "Error": _ERROR,
-                "Event": _EVENT,
-                "BatchResult": _BATCH_RESULT,
-                "BatchResultItem": _BATCH_RESULT_ITEM,
-                "BatchError": _BATCH_ERROR,
-                "PioneerBody": _PIONEER_BODY,
-                "SchemaView": _SCHEMA_VIEW,
-                "SinkReadiness": _SINK_READINESS,
-                "Record": _RECORD,
-                "Dropped": _DROPPED,
-                "SubscriptionEvent": _SUBSCRIPTION_EVENT,
-            },
-            "responses": _RESPONSES,
+            "schemas": writer.components(),
+            "responses": responses,
             "securitySchemes": {
                 "token": {
                     "type": "apiKey",

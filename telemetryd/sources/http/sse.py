@@ -11,15 +11,19 @@ from __future__ import annotations
 from typing import Final
 
 import anyio
+import msgspec
 
 from telemetryd.core.reasons import DropReason
 from telemetryd.delivery.subscribers import Subscription
+from telemetryd.sources.http.bodies import Dropped
 from telemetryd.sources.http.channel import Channel
 
 CONTENT_TYPE: Final = "text/event-stream"
 KEEPALIVE: Final = b": keepalive\n\n"
 _RECORD: Final = b"event: record\ndata: "
+_DROPPED: Final = b"event: dropped\ndata: "
 _END: Final = b"\n\n"
+_encode = msgspec.json.Encoder().encode
 #: The last chunk of a chunked body (no trailers).
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
@@ -28,10 +32,7 @@ def encode_batch(records: list[bytes], dropped: int) -> bytes:
     """The SSE text of one batch: a `dropped` event first when records were missed."""
     parts: list[bytes] = []
     if dropped:
-        parts.append(
-            b'event: dropped\ndata: {"dropped":%d,"reason":"%s"}\n\n'
-            % (dropped, DropReason.SUBSCRIBER_QUEUE_FULL.encode())
-        )
+        parts += (_DROPPED, _encode(Dropped(dropped, DropReason.SUBSCRIBER_QUEUE_FULL)), _END)
     for payload in records:
         parts += (_RECORD, payload, _END)
     return b"".join(parts) or KEEPALIVE
