@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from benchmarks.daemon_process import DaemonConfig
+from benchmarks.daemon_config import DaemonConfig
 from benchmarks.event_size import (
     QUICK_SIZE_BYTES_CAP,
     SIZE_BYTES_CAP,

@@ -23,8 +23,6 @@ import httpx
 import jsonschema
 import pytest
 import schemathesis
-from daemon_process import CONTENTS, DaemonProcess, file_sink, wait_for
-from http_client import http_config, http_port, jupyter_event, parse_reply, read_to_close
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -38,6 +36,11 @@ from telemetryd.auth import hash_token
 from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
 from telemetryd.sources.http import openapi
 from telemetryd.sources.http.app import HttpApi
+from tests.support.config_text import file_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import jupyter_event, parse_reply, read_to_close
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
