@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -79,8 +81,9 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self.ready_secs: float | None = None  # from the start of the process until ready
-        self._usage: Any = None  # the resource.struct_rusage of the last stop
+        self._usage: resource.struct_rusage | None = None  # of the last stop, from wait4
         self._log_offset = 0  # where the last start's lines begin in stderr.log
+        self._notify: socket.socket | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         text = config if isinstance(config, str) else config.render(workdir)
         self.config_path.write_text(text, encoding="utf-8")
@@ -111,23 +114,32 @@ class DaemonProcess:
         """Starts the daemon and, with `wait_ready`, waits for READY=1; the seconds it took."""
         self._log_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         # An abstract socket: no path to clean up, and no 108-byte limit on a deep tmp_path.
+        # It stays open while the daemon runs: a STOPPING=1 it could not send would be a
+        # warning in its log. Closed once the daemon is reaped, else with this object.
         address = f"telemetryd-test-{secrets.token_hex(8)}"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-            notify.bind("\0" + address)
-            started = time.monotonic()
-            with self.stderr_path.open("ab") as stderr:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "telemetryd", "run", "--config", str(self.config_path)],
-                    cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": "@" + address},
-                )
-            if self.wait_ready:
-                self._await_ready(notify, started + timeout, timeout)
-                self.ready_secs = time.monotonic() - started
+        self._close_notify()
+        notify = self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        weakref.finalize(self, notify.close)
+        notify.bind("\0" + address)
+        started = time.monotonic()
+        with self.stderr_path.open("ab") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "telemetryd", "run", "--config", str(self.config_path)],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": "@" + address},
+            )
+        if self.wait_ready:
+            self._await_ready(notify, started + timeout, timeout)
+            self.ready_secs = time.monotonic() - started
         return self.ready_secs or 0.0
+
+    def _close_notify(self) -> None:
+        notify, self._notify = self._notify, None
+        if notify is not None:
+            notify.close()
 
     def _await_ready(self, notify: socket.socket, deadline: float, timeout: float) -> None:
         assert self.proc is not None
@@ -185,6 +197,7 @@ class DaemonProcess:
                 )
             time.sleep(0.01)
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        self._close_notify()
         self._usage = usage
         self.returncode = proc.returncode
         return proc.returncode
@@ -192,6 +205,8 @@ class DaemonProcess:
     def stop_and_report(self, timeout: float | None = None) -> DaemonResult:
         """`stop`, and the run as a benchmark reports it (from the last start's log)."""
         exit_code = self.stop(timeout)
+        usage = self._usage
+        assert usage is not None
         stopped: dict[str, Any] | None = None
         errors: list[str] = []
         with self.stderr_path.open("rb") as log:
@@ -212,8 +227,8 @@ class DaemonProcess:
         return DaemonResult(
             exit_code=exit_code,
             stopped=stopped,
-            cpu_secs_total=self._usage.ru_utime + self._usage.ru_stime,
-            max_rss_bytes=self._usage.ru_maxrss * 1024,
+            cpu_secs_total=usage.ru_utime + usage.ru_stime,
+            max_rss_bytes=usage.ru_maxrss * 1024,
             error_lines=errors,
         )
 
@@ -222,6 +237,7 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._close_notify()
 
     def final_stats(self) -> dict[str, Any]:
         for line in reversed(self.log_lines()):
