@@ -13,42 +13,27 @@ and the counts. Not part of `python -m benchmarks`: it needs root and takes abou
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from telemetryd.client import Client
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.waiting import wait_for
 
 CONTENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
 EVENTS = 40_000
 FULL_DISK_WATCH_SECS = 30.0
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout} s")
-        time.sleep(0.05)
-
-
-class Daemon:
-    def __init__(self, folder: Path, disk: Path) -> None:
-        self.folder = folder
-        self.log_path = folder / "stderr.log"
-        self.socket = folder / "telemetryd.sock"
-        config = folder / "telemetryd.toml"
-        config.write_text(
-            f"""
+def config(folder: Path, disk: Path) -> str:
+    return f"""
 [server]
-unix_socket = "{self.socket}"
+unix_socket = "{folder}/run/telemetryd.sock"
 http = "127.0.0.1:0"
 shutdown_timeout_secs = 10
 [log]
@@ -65,50 +50,17 @@ name = "dead-letter"
 type = "file"
 path = "{folder}/rejected.jsonl"
 """
-        )
-        self.command = [sys.executable, "-m", "telemetryd", "run", "--config", str(config)]
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> float:
-        """Starts it; the seconds until it logged "ready"."""
-        began = time.monotonic()
-        before = self._count("ready")
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=log)
-        wait_until(lambda: self._count("ready") > before, 30, "ready line")
-        return time.monotonic() - began
 
-    def logs(self) -> list[dict[str, Any]]:
-        lines = []
-        for raw in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                lines.append({"msg": "not a log line", "raw": raw})  # a traceback
-        return lines
+def archive(daemon: DaemonProcess) -> dict[str, Any]:
+    """The archive sink's entry in GET /readyz."""
+    answer = httpx.get(f"http://127.0.0.1:{http_port(daemon)}/readyz", timeout=10).json()
+    sink: dict[str, Any] = next(s for s in answer["sinks"] if s["name"] == "archive")
+    return sink
 
-    def _count(self, message: str) -> int:
-        if not self.log_path.exists():
-            return 0
-        return sum(1 for line in self.logs() if line.get("msg") == message)
 
-    def archive(self) -> dict[str, Any]:
-        port = next(
-            int(str(line["http"]).rsplit(":", 1)[1])
-            for line in reversed(self.logs())
-            if line.get("msg") == "listening" and "http" in line
-        )
-        answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
-        sink: dict[str, Any] = next(s for s in answer["sinks"] if s["name"] == "archive")
-        return sink
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, signum: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-        return self.proc.wait(60)
+def running(daemon: DaemonProcess) -> bool:
+    return daemon.proc is not None and daemon.proc.poll() is None
 
 
 def distinct_paths(path: Path) -> set[str]:
@@ -126,44 +78,44 @@ def run(folder: Path) -> None:
     disk = folder / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)], check=True)
-    daemon = Daemon(folder, disk)
+    daemon = DaemonProcess(folder, config(folder, disk))
     client: Client | None = None
     try:
         daemon.start()
-        client = Client(daemon.socket)
+        client = Client(daemon.socket_path)
         began = time.monotonic()
         for i in range(EVENTS):
             client.emit(CONTENTS, "1", {"action": "save", "path": f"e{i}"})
-        wait_until(lambda: "/buffer/" in daemon.archive()["detail"], 60, "full disk on /readyz")
-        print(f"disk full after {time.monotonic() - began:.2f} s: {daemon.archive()['detail']}")
+        wait_for(lambda: "/buffer/" in archive(daemon)["detail"], 60, "full disk on /readyz")
+        print(f"disk full after {time.monotonic() - began:.2f} s: {archive(daemon)['detail']}")
         time.sleep(FULL_DISK_WATCH_SECS)  # a measurement window, not a wait for a condition
-        logs = daemon.logs()
+        logs = daemon.log_lines()
         print(
-            f"{FULL_DISK_WATCH_SECS:.0f} s of full disk: running {daemon.running()}, "
+            f"{FULL_DISK_WATCH_SECS:.0f} s of full disk: running {running(daemon)}, "
             f"client connections {client.stats().connects}, "
             f"acknowledged {client.stats().acknowledged} of {EVENTS}, "
             f"'connection failed' lines {count(logs, 'connection failed')}, "
             f"'disk buffer cannot write' lines {count(logs, 'disk buffer cannot write')}, "
             f"'sink write failed' lines {count(logs, 'sink write failed')}"
         )
-        daemon.signal(signal.SIGKILL)
+        daemon.kill()
         print(f"SIGKILL, restart on the full disk: ready in {daemon.start():.2f} s")
-        wait_until(lambda: "disk full" in daemon.archive()["detail"], 60, "full disk again")
-        print(f"after the restart: running {daemon.running()}: {daemon.archive()['detail']}")
+        wait_for(lambda: "disk full" in archive(daemon)["detail"], 60, "full disk again")
+        print(f"after the restart: running {running(daemon)}: {archive(daemon)['detail']}")
         grown = time.monotonic()
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
         if not client.flush(300):
             raise TimeoutError("not every event acknowledged 300 s after the disk grew")
         acknowledged = time.monotonic() - grown
         output = disk / "out" / "events.jsonl"
-        wait_until(lambda: len(distinct_paths(output)) == EVENTS, 300, "every event in the file")
+        wait_for(lambda: len(distinct_paths(output)) == EVENTS, 300, "every event in the file")
         print(
             f"disk grown: every event acknowledged {acknowledged:.2f} s later, "
             f"all {EVENTS} in the file {time.monotonic() - grown:.2f} s later"
         )
-        wait_until(lambda: daemon.archive()["healthy"], 60, "a healthy sink")
-        print(f"SIGTERM: exit code {daemon.signal(signal.SIGTERM)}")
-        stopped = next(line for line in reversed(daemon.logs()) if line.get("msg") == "stopped")
+        wait_for(lambda: archive(daemon)["healthy"], 60, "a healthy sink")
+        print(f"SIGTERM: exit code {daemon.stop()}")
+        stopped = daemon.final_stats()
         sink = next(s for s in stopped["sinks"] if s["name"] == "archive")
         lines = output.read_bytes().count(b"\n")
         print(
@@ -176,8 +128,7 @@ def run(folder: Path) -> None:
     finally:
         if client is not None:
             client.close(0)
-        if daemon.running():
-            daemon.signal(signal.SIGKILL)
+        daemon.kill()
         subprocess.run(["umount", "--lazy", str(disk)], check=False)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.daemon_process import DaemonConfig
+from benchmarks.daemon_config import DaemonConfig
 from benchmarks.events import TINY_SCHEMA_DIR, EventShape
 from benchmarks.scenarios import ProgressFn, ScenarioResult, failed, run_socket_file
 

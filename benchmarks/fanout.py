@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.daemon_process import DaemonConfig, file_sink
+from benchmarks.daemon_config import DaemonConfig, file_sink
 from benchmarks.load import split, unix_loads
 from benchmarks.scenarios import DaemonRun, ProgressFn, ScenarioResult, _run_daemon
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.daemon_process import DaemonConfig
+from benchmarks.daemon_config import DaemonConfig
 from benchmarks.events import EventShape
 from benchmarks.events_large import SCHEMA_DIR, check_large_records
 from benchmarks.scenarios import (

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.baselines import nearest_rank
-from benchmarks.daemon_process import DaemonConfig
+from benchmarks.daemon_config import DaemonConfig
 from benchmarks.paced_load import PIECE_BYTES, TICK_SECS, PacedReport, paced_loads
 from benchmarks.scenarios import (
     DaemonRun,

@@ -29,7 +29,7 @@ from benchmarks.comparisons import (
     slow_sink_note,
     two_daemons_note,
 )
-from benchmarks.daemon_process import DaemonConfig
+from benchmarks.daemon_config import DaemonConfig
 from benchmarks.event_size import (
     QUICK_SIZE_BYTES_CAP,
     SIZE_BYTES_CAP,

@@ -27,14 +27,15 @@ from benchmarks.baselines import (
     start_jupyter_events,
     start_minimal_server,
 )
+from benchmarks.daemon_config import DaemonConfig
 from benchmarks.daemon_metrics import sink_latency
-from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
 from benchmarks.emit_load import emit_loads
 from benchmarks.events import SMALL, EventShape
 from benchmarks.http_load import HttpTarget, http_loads
-from benchmarks.jupyter_server import JupyterServer
 from benchmarks.load import LoadError, LoadGroup, LoadReport, split, unix_loads
 from benchmarks.verify import Delivery, LineCounter, OutputWatch, verify_delivery
+from tests.support.daemon_process import DaemonProcess, DaemonResult, http_port
+from tests.support.jupyter_server_process import JupyterServerProcess
 
 #: No new record for this long ends the wait: the run is then checked (and fails) as it is.
 STALL_SECS = 30.0
@@ -321,7 +322,7 @@ def run_http(
     def loads(daemon: DaemonProcess) -> LoadGroup:
         target = HttpTarget(
             "127.0.0.1",
-            daemon.http_port(),
+            http_port(daemon),
             path="/api/events/batch" if batch_events else "/api/events",
             batch_events=batch_events,
             token=HTTP_TOKEN,
@@ -386,7 +387,6 @@ def _run_daemon(
     stopped: DaemonResult | None = None
     rss_samples: list[tuple[float, int]] = []
     with DaemonProcess(folder, config) as daemon:
-        daemon.start()
         paths = [daemon.sink_path(name) for name in outputs]
         with make_loads(daemon) as loads:
             loads.start()
@@ -416,9 +416,9 @@ def _run_daemon(
                 result.problems.append(
                     f"the output stopped growing at {watch.lines:,} of {events:,} records"
                 )
-                stopped = daemon.stop()
+                stopped = daemon.stop_and_report()
             elif config.metrics or config.http:
-                histogram = sink_latency(daemon.http_port(), outputs[0], events)
+                histogram = sink_latency(http_port(daemon), outputs[0], events)
                 if histogram is not None:
                     result.latency_p999_secs = histogram.p999_secs
                     result.details["daemon_histogram"] = asdict(histogram)
@@ -427,7 +427,7 @@ def _run_daemon(
             except LoadError as e:
                 result.problems.append(str(e))
             if stopped is None:
-                stopped = daemon.stop()
+                stopped = daemon.stop_and_report()
     # From "go" until every record was written (or the wait gave up); the whole life of the
     # process (start-up and shutdown included) is in the details.
     result.cpu_secs_server = cpu_at_written - cpu_before
@@ -515,8 +515,7 @@ def run_jupyter_server_post(
     result.details["http_load"] = asdict(shape) | {"batch_events": 0}
     folder.mkdir(parents=True)
     reports: list[LoadReport] = []
-    with JupyterServer(folder) as server:
-        server.start()
+    with JupyterServerProcess(folder) as server:
         result.details["jupyter_server_ready_secs"] = server.ready_secs
         result.details["jupyter_server_extensions"] = server.extensions()
         target = HttpTarget("127.0.0.1", server.port, token=server.token)

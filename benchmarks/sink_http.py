@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
+from benchmarks.daemon_config import DaemonConfig
 from benchmarks.events import encode_events
 from benchmarks.load import LoadGroup, LoadReport, ReadyFn, cpu_seconds_self, split, unix_loads
 from benchmarks.scenarios import HTTP_TOKEN, HTTP_TOKEN_HASH, ProgressFn, ScenarioResult
@@ -36,6 +36,7 @@ from benchmarks.sink_run import (
     sink_target,
 )
 from benchmarks.verify import LineCounter, verify_delivery
+from tests.support.daemon_process import DaemonProcess, DaemonResult, http_port
 
 BATCH_EVENTS = 1000
 #: The agent's http sink posts the next batches while the aggregator answers the last: one at
@@ -129,7 +130,6 @@ def _measure(
         DaemonProcess(folder / "aggregator", _aggregator_config()) as aggregator,
         contextlib.ExitStack() as stack,
     ):
-        aggregator.start()
         loads, agent = make_loads(aggregator, stack)
         watched = [aggregator] if agent is None else [aggregator, agent]
         with LineCounter(aggregator.output_path) as counter:
@@ -148,8 +148,8 @@ def _measure(
             result.details["cpu_secs_agent"] = run.cpu_secs[1]
         result.peak_rss_bytes = watched[-1].peak_rss_bytes()
         if agent is not None:
-            stopped_agent = agent.stop()
-        stopped = aggregator.stop()
+            stopped_agent = agent.stop_and_report()
+        stopped = aggregator.stop_and_report()
     check_stopped(
         result, stopped, "archive", process="aggregator", label="the aggregator's archive sink"
     )
@@ -176,7 +176,7 @@ def run_raw(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
     def loads(
         aggregator: DaemonProcess, _: contextlib.ExitStack
     ) -> tuple[LoadGroup, DaemonProcess | None]:
-        port = aggregator.http_port()
+        port = http_port(aggregator)
         job = (RawTarget("127.0.0.1", port, HTTP_TOKEN, BATCH_EVENTS), 0, events)
         group = LoadGroup(raw_post_load, [job])
         return group, None
@@ -205,10 +205,9 @@ def run_sink(events: int, folder: Path, progress: ProgressFn) -> ScenarioResult:
     def loads(
         aggregator: DaemonProcess, stack: contextlib.ExitStack
     ) -> tuple[LoadGroup, DaemonProcess | None]:
-        url = f"http://127.0.0.1:{aggregator.http_port()}/api/events/batch"
+        url = f"http://127.0.0.1:{http_port(aggregator)}/api/events/batch"
         (folder / "agent").mkdir()
         agent = stack.enter_context(DaemonProcess(folder / "agent", AgentConfig(url=url)))
-        agent.start()
         return unix_loads(agent.socket_path, split(events, 1)), agent
 
     _measure(result, folder, progress, loads)

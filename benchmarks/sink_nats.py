@@ -22,10 +22,6 @@ import http.client
 import json
 import os
 import pwd
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +31,6 @@ import nats
 import uvloop
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from benchmarks.daemon_process import cpu_seconds
 from benchmarks.events import SCHEMA_ID, SCHEMA_VERSION, event_data
 from benchmarks.load import LoadGroup, LoadReport, ReadyFn, cpu_seconds_self
 from benchmarks.scenarios import ProgressFn, ScenarioResult
@@ -55,6 +50,7 @@ from telemetryd.core.record import RECORD_START, record_head
 from telemetryd.core.timestamps import now_utc
 from telemetryd_sinks.nats.stream import WantedStream
 from telemetryd_sinks.nats.subjects import MSG_ID_HEADER, msg_id, subject_for
+from tests.support.nats_process import NatsServer
 
 BATCH_EVENTS = 1000
 WINDOW = 1000  # unacknowledged messages at most, in both runs
@@ -74,74 +70,6 @@ WANTED = WantedStream(
     max_msgs=0,
     duplicate_window_secs=120,
 )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class NatsServer:
-    """`nats-server -js` on loopback ports, its store in `folder`; stopped by leaving it."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = _free_port()
-        self.monitor_port = _free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> NatsServer:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        command = [
-            shutil.which("nats-server") or "nats-server",
-            "-js",
-            "-sd",
-            str(self.folder / "store"),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-m",
-            str(self.monitor_port),
-        ]
-        with (self.folder / "server.log").open("wb") as log:
-            self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = time.monotonic() + 20
-        while self._jsz_or_none() is None:
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError("nats-server did not start; see " + str(self.folder))
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self._proc.pid) if self._proc is not None else 0.0
-
-    def _jsz_or_none(self) -> dict[str, object] | None:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", self.monitor_port, timeout=2)
-            connection.request("GET", "/jsz")
-            answer: dict[str, object] = json.loads(connection.getresponse().read())
-            connection.close()
-            return answer
-        except (OSError, ValueError):
-            return None
 
 
 class StoredCounter:
@@ -345,7 +273,7 @@ def _verify_stream(result: ScenarioResult, server: NatsServer) -> None:
 
 def run(events: int, folder: Path, progress: ProgressFn) -> list[ScenarioResult]:
     folder.mkdir(parents=True, exist_ok=True)
-    with NatsServer(folder / "nats-server") as server:
+    with NatsServer(folder, "nats-server") as server:
         raw = run_raw(server, events, folder / "nats_raw", progress)
         sink = run_sink(server, events, folder / "nats_sink", progress)
     return against_raw(raw, sink)

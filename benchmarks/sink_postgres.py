@@ -34,7 +34,6 @@ import msgspec
 
 from benchmarks.events import SCHEMA_ID, SCHEMA_VERSION, event_data
 from benchmarks.load import LoadGroup, LoadReport, ReadyFn, cpu_seconds_self
-from benchmarks.postgres_cluster import PostgresCluster
 from benchmarks.scenarios import ProgressFn, ScenarioResult
 from benchmarks.sink_run import (
     BackendCpu,
@@ -49,6 +48,8 @@ from benchmarks.sink_run import (
     time_client,
 )
 from telemetryd_sinks.postgres import COLUMNS, TableName, create_table_sql
+from tests.support.daemon_process import http_port
+from tests.support.postgres_process import PostgresServer
 
 BATCH_EVENTS = 1000
 #: Two COPYs at once: while one commits (an fsync), the next is on its way. With one, the
@@ -143,7 +144,7 @@ def raw_copy_load(ready: ReadyFn, target: RawTarget, start: int, count: int) -> 
 
 
 def run_raw(
-    cluster: PostgresCluster, events: int, folder: Path, progress: ProgressFn
+    cluster: PostgresServer, events: int, folder: Path, progress: ProgressFn
 ) -> ScenarioResult:
     result = ScenarioResult(
         "postgres_raw",
@@ -153,14 +154,14 @@ def run_raw(
         events,
     )
     folder.mkdir(parents=True)
-    cluster_sql(cluster, create_table_sql(TableName(None, RAW_TABLE)))
+    cluster.execute(create_table_sql(TableName(None, RAW_TABLE)))
     target = RawTarget(cluster.dsn(), RAW_TABLE, BATCH_EVENTS)
     # No postgres_cpu_secs here: see run_sink.
     time_client(result, LoadGroup(raw_copy_load, [(target, 0, events)]), progress)
     _verify_table(result, cluster, RAW_TABLE)
     # The sink's run must find the server as this one did: without this table's pages in
     # shared_buffers and its WAL to checkpoint.
-    cluster_sql(cluster, f'DROP TABLE "{RAW_TABLE}"; CHECKPOINT')
+    cluster.execute(f'DROP TABLE "{RAW_TABLE}"; CHECKPOINT')
     return finish(result)
 
 
@@ -206,7 +207,7 @@ class SentCounter:
 
 
 def run_sink(
-    cluster: PostgresCluster, events: int, folder: Path, progress: ProgressFn
+    cluster: PostgresServer, events: int, folder: Path, progress: ProgressFn
 ) -> ScenarioResult:
     result = ScenarioResult(
         "postgres_sink",
@@ -224,7 +225,7 @@ def run_sink(
         PostgresDaemonConfig(dsn=cluster.dsn(), batch_max_events=BATCH_EVENTS),
         progress,
         sink_name=SINK_NAME,
-        counter=lambda daemon: SentCounter(daemon.http_port()),
+        counter=lambda daemon: SentCounter(http_port(daemon)),
         # Taken while the sink's backend is alive, so its CPU is counted (a backend that has
         # exited may not be reaped yet, which is why the raw run has no such figure).
         backend=BackendCpu("postgres_cpu_secs", cluster.cpu_seconds),
@@ -238,18 +239,7 @@ def run_sink(
 # -- both --------------------------------------------------------------------------------------
 
 
-def cluster_sql(cluster: PostgresCluster, script: str) -> None:
-    async def run() -> None:
-        connection = await asyncpg.connect(cluster.dsn())
-        try:
-            await connection.execute(script)
-        finally:
-            await connection.close()
-
-    asyncio.run(run())
-
-
-def _verify_table(result: ScenarioResult, cluster: PostgresCluster, table: str) -> None:
+def _verify_table(result: ScenarioResult, cluster: PostgresServer, table: str) -> None:
     """Reads back every row's event path: events 0 .. n-1, each exactly once."""
 
     async def paths() -> list[str | None]:
@@ -271,7 +261,7 @@ def _verify_table(result: ScenarioResult, cluster: PostgresCluster, table: str) 
 def run(events: int, folder: Path, progress: ProgressFn) -> list[ScenarioResult]:
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        cluster = stack.enter_context(PostgresCluster(settings=CLUSTER_SETTINGS))
+        cluster = stack.enter_context(PostgresServer(settings=CLUSTER_SETTINGS))
         raw = run_raw(cluster, events, folder / "postgres_raw", progress)
         sink = run_sink(cluster, events, folder / "postgres_sink", progress)
     return against_raw(raw, sink)

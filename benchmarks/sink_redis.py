@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -27,7 +24,6 @@ from typing import cast
 import msgspec
 import redis
 
-from benchmarks.daemon_process import cpu_seconds
 from benchmarks.events import SCHEMA_ID, SCHEMA_VERSION, event_data
 from benchmarks.load import LoadGroup, LoadReport, ReadyFn, cpu_seconds_self
 from benchmarks.scenarios import ProgressFn, ScenarioResult
@@ -44,6 +40,7 @@ from benchmarks.sink_run import (
     sink_target,
 )
 from benchmarks.verify import Delivery
+from tests.support.redis_process import RedisServer
 
 BATCH_EVENTS = 1000
 STREAM = f"telemetryd:{{{SCHEMA_ID}}}:{SCHEMA_VERSION}"  # the sink's default stream name
@@ -55,66 +52,11 @@ STALLED = "the stream stopped growing at {count:,} of {expected:,} entries"
 Entries = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE's answer, as redis-py returns it
 
 
-class RedisServerProcess:
-    """A redis-server on 127.0.0.1, no persistence, its files in `folder`; killed on exit."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> RedisServerProcess:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH (.ci/run installs it)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                *(binary, "--bind", "127.0.0.1", "--port", str(self.port)),
-                *("--dir", str(self.folder), "--save", "", "--appendonly", "no"),
-                *("--logfile", str(self.folder / "redis.log")),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with self.client() as client:
-                    client.ping()
-                return self
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.__exit__()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-
-    def __exit__(self, *exc: object) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=60)
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-
 class XlenCounter:
     """Entries in the stream (XLEN), on a connection of its own."""
 
-    def __init__(self, server: RedisServerProcess) -> None:
-        self._client = server.client()
+    def __init__(self, server: RedisServer) -> None:
+        self._client = server.client(socket_timeout=60)
 
     def poll(self) -> int:
         return int(self._client.xlen(STREAM))
@@ -210,13 +152,13 @@ def verify_stream(client: redis.Redis, expected: int) -> Delivery:
     return delivery_of(expected, entries(), _entry_path, repr)
 
 
-def _read_back(result: ScenarioResult, server: RedisServerProcess) -> None:
-    with server.client() as client:
+def _read_back(result: ScenarioResult, server: RedisServer) -> None:
+    with server.client(socket_timeout=60) as client:
         check_delivery(result, verify_stream(client, result.events), "the stream", "entries")
         client.flushall()  # the next run starts empty
 
 
-def run_raw(events: int, server: RedisServerProcess, progress: ProgressFn) -> ScenarioResult:
+def run_raw(events: int, server: RedisServer, progress: ProgressFn) -> ScenarioResult:
     result = ScenarioResult(
         "redis_raw",
         f"{events:,} records XADDed by redis-py (one process, one connection) in "
@@ -248,7 +190,7 @@ def run_raw(events: int, server: RedisServerProcess, progress: ProgressFn) -> Sc
 
 
 def run_sink(
-    events: int, server: RedisServerProcess, folder: Path, progress: ProgressFn
+    events: int, server: RedisServer, folder: Path, progress: ProgressFn
 ) -> ScenarioResult:
     result = ScenarioResult(
         "redis_sink",
@@ -282,7 +224,7 @@ def run_sink(
 
 
 def run(events: int, folder: Path, progress: ProgressFn) -> list[ScenarioResult]:
-    with RedisServerProcess(folder / "redis") as server:
+    with RedisServer(folder / "redis") as server:
         raw = run_raw(events, server, progress)
         sink = run_sink(events, server, folder / "redis_sink", progress)
     return against_raw(raw, sink)

@@ -27,12 +27,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from benchmarks.daemon_config import DaemonConfig, toml_table
 from benchmarks.daemon_metrics import sink_latency
-from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult, _table
 from benchmarks.events import event_index
 from benchmarks.load import LoadError, LoadGroup, LoadReport, max_rss_bytes_self, split, unix_loads
 from benchmarks.scenarios import ProgressFn, ScenarioResult
 from benchmarks.verify import Delivery
+from tests.support.daemon_process import DaemonProcess, DaemonResult, http_port
 
 #: No change of the count for this long ends the wait; a third of it once every load has
 #: reported, since then only the sink's batches are left to come.
@@ -88,11 +89,11 @@ class SinkConfig(DaemonConfig):
         }
         return "\n".join(
             [
-                _table("[server]", server),
-                _table("[schemas]", {"builtin": True}),
-                _table("[log]", {"level": "info", "format": "json", "stats_interval_secs": 0}),
-                _table("[[sinks]]", sink),
-                _table("[dead_letter]", dead_letter),
+                toml_table("[server]", server),
+                toml_table("[schemas]", {"builtin": True}),
+                toml_table("[log]", {"level": "info", "format": "json", "stats_interval_secs": 0}),
+                toml_table("[[sinks]]", sink),
+                toml_table("[dead_letter]", dead_letter),
             ]
         )
 
@@ -251,7 +252,6 @@ def measure_sink(
     (details["daemon_sink"], checked by check_stopped); returns the stopped daemon's result."""
     folder.mkdir(parents=True)
     with DaemonProcess(folder, config) as daemon:
-        daemon.start()
         count = counter(daemon)
         try:
             run = run_loads(
@@ -268,10 +268,10 @@ def measure_sink(
         result.cpu_secs_server, result.details[backend.key] = run.cpu_secs
         result.peak_rss_bytes = daemon.peak_rss_bytes()
         if run.written_at is not None:
-            histogram = sink_latency(daemon.http_port(), sink_name, result.events)
+            histogram = sink_latency(http_port(daemon), sink_name, result.events)
             if histogram is not None:
                 result.latency_p999_secs = histogram.p999_secs
-        stopped = daemon.stop()
+        stopped = daemon.stop_and_report()
     result.details["daemon_log_problems"] = stopped.error_lines[:10]
     entry = check_stopped(result, stopped, sink_name, label=label)
     if entry is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.daemon_process import DaemonConfig, DaemonProcess, DaemonResult
+from benchmarks.daemon_config import DaemonConfig
 from benchmarks.load import CHUNK_BYTES, LoadGroup, LoadReport, unix_load
 from benchmarks.scenarios import (
     ProgressFn,
@@ -29,6 +29,7 @@ from benchmarks.scenarios import (
     _wait_for_lines,
 )
 from benchmarks.verify import LineCounter, verify_delivery
+from tests.support.daemon_process import DaemonProcess, DaemonResult
 
 NAME = "socket_file_2daemons"
 DAEMONS = 2
@@ -52,7 +53,6 @@ def run_two_daemons(events: int, folder: Path, progress: ProgressFn) -> Scenario
         for i in range(DAEMONS):
             (folder / f"daemon{i}").mkdir()
             daemon = stack.enter_context(DaemonProcess(folder / f"daemon{i}", DaemonConfig()))
-            daemon.start()
             daemons.append(daemon)
         jobs: list[tuple[object, ...]] = [
             (str(d.socket_path), start, count, CHUNK_BYTES)
@@ -74,7 +74,7 @@ def run_two_daemons(events: int, folder: Path, progress: ProgressFn) -> Scenario
             written = sum(c.lines for c in counters)
             result.problems.append(f"the outputs stopped growing at {written:,} of {events:,}")
         reports = loads.reports(timeout_secs=60 if finished is not None else 10)
-        stopped = [d.stop() for d in daemons]
+        stopped = [d.stop_and_report() for d in daemons]
         paths = [d.sink_path("archive") for d in daemons]
     for (_, count), daemon_result in reversed(list(zip(shares, stopped, strict=True))):
         _check_daemon(result, daemon_result, count)  # the first daemon's latency last, kept

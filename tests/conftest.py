@@ -1,8 +1,13 @@
+"""Fixtures shared by the test files; the processes and helpers they use are in tests/support."""
+
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Iterator
 
 import pytest
+
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture
@@ -20,3 +25,10 @@ def pytest_report_header() -> str:
         except importlib.metadata.PackageNotFoundError:
             found.append(f"{name} (not installed)")
     return "jupyter: " + ", ".join(found)
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    """An HTTP server on loopback that answers the http sink's POSTs and keeps them."""
+    with WebhookReceiver() as receiver:
+        yield receiver

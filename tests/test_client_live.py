@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
+
+from telemetryd.client import AsyncClient, Client
+from tests.support.config_text import daemon_config
+from tests.support.daemon_process import DaemonProcess
+from tests.support.records import (
     assert_record_shape,
-    daemon_config,
     parse_record_time,
     read_records,
     records_so_far,
-    wait_for,
 )
-
-from telemetryd.client import AsyncClient, Client
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 KERNEL = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 

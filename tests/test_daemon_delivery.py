@@ -21,23 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    ReplyReader,
-    acked_connection,
+
+from tests.support.config_text import blackhole_sink, daemon_config, file_sink
+from tests.support.daemon_process import DaemonProcess
+from tests.support.proc_stats import rss_bytes
+from tests.support.records import (
     assert_record_shape,
-    blackhole_sink,
     count_lines,
-    daemon_config,
-    event_line,
-    file_sink,
     parse_record_time,
     read_records,
-    rss_bytes,
-    wait_for,
     wait_for_records,
 )
+from tests.support.socket_client import CONTENTS, ReplyReader, acked_connection, event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

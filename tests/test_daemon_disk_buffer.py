@@ -9,17 +9,12 @@ import signal
 import socket
 from pathlib import Path
 
-from daemon_process import (
-    DaemonProcess,
-    blackhole_sink,
-    daemon_config,
-    event_line,
-    file_sink,
-    read_records,
-    records_so_far,
-    wait_for,
-)
-from test_daemon_delivery import AckedSender
+from tests.support.config_text import blackhole_sink, daemon_config, file_sink
+from tests.support.daemon_process import DaemonProcess
+from tests.support.records import read_records, records_so_far
+from tests.support.socket_client import event_line
+from tests.support.waiting import wait_for
+from tests.test_daemon_delivery import AckedSender
 
 
 def disk_file_sink(tmp_path: Path, extra: str = "") -> str:

@@ -15,17 +15,13 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from daemon_process import (
-    DaemonProcess,
-    acked_connection,
-    count_lines,
-    daemon_config,
-    event_line,
-    wait_for,
-)
-from http_client import http_config, http_port
 
 from telemetryd.plugins import sink_types
+from tests.support.config_text import daemon_config, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.records import count_lines
+from tests.support.socket_client import acked_connection, event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,21 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    ReplyReader,
-    acked_connection,
-    assert_record_shape,
-    daemon_config,
-    event_line,
-    expected_origin,
-    read_records,
-    wait_for,
-    wait_for_records,
-)
 
 from telemetryd import __version__
+from tests.support.config_text import daemon_config
+from tests.support.daemon_process import DaemonProcess
+from tests.support.records import (
+    assert_record_shape,
+    expected_origin,
+    read_records,
+    wait_for_records,
+)
+from tests.support.socket_client import CONTENTS, ReplyReader, acked_connection, event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

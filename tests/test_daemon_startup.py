@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    acked_connection,
-    assert_record_shape,
-    daemon_config,
-    event_line,
-    read_records,
-    wait_for,
-)
+
+from tests.support.config_text import daemon_config
+from tests.support.daemon_process import DaemonProcess
+from tests.support.records import assert_record_shape, read_records
+from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

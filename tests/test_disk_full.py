@@ -22,17 +22,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    blackhole_sink,
-    file_sink,
-    records_so_far,
-    wait_for,
-)
-from http_client import http_config, http_port, jupyter_event
-from test_sink_file import file_settings, gz_lines, gzipped, lines, rotated, started, wait_until
-from test_sink_file import record as file_record
 
 from telemetryd.client import Client
 from telemetryd.core.record import Record
@@ -40,6 +29,22 @@ from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.disk_log import BufferLocked, DiskLog, encode_frame
 from telemetryd.delivery.disk_queue import DiskQueue
 from telemetryd.sink import WhenFull
+from tests.support.config_text import blackhole_sink, file_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import jupyter_event
+from tests.support.records import records_so_far
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
+from tests.test_sink_file import (
+    file_settings,
+    gz_lines,
+    gzipped,
+    lines,
+    rotated,
+    started,
+    wait_until,
+)
+from tests.test_sink_file import record as file_record
 
 DISK_FULL = "disk full: No space left on device writing "
 NO_ROOM_TO_CREATE = "disk full: No space left on device creating "

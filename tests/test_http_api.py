@@ -15,20 +15,16 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    daemon_config,
-    file_sink,
-    records_so_far,
-    wait_for,
-    wait_for_records,
-)
-from http_client import RawConnection, http_config, http_port, jupyter_event
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemetryd.integrations.pioneer import PIONEER_EVENTS
 from telemetryd.integrations.pioneer import schema_id as pioneer_schema_id
+from tests.support.config_text import daemon_config, file_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import RawConnection, jupyter_event
+from tests.support.records import records_so_far, wait_for_records
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

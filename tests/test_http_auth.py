@@ -16,17 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    file_sink,
-    records_so_far,
-    wait_for,
-    wait_for_records,
-)
-from http_client import RawConnection, http_config, http_port, jupyter_event
 
 from telemetryd.config import ConfigError, parse_config
+from tests.support.config_text import file_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import RawConnection, jupyter_event
+from tests.support.records import records_so_far, wait_for_records
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemon_process import DaemonProcess, records_so_far, wait_for
-from http_client import http_config, http_port, jupyter_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telemetryd.sources.http.content_encoding import BadBody, content_coding, gunzip
 from telemetryd.sources.http.messages import Response
+from tests.support.config_text import http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import jupyter_event
+from tests.support.records import records_so_far
+from tests.support.waiting import wait_for
 
 LIMIT = 64 * 1024
 

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import h11
 import pytest
-from daemon_process import DaemonProcess, wait_for
-from http_client import (
+
+from tests.support.config_text import http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import (
     RawConnection,
     Reply,
-    http_config,
-    http_port,
     jupyter_event,
     parse_reply,
     read_to_close,
 )
+from tests.support.waiting import wait_for
 
 HEAD_SECS = 2.0
 EVENT = json.dumps(jupyter_event("hostile")).encode()

@@ -19,21 +19,6 @@ import anyio
 import h11
 import httpx
 import pytest
-from daemon_process import (
-    DaemonProcess,
-    blackhole_sink,
-    read_records,
-    wait_for,
-)
-from http_client import (
-    RawConnection,
-    http_config,
-    http_port,
-    jupyter_event,
-    parse_reply,
-    raw_exchange,
-    read_to_close,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +30,17 @@ from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus
 from telemetryd.sources.http.app import HttpApi
 from telemetryd.sources.http.server import HttpSource
+from tests.support.config_text import blackhole_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import (
+    RawConnection,
+    jupyter_event,
+    parse_reply,
+    raw_exchange,
+    read_to_close,
+)
+from tests.support.records import read_records
+from tests.support.waiting import wait_for
 
 MAX_HEADER_BYTES = 2048
 MAX_BODY_BYTES = 64 * 1024

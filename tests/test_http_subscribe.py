@@ -21,13 +21,18 @@ import anyio.to_thread
 import h11
 import httpx
 import pytest
-from daemon_process import CONTENTS, DaemonProcess, count_lines, file_sink, wait_for
-from http_client import RawConnection, http_config, http_port, jupyter_event
 from prometheus_client.parser import text_string_to_metric_families
-from test_http_auth import ALICE, KERNEL_BOT, KERNELS, auth_section
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
+
+from tests.support.config_text import file_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import RawConnection, jupyter_event
+from tests.support.records import count_lines
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
+from tests.test_http_auth import ALICE, KERNEL_BOT, KERNELS, auth_section
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -22,7 +21,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from http_client import jupyter_event
 
 from telemetryd.auth import Authenticator, AuthFailure, Identity
 from telemetryd.config import (
@@ -43,6 +41,8 @@ from telemetryd.integrations import hub_auth
 from telemetryd.integrations.hub_auth import HubClient, holds_scope
 from telemetryd.sources.http.app import HttpApi
 from telemetryd.sources.http.server import HttpSource
+from tests.support.http_client import jupyter_event
+from tests.support.ports import free_port
 
 ALICE = b"alice-hub-token"
 BOB = b"bob-hub-token"
@@ -285,13 +285,6 @@ async def test_a_hub_that_gives_no_answer_is_503_and_never_cached() -> None:
         hub.knows(ALICE, user("alice"))
         verdict = await settle(auth.authenticate(header(ALICE), required=True))
         assert isinstance(verdict, Identity)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.anyio

@@ -38,19 +38,8 @@ import httpx
 import jsonschema
 import jupyter_server
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    daemon_config,
-    expected_origin,
-    parse_record_time,
-    read_records,
-    records_so_far,
-    wait_for,
-)
 from jupyter_events import EventLogger
 from jupyter_events.logger import SchemaNotRegistered
-from jupyter_server_process import JupyterServerProcess
 from traitlets.config import Config, LoggingConfigurable
 
 import telemetryd.jupyter
@@ -61,6 +50,12 @@ from telemetryd.jupyter import (
     _jupyter_server_extension_points,
     _load_jupyter_server_extension,
 )
+from tests.support.config_text import daemon_config
+from tests.support.daemon_process import DaemonProcess
+from tests.support.jupyter_server_process import JupyterServerProcess
+from tests.support.records import expected_origin, parse_record_time, read_records, records_so_far
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
-from daemon_process import CONTENTS, DaemonProcess, records_so_far, wait_for, wait_for_records
-from http_client import http_config, http_port
-from jupyter_server_process import JupyterServerProcess
+
+from tests.support.config_text import http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.jupyter_server_process import JupyterServerProcess
+from tests.support.records import records_so_far, wait_for_records
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
-"""[auth.jupyterhub] against a live JupyterHub (tests/jupyterhub_process.py): the real daemon asks
-the real hub's GET /hub/api/user about the tokens its clients send.
+"""[auth.jupyterhub] against a live JupyterHub (tests/support/jupyterhub_process.py): the real
+daemon asks the real hub's GET /hub/api/user about the tokens its clients send.
 
 A user's token is stored with the hub's user name as `__origin__.user`; a token the hub does not
 know is 403 and nothing is stored; a service's token is refused unless `kinds` has "service";
@@ -31,20 +31,25 @@ from typing import Any
 
 import httpx
 import pytest
-from daemon_process import (
-    DaemonProcess,
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.config_text import daemon_config, file_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import jupyter_event
+from tests.support.jupyterhub_process import (
+    TELEMETRYD_SCOPE,
+    JupyterHubProcess,
+    missing,
+    spawner_config,
+)
+from tests.support.records import (
     assert_record_shape,
-    daemon_config,
-    file_sink,
     parse_record_time,
     read_records,
     records_so_far,
-    wait_for,
     wait_for_records,
 )
-from http_client import http_config, http_port, jupyter_event
-from jupyterhub_process import TELEMETRYD_SCOPE, JupyterHubProcess, missing, spawner_config
-from prometheus_client.parser import text_string_to_metric_families
+from tests.support.waiting import wait_for
 
 MISSING = missing()
 pytestmark = [

@@ -24,8 +24,6 @@ import httpx
 import jsonschema
 import pytest
 import schemathesis
-from daemon_process import CONTENTS, DaemonProcess, file_sink, wait_for
-from http_client import http_config, http_port, jupyter_event, parse_reply, read_to_close
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -41,6 +39,11 @@ from telemetryd.sources.http import app, openapi
 from telemetryd.sources.http.app import HttpApi
 from telemetryd.sources.http.messages import Route
 from telemetryd.sources.http.operations import OPERATIONS
+from tests.support.config_text import file_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import jupyter_event, parse_reply, read_to_close
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, daemon_config, event_line, file_sink, wait_for_records
 
 from telemetryd.config import ConfigError, parse_config
 from telemetryd.settings_types import gid_of
 from telemetryd_sinks.file.compressor import gzip_file
+from tests.support.config_text import daemon_config, file_sink
+from tests.support.daemon_process import DaemonProcess
+from tests.support.records import wait_for_records
+from tests.support.socket_client import event_line
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="giving files to any group needs root")
 

@@ -24,11 +24,12 @@ from typing import Any
 
 import httpx
 import pytest
-from daemon_process import DaemonProcess, file_sink, wait_for_records
-from http_client import http_config, http_port
-from jupyter_server_process import JupyterServerProcess
 
 from telemetryd.integrations.pioneer import schema_id, timestamp_of
+from tests.support.config_text import file_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.jupyter_server_process import JupyterServerProcess
+from tests.support.records import wait_for_records
 
 pytestmark = pytest.mark.integration
 

@@ -10,18 +10,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from daemon_process import (
-    DaemonProcess,
-    acked_connection,
-    daemon_config,
-    event_line,
-    file_sink,
-    read_records,
-    wait_for,
-)
 
 from telemetryd.config import ConfigError, parse_config
 from telemetryd.plugins import sink_types
+from tests.support.config_text import daemon_config, file_sink
+from tests.support.daemon_process import DaemonProcess
+from tests.support.records import read_records
+from tests.support.socket_client import acked_connection, event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

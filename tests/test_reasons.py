@@ -20,8 +20,6 @@ from typing import Any
 
 import anyio
 import pytest
-from daemon_process import DaemonProcess, blackhole_sink, event_line, wait_for
-from http_client import http_config, http_port, jupyter_event
 
 from telemetryd.config import parse_config
 from telemetryd.core.reasons import DropReason, Reason
@@ -29,6 +27,11 @@ from telemetryd.core.record import Record
 from telemetryd.core.rejections import Rejection
 from telemetryd.daemon import Daemon, load_registry
 from telemetryd.delivery.subscribers import SubscriberHub
+from tests.support.config_text import blackhole_sink, http_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.http_client import jupyter_event
+from tests.support.socket_client import event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

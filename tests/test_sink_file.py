@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 import pytest
-from daemon_process import DaemonProcess, daemon_config, event_line, file_sink, read_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -27,13 +26,12 @@ from telemetryd.plugins import load_sink_class
 from telemetryd_sinks.file import compressor as file_gzip
 from telemetryd_sinks.file import sink as file_module
 from telemetryd_sinks.file.sink import FileSettings, FileSink
+from tests.support.config_text import daemon_config, file_sink
+from tests.support.daemon_process import DaemonProcess
+from tests.support.records import read_records
+from tests.support.socket_client import event_line
 
 ROTATED = re.compile(r"events\.[0-9]{8}T[0-9]{6}\.[0-9]{6}Z(_[0-9]{4})?\.jsonl")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def record(i: int, padding: int = 0) -> Record:

@@ -8,29 +8,22 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    acked_connection,
-    daemon_config,
-    event_line,
-    file_sink,
-    read_records,
-    records_so_far,
-    wait_for,
-)
-from http_client import http_port
-from webhook_receiver import Answer, WebhookReceiver
+
+from tests.support.config_text import daemon_config, file_sink
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.ports import free_port
+from tests.support.records import read_records, records_so_far
+from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.waiting import wait_for
+from tests.support.webhook_receiver import Answer, WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +36,6 @@ BATCH_MAX_EVENTS = 200
 
 def sha256(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def aggregator_config(workdir: Path, port: int, *, agent_token: bool = True) -> str:
@@ -164,12 +150,6 @@ def final_sink(daemon: DaemonProcess, name: str) -> dict[str, Any]:
             entry: dict[str, Any] = sink
             return entry
     raise AssertionError(f"no sink {name!r} in the stopped line")
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as receiver:
-        yield receiver
 
 
 # --- agent -> aggregator ----------------------------------------------------------------------

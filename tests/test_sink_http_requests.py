@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from webhook_receiver import Answer, WebhookReceiver
 
 from telemetryd.core.record import RECORD_START, Record, record_head
 from telemetryd.plugins import load_sink_class
@@ -31,6 +30,7 @@ from telemetryd_sinks.http.sink import (
     Refused,
     retry_after_secs,
 )
+from tests.support.webhook_receiver import Answer, WebhookReceiver
 
 TOKEN = "agent-token-0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -61,12 +61,6 @@ async def started(url: str, **overrides: Any) -> HttpSink:
 
 def numbers(hook: WebhookReceiver) -> list[int]:
     return [r["i"] for r in hook.records()]
-
-
-@pytest.fixture
-def hook() -> Any:
-    with WebhookReceiver() as receiver:
-        yield receiver
 
 
 @pytest.mark.anyio

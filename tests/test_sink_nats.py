@@ -21,19 +21,18 @@ import anyio
 import httpx
 import nats.errors
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    acked_connection,
-    assert_record_shape,
-    daemon_config,
-    event_line,
-    wait_for,
-)
-from http_client import http_port
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from nats_process import (
+
+from telemetryd.config import ConfigError, parse_config
+from telemetryd.core.record import Record
+from telemetryd.sink import PartialDelivery, SinkHealth
+from telemetryd_sinks.nats.acks import PublishError
+from telemetryd_sinks.nats.sink import NatsSettings, NatsSink
+from telemetryd_sinks.nats.subjects import msg_id, subject_for
+from tests.support.config_text import daemon_config
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.nats_process import (
     NatsServer,
     StoredMessage,
     add_stream,
@@ -42,13 +41,9 @@ from nats_process import (
     read_stream,
     stream_info,
 )
-
-from telemetryd.config import ConfigError, parse_config
-from telemetryd.core.record import Record
-from telemetryd.sink import PartialDelivery, SinkHealth
-from telemetryd_sinks.nats.acks import PublishError
-from telemetryd_sinks.nats.sink import NatsSettings, NatsSink
-from telemetryd_sinks.nats.subjects import msg_id, subject_for
+from tests.support.records import assert_record_shape
+from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
-"""The postgres sink against a real PostgreSQL (tests/postgres_process.py) through the real
-daemon: every accepted event becomes one row whose jsonb is the record the file sink writes;
+"""The postgres sink against a real PostgreSQL (tests/support/postgres_process.py) through the
+real daemon: every accepted event becomes one row whose jsonb is the record the file sink writes;
 the table is made when absent and reused when present; a database that is down, at start or
 for 30 s under load, or a wrong password, costs no event and never the daemon."""
 
@@ -21,22 +21,14 @@ from typing import Any
 
 import pydantic
 import pytest
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    ReplyReader,
-    acked_connection,
-    daemon_config,
-    event_line,
-    expected_origin,
-    file_sink,
-    read_records,
-    wait_for,
-)
-from http_client import http_port
-from postgres_process import PostgresServer
 
 from telemetryd_sinks.postgres import PostgresSettings, TableName, create_table_sql
+from tests.support.config_text import daemon_config, file_sink
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.postgres_process import PostgresServer
+from tests.support.records import expected_origin, read_records
+from tests.support.socket_client import CONTENTS, ReplyReader, acked_connection, event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

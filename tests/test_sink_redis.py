@@ -20,24 +20,18 @@ import anyio
 import httpx
 import pytest
 import redis
-from daemon_process import (
-    CONTENTS,
-    DaemonProcess,
-    acked_connection,
-    daemon_config,
-    event_line,
-    file_sink,
-    wait_for,
-)
-from http_client import http_port
 from pydantic import ValidationError
 from redis.cluster import RedisCluster
-from redis_process import RedisClusterProcesses, RedisServer, make_certificates
 
 from telemetryd.config import ConfigError, parse_config
 from telemetryd.core.record import Record
 from telemetryd.sink import PartialDelivery, SinkHealth
 from telemetryd_sinks.redis import RedisSettings, RedisSink
+from tests.support.config_text import daemon_config, file_sink
+from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.redis_process import RedisClusterProcesses, RedisServer, make_certificates
+from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

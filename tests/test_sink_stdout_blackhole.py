@@ -14,11 +14,6 @@ from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
 from telemetryd_sinks.stdout import StdoutSettings, StdoutSink
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def records(count: int) -> list[Record]:
     return [
         Record(schema_id="urn:test", version="1", payload=b'{"i":%d}' % i, received=0.0)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from daemon_process import event_line
 
 from telemetryd.config import ServerSettings
 from telemetryd.core.ingest import Ingestor
@@ -31,6 +30,7 @@ from telemetryd.delivery.sink_queue import SinkQueue
 from telemetryd.delivery.sink_worker import SinkWorker
 from telemetryd.sources.unix import UnixSource
 from telemetryd_sinks.blackhole import BlackholeSettings, BlackholeSink
+from tests.support.socket_client import event_line
 
 EVENTS = 60_000
 LIMIT = 50_000  # far above a read's worth (some 1,700 events): only pace keeps it short

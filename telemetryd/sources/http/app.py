@@ -1,9 +1,9 @@
 """The HTTP API's endpoints (docs/http-api.md): a parsed request in, a response out, no sockets.
 
-telemetryd.sources.http.connection speaks HTTP/1.1 (parsed by httptools) and enforces the limits; this
-module routes a request (404, 405, 415 before its body is read) and answers it. Events go
-through the same Ingestor, bus and dead-letter as on the Unix socket, so one payload is judged
-the same way on either transport.
+telemetryd.sources.http.connection speaks HTTP/1.1 (parsed by httptools) and enforces the
+limits; this module routes a request (404, 405, 415 before its body is read) and answers it.
+Events go through the same Ingestor, bus and dead-letter as on the Unix socket, so one payload
+is judged the same way on either transport.
 """
 
 from __future__ import annotations

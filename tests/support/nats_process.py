@@ -1,5 +1,5 @@
-"""Real nats-server processes for the NATS sink's tests: one JetStream node, or a 3-node
-JetStream cluster, on free loopback ports in temporary folders; and a reader of a stream."""
+"""Real nats-server processes for the NATS sink's tests and benchmark: one JetStream node, or a
+3-node JetStream cluster, on free loopback ports in temporary folders; and a reader of a stream."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,14 +20,10 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig, StreamInfo
 
+from tests.support.ports import free_port
+from tests.support.proc_stats import cpu_seconds
+
 NATS_SERVER = shutil.which("nats-server") or "nats-server"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class NatsServer:
@@ -113,6 +108,9 @@ class NatsServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         """Stops the server (SIGTERM: cleanly; SIGKILL: as a crash) and waits for it."""

@@ -1,4 +1,5 @@
-"""Real redis-server processes for the Redis sink's tests: one node, or a cluster of six.
+"""Real redis-server processes for the Redis sink's tests and benchmark: one node, or a
+cluster of six.
 
 Every server listens on loopback on a free port, keeps its files in a temporary folder and is
 killed when its context ends, whatever happened in between.
@@ -18,19 +19,15 @@ from types import TracebackType
 import redis
 from redis.cluster import RedisCluster
 
+from tests.support.ports import free_port
+from tests.support.proc_stats import cpu_seconds
+
 
 def redis_binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise RuntimeError(f"{name} is not on PATH (Debian: apt-get install redis-server openssl)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_certificates(folder: Path) -> Path:
@@ -143,13 +140,16 @@ class RedisServer:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
 
-    def client(self, password: str | None = None) -> redis.Redis:
+    def client(self, password: str | None = None, socket_timeout: float = 10) -> redis.Redis:
         if self.tls is not None:
             ca = str(self.tls / "ca.crt")
             return redis.Redis(
                 host="127.0.0.1", port=self.port, password=password, ssl=True, ssl_ca_certs=ca
             )
-        return redis.Redis(port=self.port, password=password, socket_timeout=10)
+        return redis.Redis(port=self.port, password=password, socket_timeout=socket_timeout)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster, for the postgres sink's benchmark and tests.
+"""A throwaway PostgreSQL cluster, for the postgres sink's tests and benchmark.
 
 `initdb` + `pg_ctl` in a fresh folder under /tmp, listening on 127.0.0.1 only, on a free port,
 with its Unix socket in that folder; trust for the `postgres` role, passwords (scram) for any
@@ -10,17 +10,23 @@ made with mkdtemp in /tmp and given to that user: pytest's tmp_path sits under a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import asyncpg  # type: ignore[import-untyped]
+
+from tests.support.ports import free_port
 
 SERVER_USER = "postgres"  # the system account the server runs as when we are root
 SUPERUSER = "postgres"  # the cluster's superuser role (trust on loopback)
@@ -66,13 +72,6 @@ def _cpu_ticks(pid: int, *, children: bool) -> int:
     return ticks + (int(fields[13]) + int(fields[14]) if children else 0)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _ensure_server_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SERVER_USER)
@@ -101,8 +100,8 @@ host all all 127.0.0.1/32 scram-sha-256
 """
 
 
-class PostgresCluster:
-    """`with PostgresCluster() as pg:` initialises and starts a cluster; leaving stops it
+class PostgresServer:
+    """`with PostgresServer() as pg:` initialises and starts a cluster; leaving stops it
     (immediately) and deletes its folder. `stop()`/`start()` in between simulate an outage."""
 
     def __init__(self, settings: Sequence[str] = ("fsync=off",)) -> None:
@@ -228,6 +227,44 @@ class PostgresCluster:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no server log)"
+
+    # -- queries, as the tests assert with them -------------------------------------------
+
+    def fetch(self, query: str, *args: Any, database: str = "postgres") -> list[asyncpg.Record]:
+        async def run() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.dsn(database), timeout=10)
+            try:
+                rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+                return rows
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    def value(self, query: str, *args: Any) -> Any:
+        return self.fetch(query, *args)[0][0]
+
+    def execute(self, script: str, database: str = "postgres") -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(self.dsn(database), timeout=10)
+            try:
+                await conn.execute(script)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    def wait_until(self, query: str, expected: Any, timeout: float = 30) -> None:
+        """Polls `query`'s single value until it equals `expected`."""
+        deadline = time.monotonic() + timeout
+        value: Any = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                value = self.value(query)
+                if value == expected:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"{query!r} gave {value!r}, not {expected!r}, after {timeout}s")
 
     # -- running the binaries --------------------------------------------------------------
 

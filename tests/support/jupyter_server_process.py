@@ -1,12 +1,17 @@
-"""A live Jupyter Server as a child process: the baseline of telemetryd's HTTP API.
+"""A live Jupyter Server as a child process: the baseline of telemetryd's HTTP API in the
+benchmarks, and the server tests compare telemetryd with or use the extensions of (JupyterLab
+Pioneer) as clients.
 
 `python -m jupyter_server` on a free port of 127.0.0.1 (port 0, read back from its
 jpserver-<pid>.json) with a random token, its config, data and runtime folders and HOME in the
-scenario's folder (so no developer's ~/.jupyter is read; the venv's own config, which enables
-installed server extensions, still is, as for any server run from this venv). Its EventLogger
-gets a `logging.FileHandler` through `c.EventLogger.handlers`, so an event POSTed to it is
-validated and written to a file, as telemetryd's file sink does (without a handler, Jupyter
-Server's `emit` returns before validating and the event goes nowhere).
+given folder (so no developer's ~/.jupyter is read; the venv's own config, which enables
+installed server extensions, still is, as for any server run from this venv). By default its
+EventLogger gets a `logging.FileHandler` through `c.EventLogger.handlers`, so an event POSTed to
+it is validated and written to a file, as telemetryd's file sink does (without a handler,
+Jupyter Server's `emit` returns before validating and the event goes nowhere).
+
+`with JupyterServerProcess(folder) as js:` starts it and waits until it answers; `js.client()`
+is an httpx client with its token; leaving the block stops it (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.daemon_process import cpu_seconds, peak_rss_bytes
+import httpx
+
+from tests.support.proc_stats import cpu_seconds, peak_rss_bytes
 
 _JUPYTER_ENV_PREFIXES = ("JUPYTER_", "JPY_")
 
@@ -40,9 +47,7 @@ class JupyterServerError(RuntimeError):
     pass
 
 
-class JupyterServer:
-    """Use as a context manager: leaving it stops the server (SIGTERM, then SIGKILL)."""
-
+class JupyterServerProcess:
     def __init__(
         self,
         folder: Path,
@@ -50,10 +55,13 @@ class JupyterServer:
         *,
         env: Mapping[str, str] | None = None,
         config_files: Mapping[str, str] | None = None,
+        start_timeout: float = 60.0,
+        wait_ready: bool = True,
     ) -> None:
         """`config_text` becomes jupyter_server_config.py (default: CONFIG, the file handler);
         `config_files` adds other files to the config folder, by name; `env` is added to the
-        server's environment."""
+        server's environment. With `wait_ready=False`, entering the block only starts the
+        process: call `await_ready()` before using it (to start others meanwhile)."""
         self.folder = folder
         self.config_text = config_text
         self.config_files = dict(config_files or {})
@@ -68,6 +76,9 @@ class JupyterServer:
         self.token = secrets.token_hex(24)
         self.port = 0
         self.ready_secs: float | None = None
+        self.start_timeout = start_timeout
+        self.wait_ready = wait_ready
+        self.returncode: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = 0.0
 
@@ -77,16 +88,19 @@ class JupyterServer:
             raise JupyterServerError("jupyter_server not started")
         return self._proc.pid
 
-    def __enter__(self) -> JupyterServer:
+    def __enter__(self) -> JupyterServerProcess:
+        try:
+            self.launch()
+            if self.wait_ready:
+                self.await_ready()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
-            self.stop()
-
-    def start(self, timeout_secs: float = 60.0) -> None:
-        self.launch()
-        self.await_ready(timeout_secs)
+            self.stop_code()
 
     def launch(self) -> None:
         """Starts the process without waiting for it (to start others meanwhile)."""
@@ -137,9 +151,11 @@ class JupyterServer:
                 env=env,
             )
 
-    def await_ready(self, timeout_secs: float = 60.0) -> None:
+    def await_ready(self, timeout_secs: float | None = None) -> None:
         """Waits until GET /api/status answers 200 with the token (the port read back from the
-        server's jpserver-<pid>.json)."""
+        server's jpserver-<pid>.json), by default for `start_timeout`."""
+        if timeout_secs is None:
+            timeout_secs = self.start_timeout
         proc = self._proc
         if proc is None:
             raise JupyterServerError("jupyter_server not started")
@@ -203,6 +219,27 @@ class JupyterServer:
             "cpu_secs_total": usage.ru_utime + usage.ru_stime,
             "max_rss_bytes": usage.ru_maxrss * 1024,
         }
+
+    def stop_code(self) -> int:
+        """SIGTERM and wait (SIGKILL after 30 s); the exit code."""
+        self.returncode = int(self.stop()["exit_code"])
+        return self.returncode
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The header Jupyter Server's API clients authenticate with (no XSRF check with it)."""
+        return {"Authorization": f"token {self.token}"}
+
+    def client(self, timeout: float = 30.0) -> httpx.Client:
+        """An httpx client on the server, authenticated with its token; close it after use."""
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -29,7 +29,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,15 +39,10 @@ from typing import Any
 
 import httpx
 
+from tests.support.ports import free_port
+
 SERVICE = "telemetryd"
 TELEMETRYD_SCOPE = f"access:services!service={SERVICE}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def missing() -> str | None:

@@ -1,4 +1,4 @@
-"""Helpers for the HTTP API tests: the daemon's HTTP port, and a raw HTTP/1.1 client on one
+"""Helpers for the HTTP API tests: Jupyter's event body, and a raw HTTP/1.1 client on one
 socket (h11 as the client's parser), for keep-alive and malformed requests."""
 
 from __future__ import annotations
@@ -6,31 +6,11 @@ from __future__ import annotations
 import json
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import h11
-from daemon_process import CONTENTS, DaemonProcess, daemon_config
 
-
-def http_config(
-    workdir: Path, server: str = "", sinks: str | None = None, shutdown_timeout_secs: float = 20
-) -> str:
-    """daemon_config with the HTTP API on a free port of 127.0.0.1."""
-    return daemon_config(
-        workdir,
-        server=f'http = "127.0.0.1:0"\n{server}',
-        sinks=sinks,
-        shutdown_timeout_secs=shutdown_timeout_secs,
-    )
-
-
-def http_port(daemon: DaemonProcess) -> int:
-    """The port of the `"msg":"listening"` line with an `http` field (the last start's)."""
-    for line in reversed(daemon.log_lines()):
-        if line.get("msg") == "listening" and "http" in line:
-            return int(str(line["http"]).rsplit(":", 1)[1])
-    raise AssertionError(f"no http listening line:\n{daemon.stderr()}")
+from tests.support.socket_client import CONTENTS
 
 
 def jupyter_event(path: str, action: str = "save", **extra: Any) -> dict[str, Any]:
