@@ -138,7 +138,7 @@ class AckedLoad:
             ]
             self.sock.sendall(b"".join(lines))
             self.sent += step
-            time.sleep(0.05)
+            time.sleep(0.05)  # the pace of the load
 
     def _receive(self) -> None:
         while (reply := self.reader.line()) is not None:

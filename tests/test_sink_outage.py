@@ -460,7 +460,7 @@ def test_every_accepted_event_arrives_across_a_30_s_outage(
             destination.bring_back()
             back_at = time.monotonic()
             wait_for(lambda: sink_health(daemon, name)["healthy"], 15, "the sink to recover")
-            time.sleep(max(0.0, AFTER_RESTART_SECS - (time.monotonic() - back_at)))
+            time.sleep(max(0.0, AFTER_RESTART_SECS - (time.monotonic() - back_at)))  # more load
             accepted = load.finish()
         # Accepted all along the outage, queued meanwhile (at least half of what was sent).
         assert accepted - during > destination.accepted_over
