@@ -91,6 +91,7 @@ class Destination(abc.ABC):
 
 
 def section(name: str, kind: str, settings: str) -> str:
+    """One [[sinks]] table; every sink retries soon after its first failure."""
     return f"""
 [[sinks]]
 name = "{name}"
@@ -198,7 +199,7 @@ class Postgres(Destination):
 
     sink = "db"
     rate = 250
-    accepted_over = OUTAGE_SECS * 250 // 2
+    accepted_over = OUTAGE_SECS * rate // 2
     duplicates_at_most = BATCH_MAX_EVENTS  # the batch whose commit was done, its answer lost
     TABLE = "events"
 
