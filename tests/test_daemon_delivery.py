@@ -470,7 +470,7 @@ def test_backpressure_bounds_memory_and_slows_the_client(tmp_path: Path) -> None
             nonlocal peak
             while sampling:
                 peak = max(peak, rss_bytes(pid))
-                time.sleep(0.02)
+                time.sleep(0.02)  # the sampling interval
 
         sampler = threading.Thread(target=sample)
         sampler.start()

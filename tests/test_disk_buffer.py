@@ -203,7 +203,7 @@ async def test_block_waits_for_room_on_disk(tmp_path: Path) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(put_more)
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()
         assert not done.is_set()  # full: the putter waits
         assert q.statistics().waiting_putters == 1
         out = await drain(q, batch=5)

@@ -511,10 +511,18 @@ async def test_a_blocking_queue_waits_for_space_and_counts_an_abandoned_wait_as_
 
 @pytest.mark.anyio
 async def test_a_blocking_queue_waits_for_room_to_create_its_buffer(
-    no_room_disk: tuple[Path, list[Path]],
+    no_room_disk: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk, fillers = no_room_disk
     buffer = disk / "buffer"
+    attempts = 0  # at creating the buffer
+
+    def counted(directory: Path, segment_bytes: int) -> DiskLog:
+        nonlocal attempts
+        attempts += 1
+        return DiskLog(directory, segment_bytes)
+
+    monkeypatch.setattr("telemetryd.delivery.disk_queue.DiskLog", counted)
     queue = disk_queue(buffer, "block")  # starts without its directory
     assert str(queue.problem) == f"{NO_ROOM_TO_CREATE}{buffer}"
     with anyio.move_on_after(0.3):
@@ -527,7 +535,9 @@ async def test_a_blocking_queue_waits_for_room_to_create_its_buffer(
             for filler in fillers[-2:]:
                 filler.unlink()  # room for the directory and its lock, not the first segment
             await anyio.to_thread.run_sync(lambda: wait_until((buffer / "lock").exists))
-            await anyio.sleep(0.2)  # retries after a half-made buffer (its lock held by none)
+            half_made = attempts
+            # It tries again after a half-made buffer (its lock held by none).
+            await anyio.to_thread.run_sync(lambda: wait_until(lambda: attempts > half_made))
             assert str(queue.problem) == f"{NO_ROOM_TO_CREATE}{buffer}"
             assert queue.statistics().waiting_putters == 1
             for filler in fillers[:-2]:

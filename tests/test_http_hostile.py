@@ -136,7 +136,7 @@ def test_one_byte_chunks_never_stall_healthz(tmp_path: Path) -> None:
                 with RawConnection(port, timeout=60) as connection:
                     assert connection.request("GET", "/healthz").status == 200
                 latencies.append(time.monotonic() - sent)
-                time.sleep(0.05)
+                time.sleep(0.05)  # a probe every 50 ms, all along the flood
             wait_for(lambda: replies, 30, "an answer to a flooding client")
         finally:
             stop.set()
@@ -412,7 +412,7 @@ def test_a_slowloris_crowd_does_not_lock_out_valid_clients(
             attacked = time.monotonic()
             while time.monotonic() - attacked < 20:
                 statuses.append(post_event(port))
-                time.sleep(0.25)
+                time.sleep(0.25)  # a valid client every 250 ms, all along the attack
             closed = dict(attack.closed)
         counts = Counter(statuses)
         assert counts[204] >= 0.8 * len(statuses), f"{counts} (the attack's closed: {closed})"

@@ -43,6 +43,7 @@ from telemetryd.sources.http.app import HttpApi
 from telemetryd.sources.http.server import HttpSource
 from tests.support.http_client import jupyter_event
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 ALICE = b"alice-hub-token"
 BOB = b"bob-hub-token"
@@ -364,15 +365,21 @@ async def test_a_cancelled_request_does_not_strand_those_waiting_for_its_call() 
         hub.knows(ALICE, user("alice"))
         hub.delay_secs = 0.3
         verdicts: list[Identity | AuthFailure | None] = []
+        first_asking = anyio.CancelScope()
+
+        async def first() -> None:
+            with first_asking:
+                await settle(auth.authenticate(header(ALICE), required=True))
 
         async def follower() -> None:
-            await anyio.sleep(0.05)  # after the first has asked
             verdicts.append(await settle(auth.authenticate(header(ALICE), required=True)))
 
         async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: hub.calls, 5, "a call"))
             tg.start_soon(follower)
-            with anyio.move_on_after(0.1):  # the client that asked first goes away
-                await settle(auth.authenticate(header(ALICE), required=True))
+            await anyio.wait_all_tasks_blocked()  # the follower waits for the first's call
+            first_asking.cancel()  # the client that asked first goes away
         assert len(verdicts) == 1
         assert isinstance(verdicts[0], Identity)
         assert len(hub.calls) == 2  # the follower asked again for itself

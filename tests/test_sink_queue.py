@@ -184,7 +184,7 @@ async def test_close_wakes_a_blocked_putter_and_abandon_counts_losses() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(blocked)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         q.close()
     assert q.abandon() == 1
     # one was queued, one never got in: both are this sink's losses, and its counts stay whole

@@ -141,7 +141,7 @@ def test_close_wakes_a_waiting_subscriber_and_ends_it() -> None:
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
                 group.start_soon(wait)
-                await anyio.sleep(0.01)
+                await anyio.wait_all_tasks_blocked()
                 hub.close()
         assert results == [None]
         with pytest.raises(TooManySubscribers):
