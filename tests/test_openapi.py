@@ -445,10 +445,7 @@ def test_the_served_document_is_valid_openapi_31(client: httpx.Client) -> None:
 def test_every_route_of_the_daemon_is_documented() -> None:
     api = HttpApi(
         ServerSettings(),
-        None,  # type: ignore[arg-type]  # routing needs neither the ingestor nor the bus
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # routing needs no intake
         workers=[],
         auth=AuthSettings(),
         pioneer=PioneerSettings(enabled=True),

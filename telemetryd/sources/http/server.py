@@ -233,6 +233,10 @@ class HttpSource:
             connection.stop()
         self._check_finished()
 
+    @property
+    def config_key(self) -> str:
+        return "server.http" if self.settings.http else "server.http_unix_socket"
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "address": self.address,
