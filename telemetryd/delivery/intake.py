@@ -19,6 +19,7 @@ into its own answer (an HTTP status); what was refused is counted here.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -84,8 +85,8 @@ class Intake:
         self.dead_letter_queue = dead_letter
         self.stats = stats
         self.patience = patience  # None: wait as long as the queues push back
-        #: Patient clients waiting for room: in publish, or for what the source waits on first
-        #: (an HTTP body's share of the read budget).
+        #: Clients waiting for room: in publish, or for what the source waits on first (an HTTP
+        #: body's share of the read budget); more than a few only while `block` queues are full.
         self.waiting = 0
 
     def arrive(self, origin: bytes, count: int) -> Arrival:
@@ -113,8 +114,8 @@ class Intake:
             rejections[rejection.reason] += 1
         return records, rejected
 
-    async def refuse(self, rejection: Rejection, arrival: Arrival) -> None:
-        """A chunk refused whole, before it had lines to validate (HTTP: a body that is not a
+    async def reject(self, rejection: Rejection, arrival: Arrival) -> None:
+        """A chunk rejected whole, before it had lines to validate (HTTP: a body that is not a
         JupyterLab Pioneer event): counted, and dead-lettered."""
         self.stats.rejected[rejection.reason] += 1
         await self.dead_letter([rejection], arrival)
@@ -145,28 +146,21 @@ class Intake:
         stats = self.stats
         patience = self.patience
         if patience is None:
-            try:
-                await self.bus.publish(records)
-            except QueueClosed:
-                stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
-                return Refusal.STOPPING
-            except BaseException:  # cancelled by the stop's deadline: never accepted
-                stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
-                raise
-            stats.sent += count
-            return None
-        if self.crowded:
+            timeout, lost_reason = math.inf, DropReason.SHUTDOWN_TIMEOUT
+        elif self.crowded:
             # Queues are full and enough clients already wait: shed this one at once.
             stats.dropped[DropReason.TOO_MANY_WAITING] += count
             return Refusal.TOO_MANY_WAITING
+        else:
+            timeout, lost_reason = patience.timeout_secs, DropReason.ENQUEUE_TIMEOUT
         self.waiting += 1
         try:
-            with anyio.move_on_after(patience.timeout_secs) as waited:
-                await self.bus.publish(records, lost_reason=DropReason.ENQUEUE_TIMEOUT)
+            with anyio.move_on_after(timeout) as waited:
+                await self.bus.publish(records, lost_reason=lost_reason)
         except QueueClosed:
             stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
             return Refusal.STOPPING
-        except BaseException:  # cancelled by the stop's deadline: the client gets no answer
+        except BaseException:  # cancelled by the stop's deadline: never accepted nor answered
             stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
             raise
         finally:

@@ -373,7 +373,7 @@ class HttpApi:
             body = request.body
             kept = body if self.pioneer.keep_environ else pioneer.without_environ(body)
             rejection = Rejection(Reason.INVALID_PIONEER, str(e), kept, len(body))
-            await self.intake.refuse(rejection, arrival)
+            await self.intake.reject(rejection, arrival)
             return error_response(400, Reason.INVALID_PIONEER, str(e))
         return await self.post_event(replace(request, body=lines[0]), "")
 
