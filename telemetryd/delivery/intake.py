@@ -19,12 +19,11 @@ into its own answer (an HTTP status); what was refused is counted here.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import anyio
 
@@ -50,8 +49,7 @@ class Patience:
     max_waiting: int  # waiting already: a new publish is refused at once (HTTP: 429)
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
+class Arrival(NamedTuple):  # a tuple: made for every chunk, and a socket's may be one event
     """A chunk's peer and time of arrival, shared by its records and its dead letters."""
 
     origin: bytes  # `__origin__`, encoded once per connection or request
@@ -145,18 +143,19 @@ class Intake:
         count = len(records)
         stats = self.stats
         patience = self.patience
-        if patience is None:
-            timeout, lost_reason = math.inf, DropReason.SHUTDOWN_TIMEOUT
-        elif self.crowded:
+        if self.crowded:
             # Queues are full and enough clients already wait: shed this one at once.
             stats.dropped[DropReason.TOO_MANY_WAITING] += count
             return Refusal.TOO_MANY_WAITING
-        else:
-            timeout, lost_reason = patience.timeout_secs, DropReason.ENQUEUE_TIMEOUT
         self.waiting += 1
         try:
-            with anyio.move_on_after(timeout) as waited:
-                await self.bus.publish(records, lost_reason=lost_reason)
+            if patience is None:  # no cancel scope: a socket's chunk may be a single event
+                await self.bus.publish(records)
+                timed_out = False
+            else:
+                with anyio.move_on_after(patience.timeout_secs) as waited:
+                    await self.bus.publish(records, lost_reason=DropReason.ENQUEUE_TIMEOUT)
+                timed_out = waited.cancelled_caught
         except QueueClosed:
             stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
             return Refusal.STOPPING
@@ -165,7 +164,7 @@ class Intake:
             raise
         finally:
             self.waiting -= 1
-        if waited.cancelled_caught:
+        if timed_out:
             if self._disk_full():
                 stats.dropped[DropReason.DISK_FULL] += count
                 return Refusal.DISK_FULL
