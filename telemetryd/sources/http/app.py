@@ -25,6 +25,7 @@ from telemetryd.core.reasons import DropReason, Reason
 from telemetryd.core.record import Record
 from telemetryd.core.registry import CompiledSchema
 from telemetryd.core.rejections import Rejection
+from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.intake import Intake, Refusal
 from telemetryd.delivery.sink_worker import SinkWorker
 from telemetryd.delivery.subscribers import SubscriberHub, Subscription, TooManySubscribers
@@ -186,7 +187,6 @@ class HttpApi:
         self.auth = Authenticator(auth or AuthSettings(), self.hub_client)
         #: Patient as http_enqueue_timeout_secs and http_max_waiting_requests say.
         self.intake = intake
-        self.stats = intake.stats
         self.workers = tuple(workers)
         self.stopping = False
         self._paths: dict[str, dict[str, _Endpoint]] = {
@@ -210,6 +210,11 @@ class HttpApi:
         self._prefixes: dict[str, dict[str, _Endpoint]] = {
             "/api/schemas/": {"GET": _Endpoint(self.get_schema, access=OPEN)},
         }
+
+    @property
+    def stats(self) -> ComponentStats:
+        """The HTTP source's counters, kept by its intake."""
+        return self.intake.stats
 
     # -- routing -----------------------------------------------------------------------------
 
