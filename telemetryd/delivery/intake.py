@@ -23,9 +23,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, cast
 
 import anyio
+import msgspec
 
 from telemetryd.core.framing import Frame
 from telemetryd.core.ingest import Ingestor
@@ -49,7 +50,7 @@ class Patience:
     max_waiting: int  # waiting already: a new publish is refused at once (HTTP: 429)
 
 
-class Arrival(NamedTuple):  # a tuple: made for every chunk, and a socket's may be one event
+class Arrival(msgspec.Struct, frozen=True, gc=False):  # one per chunk: made in ~40 ns
     """A chunk's peer and time of arrival, shared by its records and its dead letters."""
 
     origin: bytes  # `__origin__`, encoded once per connection or request
