@@ -108,9 +108,10 @@ class Intake:
         )
         if identity is not None and identity.permits is not None and records:
             records, rejected = _permitted(identity, lines, first, records, rejected)
-        rejections = self.stats.rejected
-        for rejection in rejected:
-            rejections[rejection.reason] += 1
+        if rejected:
+            counts = self.stats.rejected
+            for rejection in rejected:
+                counts[rejection.reason] += 1
         return records, rejected
 
     async def reject(self, rejection: Rejection, arrival: Arrival) -> None:
@@ -141,31 +142,41 @@ class Intake:
         queues already closed, or the stop's deadline cancelling the wait (then raised)."""
         if not records:
             return None
+        patience = self.patience
+        if patience is not None:
+            return await self._publish_within(records, patience)
+        # As long as it takes, without a cancel scope: a socket's chunk may be a single event.
+        try:
+            await self.bus.publish(records)
+        except QueueClosed:
+            self._count_lost(len(records))
+            return Refusal.STOPPING
+        except BaseException:  # cancelled by the stop's deadline: never accepted
+            self._count_lost(len(records))
+            raise
+        self.stats.sent += len(records)
+        return None
+
+    async def _publish_within(self, records: list[Record], patience: Patience) -> Refusal | None:
         count = len(records)
         stats = self.stats
-        patience = self.patience
         if self.crowded:
             # Queues are full and enough clients already wait: shed this one at once.
             stats.dropped[DropReason.TOO_MANY_WAITING] += count
             return Refusal.TOO_MANY_WAITING
         self.waiting += 1
         try:
-            if patience is None:  # no cancel scope: a socket's chunk may be a single event
-                await self.bus.publish(records)
-                timed_out = False
-            else:
-                with anyio.move_on_after(patience.timeout_secs) as waited:
-                    await self.bus.publish(records, lost_reason=DropReason.ENQUEUE_TIMEOUT)
-                timed_out = waited.cancelled_caught
+            with anyio.move_on_after(patience.timeout_secs) as waited:
+                await self.bus.publish(records, lost_reason=DropReason.ENQUEUE_TIMEOUT)
         except QueueClosed:
-            stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
+            self._count_lost(count)
             return Refusal.STOPPING
-        except BaseException:  # cancelled by the stop's deadline: never accepted nor answered
-            stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
+        except BaseException:  # cancelled by the stop's deadline: the client gets no answer
+            self._count_lost(count)
             raise
         finally:
             self.waiting -= 1
-        if timed_out:
+        if waited.cancelled_caught:
             if self._disk_full():
                 stats.dropped[DropReason.DISK_FULL] += count
                 return Refusal.DISK_FULL
@@ -173,6 +184,10 @@ class Intake:
             return Refusal.QUEUES_FULL
         stats.sent += count
         return None
+
+    def _count_lost(self, count: int) -> None:
+        """Records read but never accepted: the stop came first (or a full disk held them)."""
+        self.stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
 
     def _disk_full(self) -> bool:
         """Whether a disk buffer's full disk holds records back (the dead letter's too)."""
