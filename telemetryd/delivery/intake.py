@@ -59,7 +59,8 @@ class Arrival(msgspec.Struct, frozen=True, gc=False):  # one per chunk: made in 
 
 
 class Refusal(Enum):
-    """Why a patient publish did not get its records into the queues (they are counted)."""
+    """Why a publish did not get its records into the queues (they are counted); an impatient
+    one's only ever STOPPING."""
 
     TOO_MANY_WAITING = "too_many_waiting"  # refused at once: `max_waiting` already wait
     STOPPING = "stopping"  # the queues are closed
