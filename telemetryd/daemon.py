@@ -12,7 +12,6 @@ reload  SIGHUP: re-read the schemas; a bad schema set is refused and the old one
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -29,20 +28,20 @@ from telemetryd import __version__
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.core.ingest import Ingestor
 from telemetryd.core.reasons import DropReason
-from telemetryd.core.record import Record
 from telemetryd.core.registry import SchemaLoadError, SchemaRegistry
-from telemetryd.core.rejections import Rejection, dead_letter_record
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus, Route
 from telemetryd.delivery.disk_queue import DiskQueue
+from telemetryd.delivery.intake import Intake, Patience
 from telemetryd.delivery.routing import RouteFilter
-from telemetryd.delivery.sink_queue import EventQueue, QueueClosed, SinkQueue
+from telemetryd.delivery.sink_queue import EventQueue, SinkQueue
 from telemetryd.delivery.sink_worker import SinkWorker
 from telemetryd.delivery.subscribers import SubscriberHub
 from telemetryd.metrics import make_registry
 from telemetryd.plugins import load_sink_class
 from telemetryd.settings_types import GroupError
 from telemetryd.sink import Sink, SinkSettings
+from telemetryd.source import Source
 from telemetryd.sources.http.app import HttpApi
 from telemetryd.sources.http.server import HttpSource
 from telemetryd.sources.read_budget import ReadBudget
@@ -106,32 +105,22 @@ class Daemon:
             self.hub,
         )
         self.ingestor = Ingestor(registry)
-        self.source_stats = ComponentStats("source", "unix")
         #: What socket connections and HTTP requests hold between reading and publishing.
-        self.read_budget = ReadBudget(config.server.read_budget_bytes, MIN_READ_BYTES)
-        self.unix: UnixSource | None = None
-        if config.server.unix_socket is not None:
-            self.unix = UnixSource(
-                config.server,
-                self.ingestor,
-                self.bus,
-                self.reject,
-                self.source_stats,
-                budget=self.read_budget,
-            )
-        self.http_stats = ComponentStats("source", "http")
+        self.read_budget = ReadBudget(server.read_budget_bytes, MIN_READ_BYTES)
+        #: The socket first: the stats line's and /metrics' order.
+        self.sources: list[Source] = []
+        if server.unix_socket is not None:
+            self.sources.append(UnixSource(server, self._intake("unix"), budget=self.read_budget))
         self.http: HttpSource[HttpApi] | None = None
-        if config.server.http or config.server.http_unix_socket is not None:
+        if server.http or server.http_unix_socket is not None:
+            patience = Patience(server.http_enqueue_timeout_secs, server.http_max_waiting_requests)
             self.http = HttpSource(
                 HttpApi(
-                    config.server,
-                    self.ingestor,
-                    self.bus,
-                    self.reject,
-                    self.http_stats,
+                    server,
+                    self._intake("http", patience),
                     workers=self.all_workers,
                     metrics=make_registry(
-                        lambda: [self.source_stats, self.http_stats],
+                        lambda: [source.stats for source in self.sources],
                         lambda: self.all_workers,
                         self.hub,
                     ),
@@ -141,6 +130,7 @@ class Daemon:
                     read_budget=self.read_budget,
                 )
             )
+            self.sources.append(self.http)
         self._stop = anyio.Event()
         self.started_at = time.monotonic()
         self.ready = False  # whether it served: the final counters are worth a line only then
@@ -149,15 +139,10 @@ class Daemon:
     def all_workers(self) -> list[SinkWorker]:
         return [*self.workers, self.dead_letter]
 
-    async def reject(
-        self, rejected: list[Rejection], origin: bytes, timestamp: str, received: float
-    ) -> None:
-        """Rejected inputs go to the dead-letter sink, under its own when_full policy."""
-        records: list[Record] = [
-            dead_letter_record(r, origin, timestamp, received) for r in rejected
-        ]
-        with contextlib.suppress(QueueClosed):  # the closed queue counted them as its losses
-            await self.dead_letter.queue.put_many(records)
+    def _intake(self, source: str, patience: Patience | None = None) -> Intake:
+        """A source's intake: the shared ingestor, bus and dead-letter queue, its own counters."""
+        stats = ComponentStats("source", source)
+        return Intake(self.ingestor, self.bus, self.dead_letter.queue, stats, patience=patience)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -221,10 +206,6 @@ class Daemon:
             if self.ready:
                 log.info("stopped", extra={"fields": self.snapshot()})
 
-    @property
-    def sources(self) -> list[UnixSource | HttpSource[HttpApi]]:
-        return [source for source in (self.unix, self.http) if source is not None]
-
     async def _serve_until_stopped(self, task_status: TaskStatus[None]) -> float:
         """Serves until a stop is requested, then stops the sources (bounded by the shutdown
         timeout); returns the deadline by which the whole stop must be done."""
@@ -234,7 +215,7 @@ class Daemon:
                 try:
                     await sources.start(self._serve_source, source, source_done)
                 except OSError as e:
-                    key = e.key if isinstance(e, GroupError) else self._source_key(source)
+                    key = e.key if isinstance(e, GroupError) else source.config_key
                     raise StartupError(key, _describe(e)) from e
             self._log_pioneer()
             log.info(
@@ -267,11 +248,6 @@ class Daemon:
             sources.cancel_scope.cancel()
         return deadline
 
-    def _source_key(self, source: UnixSource | HttpSource[HttpApi]) -> str:
-        if isinstance(source, UnixSource):
-            return "server.unix_socket"
-        return "server.http" if self.config.server.http else "server.http_unix_socket"
-
     def _log_pioneer(self) -> None:
         """Says that POST /api/pioneer takes notebooks, and whose (a warning when anyone's)."""
         if self.http is None or not self.config.pioneer.enabled:
@@ -302,7 +278,8 @@ class Daemon:
                     "shutdown timeout: events not delivered",
                     extra={"fields": {"sink": worker.name, "events": lost}},
                 )
-        for stats in (self.source_stats, self.http_stats):
+        for source in self.sources:
+            stats = source.stats
             unread = stats.dropped[DropReason.SHUTDOWN_TIMEOUT]
             if unread:
                 log.error(
@@ -312,7 +289,7 @@ class Daemon:
 
     async def _serve_source(
         self,
-        source: UnixSource | HttpSource[HttpApi],
+        source: Source,
         done: anyio.Event,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -381,15 +358,7 @@ class Daemon:
                 "latency_p99_secs": worker.latency.quantile(0.99),
             }
             sinks.append(entry)
-        sources = [self.source_stats.snapshot()]
-        if self.unix is not None:
-            sources[0]["connections"] = len(self.unix.connections)
-            sources[0]["replies_dropped"] = self.unix.replies_dropped
-            budget = self.read_budget  # shared with the HTTP source's requests
-            sources[0]["read_budget_held_bytes"] = budget.total - budget.available
-            sources[0]["read_budget_waiting"] = budget.waiting
-        if self.http is not None:  # after the unix source: sources[0] stays the socket's
-            sources.append(self.http_stats.snapshot() | self.http.snapshot())
+        sources = [source.stats.snapshot() | source.snapshot() for source in self.sources]
         subscribers = self.hub.stats.snapshot() | {"open": len(self.hub.subscriptions)}
         return {
             "uptime_secs": round(time.monotonic() - self.started_at, 3),

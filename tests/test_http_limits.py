@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 from telemetryd.config import ServerSettings
 from telemetryd.core.ingest import Ingestor
 from telemetryd.core.registry import SchemaRegistry
-from telemetryd.core.rejections import Rejection
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus
+from telemetryd.delivery.intake import Intake
+from telemetryd.delivery.sink_queue import SinkQueue
 from telemetryd.sources.http.app import HttpApi
 from telemetryd.sources.http.server import HttpSource
 from tests.support.config_text import blackhole_sink, http_config
@@ -214,17 +215,12 @@ def test_random_bytes_never_stop_the_daemon_answering(
 
 @pytest.mark.anyio
 async def test_a_bug_in_a_handler_is_a_500_and_the_connection_goes_on() -> None:
-    async def dead_letter(rejected: list[Rejection], origin: bytes, ts: str, at: float) -> None:
-        pass
-
     ingestor = Ingestor(SchemaRegistry.load())
+    dead_letter = SinkQueue(100, 1 << 20, "drop_newest", ComponentStats("sink", "rejected"))
     source = HttpSource(
         HttpApi(
             ServerSettings(unix_socket=None, http="127.0.0.1:0"),
-            ingestor,
-            Bus([]),
-            dead_letter,
-            ComponentStats("source", "http"),
+            Intake(ingestor, Bus([]), dead_letter, ComponentStats("source", "http")),
             workers=[],
         )
     )

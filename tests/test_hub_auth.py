@@ -34,9 +34,10 @@ from telemetryd.core.ingest import Ingestor
 from telemetryd.core.reasons import DropReason
 from telemetryd.core.record import Record
 from telemetryd.core.registry import SchemaRegistry
-from telemetryd.core.rejections import Rejection
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus
+from telemetryd.delivery.intake import Intake
+from telemetryd.delivery.sink_queue import SinkQueue
 from telemetryd.integrations import hub_auth
 from telemetryd.integrations.hub_auth import HubClient, holds_scope
 from telemetryd.sources.http.app import HttpApi
@@ -497,17 +498,14 @@ class CapturingBus(Bus):
 
 @asynccontextmanager
 async def http_api(auth: AuthSettings) -> AsyncIterator[tuple[HttpSource[HttpApi], CapturingBus]]:
-    async def dead_letter(rejected: list[Rejection], origin: bytes, ts: str, at: float) -> None:
-        pass
-
     bus = CapturingBus()
+    dead_letter = SinkQueue(100, 1 << 20, "drop_newest", ComponentStats("sink", "rejected"))
     source = HttpSource(
         HttpApi(
             ServerSettings(unix_socket=None, http="127.0.0.1:0"),
-            Ingestor(SchemaRegistry.load()),
-            bus,
-            dead_letter,
-            ComponentStats("source", "http"),
+            Intake(
+                Ingestor(SchemaRegistry.load()), bus, dead_letter, ComponentStats("source", "http")
+            ),
             workers=[],
             auth=auth,
         )

@@ -451,10 +451,7 @@ def test_the_served_document_is_valid_openapi_31(client: httpx.Client) -> None:
 def test_every_route_of_the_daemon_is_documented() -> None:
     api = HttpApi(
         ServerSettings(),
-        None,  # type: ignore[arg-type]  # routing needs neither the ingestor nor the bus
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # routing needs no intake
         workers=[],
         auth=AuthSettings(),
         pioneer=PioneerSettings(enabled=True),
@@ -559,10 +556,7 @@ def test_every_status_a_handler_answers_with_is_documented() -> None:
 def test_documented_request_media_types_are_routed() -> None:
     api = HttpApi(
         ServerSettings(),
-        None,  # type: ignore[arg-type]  # routing needs neither the ingestor nor the bus
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # routing needs no intake
         workers=[],
         pioneer=PioneerSettings(enabled=True),
     )

@@ -25,7 +25,9 @@ from telemetryd.config import parse_config
 from telemetryd.core.reasons import DropReason, Reason
 from telemetryd.core.record import Record
 from telemetryd.core.rejections import Rejection
+from telemetryd.core.stats import ComponentStats
 from telemetryd.daemon import Daemon, load_registry
+from telemetryd.delivery.intake import Arrival, Intake
 from telemetryd.delivery.subscribers import SubscriberHub
 from tests.support.config_text import blackhole_sink, http_config
 from tests.support.daemon_process import DaemonProcess, http_port
@@ -132,7 +134,11 @@ def test_a_rejection_that_meets_a_closed_dead_letter_is_counted_once(tmp_path: P
     daemon = Daemon(settings, load_registry(settings))
     daemon.dead_letter.queue.close()  # the stop: the sources may still be finishing
     rejection = Rejection(Reason.INVALID_JSON, "not JSON", b"x", 1)
-    anyio.run(daemon.reject, [rejection], b"{}", "2026-11-22T01:30:21.131970Z", 0.0)
+    intake = Intake(
+        daemon.ingestor, daemon.bus, daemon.dead_letter.queue, ComponentStats("source", "unix")
+    )
+    arrival = Arrival(b"{}", "2026-11-22T01:30:21.131970Z", 0.0)
+    anyio.run(intake.dead_letter, [rejection], arrival)
     stats = daemon.dead_letter.stats
     assert (stats.received, dict(stats.dropped)) == (1, {DropReason.SHUTDOWN_TIMEOUT: 1})
 

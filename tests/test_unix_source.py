@@ -22,9 +22,9 @@ from telemetryd.core.ingest import Ingestor
 from telemetryd.core.reasons import DropReason
 from telemetryd.core.record import Record
 from telemetryd.core.registry import SchemaRegistry
-from telemetryd.core.rejections import Rejection
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus, Route
+from telemetryd.delivery.intake import Intake
 from telemetryd.delivery.routing import RouteFilter
 from telemetryd.delivery.sink_queue import SinkQueue
 from telemetryd.delivery.sink_worker import SinkWorker
@@ -79,15 +79,15 @@ async def test_a_fast_client_leaves_the_sink_worker_its_turns(tmp_path: Path) ->
     sink = CountingBlackhole()
     worker = SinkWorker(sink, queue, sink_stats)
 
-    async def no_dead_letter(rejected: list[Rejection], origin: bytes, ts: str, at: float) -> None:
-        raise AssertionError(f"rejected: {rejected[0].message}")
-
+    dead_letter = SinkQueue(LIMIT, 1 << 30, "drop_newest", ComponentStats("sink", "rejected"))
     source = UnixSource(
         ServerSettings(unix_socket=str(path)),
-        Ingestor(SchemaRegistry.load()),
-        Bus([Route("fast", queue, RouteFilter())]),
-        no_dead_letter,
-        ComponentStats("source", "unix"),
+        Intake(
+            Ingestor(SchemaRegistry.load()),
+            Bus([Route("fast", queue, RouteFilter())]),
+            dead_letter,
+            ComponentStats("source", "unix"),
+        ),
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
@@ -100,5 +100,6 @@ async def test_a_fast_client_leaves_the_sink_worker_its_turns(tmp_path: Path) ->
         source.stop()
         queue.close()
     assert sink_stats.sent == EVENTS
+    assert not source.stats.rejected, source.stats.rejected
     # A read's worth at a time, and the worker takes it before the next: a few reads at most.
     assert queue.deepest <= 10_000, f"the queue reached {queue.deepest} events"

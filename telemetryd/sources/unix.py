@@ -17,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -31,15 +30,9 @@ from telemetryd import __version__
 from telemetryd.config import ServerSettings
 from telemetryd.core import protocol
 from telemetryd.core.framing import Frame, LineFramer
-from telemetryd.core.ingest import Ingestor
 from telemetryd.core.origin import of_unix_peer
-from telemetryd.core.reasons import DropReason
-from telemetryd.core.record import Record
 from telemetryd.core.rejections import Rejection
-from telemetryd.core.stats import ComponentStats
-from telemetryd.core.timestamps import now_utc
-from telemetryd.delivery.bus import Bus
-from telemetryd.delivery.sink_queue import QueueClosed
+from telemetryd.delivery.intake import Intake
 from telemetryd.settings_types import GroupError, give_to_group
 from telemetryd.sources.accept import accept_or_pause
 from telemetryd.sources.read_budget import ReadBudget
@@ -54,8 +47,6 @@ MIN_READ_BYTES = 16 * 1024
 #: How long replies may take to reach a client after it stopped sending, or after stop().
 EOF_REPLY_GRACE_SECS = 30.0
 STOP_REPLY_GRACE_SECS = 1.0
-
-RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -73,10 +64,7 @@ class UnixSource:
     def __init__(
         self,
         settings: ServerSettings,
-        ingestor: Ingestor,
-        bus: Bus,
-        on_rejected: RejectHandler,
-        stats: ComponentStats,
+        intake: Intake,
         *,
         budget: ReadBudget | None = None,
     ) -> None:
@@ -84,15 +72,26 @@ class UnixSource:
             raise ValueError("no unix_socket configured")
         self.settings = settings
         self.path = Path(settings.unix_socket)
-        self.ingestor = ingestor
-        self.bus = bus
-        self.on_rejected = on_rejected
-        self.stats = stats
+        self.intake = intake
+        self.stats = intake.stats
         self.connections: set[_Connection] = set()
         self.budget = budget or ReadBudget(settings.read_budget_bytes, MIN_READ_BYTES)
         self.replies_dropped = 0
         self._stopping = False
         self._serve_scope: anyio.CancelScope | None = None
+
+    @property
+    def config_key(self) -> str:
+        return "server.unix_socket"
+
+    def snapshot(self) -> dict[str, Any]:
+        budget = self.budget  # the daemon's is shared with the HTTP source's requests
+        return {
+            "connections": len(self.connections),
+            "replies_dropped": self.replies_dropped,
+            "read_budget_held_bytes": budget.total - budget.available,
+            "read_budget_waiting": budget.waiting,
+        }
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listens until stop(); returns when every connection has finished."""
@@ -269,45 +268,22 @@ class UnixSource:
             )
             if not frames:
                 return
-        received = time.monotonic()
-        timestamp = now_utc()
+        intake = self.intake
+        arrival = intake.arrive(connection.origin, len(frames))
         first = connection.lines + 1
         connection.lines += len(frames)
-        self.stats.received += len(frames)
-        records, rejected = self.ingestor.process(
-            frames, connection.origin, timestamp, received, first
-        )
-        for rejection in rejected:  # now: a stop while publishing must not leave them uncounted
-            self.stats.rejected[rejection.reason] += 1
+        records, rejected = intake.validate(frames, arrival, first)
         frames.clear()  # the lines are records now: waiting for room must not hold both
         if records:
-            await self._publish(records)
+            await intake.publish(records)  # what does not get to the queues, it counts dropped
         if rejected:
-            await self.on_rejected(rejected, connection.origin, timestamp, received)
+            await intake.dead_letter(rejected, arrival)
         # Handed on: a client slow to read its replies must not keep the others from reading.
         self._give_back(connection)
         if rejected:
             await self._reply_rejections(connection, rejected, replies)
         if connection.acked:
             await replies.send(protocol.encode_line(protocol.Ack(connection.lines)))
-
-    async def _publish(self, records: list[Record]) -> None:
-        """Hands records to the bus. If the stop's deadline cancels a publish that waits for
-        room, or the queues are already closed, the records were read but never accepted (and
-        never acknowledged): they are counted, not silently lost."""
-        published = False
-        try:
-            await self.bus.publish(records)
-            published = True
-        except QueueClosed:
-            pass
-        finally:
-            if published:
-                self.stats.sent += len(records)
-            else:
-                self.stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += len(
-                    records
-                )
 
     async def _reply_rejections(
         self,

@@ -2,16 +2,15 @@
 
 telemetryd.sources.http.connection speaks HTTP/1.1 (parsed by httptools) and enforces the
 limits; this module routes a request (404, 405, 415 before its body is read) and answers it.
-Events go through the same Ingestor, bus and dead-letter as on the Unix socket, so one payload
+Events go through an intake (telemetryd.delivery.intake) as on the Unix socket, so one payload
 is judged the same way on either transport.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import parse_qs, unquote
 
 import anyio
@@ -22,15 +21,12 @@ from prometheus_client import CollectorRegistry
 from telemetryd.auth import REALM, Authenticator, AuthFailure, Identity, Pending
 from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
 from telemetryd.core.framing import Frame, LineFramer
-from telemetryd.core.ingest import Ingestor
 from telemetryd.core.reasons import DropReason, Reason
 from telemetryd.core.record import Record
 from telemetryd.core.registry import CompiledSchema
 from telemetryd.core.rejections import Rejection
 from telemetryd.core.stats import ComponentStats
-from telemetryd.core.timestamps import now_utc
-from telemetryd.delivery.bus import Bus
-from telemetryd.delivery.sink_queue import QueueClosed
+from telemetryd.delivery.intake import Intake, Refusal
 from telemetryd.delivery.sink_worker import SinkWorker
 from telemetryd.delivery.subscribers import SubscriberHub, TooManySubscribers
 from telemetryd.integrations import pioneer
@@ -75,8 +71,6 @@ READY_QUEUE_FRACTION: Final = 0.9
 #: Events of a batch validated between two yields to the event loop.
 BATCH_SLICE_EVENTS: Final = 4096
 RETRY_AFTER_SECS: Final = 1
-
-RejectHandler = Callable[[list[Rejection], bytes, str, float], Awaitable[None]]
 
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -128,10 +122,7 @@ class HttpApi:
     def __init__(
         self,
         settings: ServerSettings,
-        ingestor: Ingestor,
-        bus: Bus,
-        on_rejected: RejectHandler,
-        stats: ComponentStats,
+        intake: Intake,
         *,
         workers: Sequence[SinkWorker],
         metrics: CollectorRegistry | None = None,
@@ -145,20 +136,20 @@ class HttpApi:
         #: Shared with the socket source: bodies being turned into records and published.
         self.read_budget = read_budget
         self.pioneer = pioneer or PioneerSettings()
-        #: Requests waiting for the read budget or inside bus.publish: more than zero only
-        #: while `block` queues are full.
-        self.waiting = 0
         self.metrics = metrics
         #: The connections to JupyterHub ([auth.jupyterhub]), kept across reloads.
         self.hub_client = HubClient()
         self.auth = Authenticator(auth or AuthSettings(), self.hub_client)
-        self.ingestor = ingestor
-        self.bus = bus
-        self.on_rejected = on_rejected
-        self.stats = stats
+        #: Patient as http_enqueue_timeout_secs and http_max_waiting_requests say.
+        self.intake = intake
         self.workers = tuple(workers)
         self.stopping = False
         self._paths, self._prefixes = self._route_table()
+
+    @property
+    def stats(self) -> ComponentStats:
+        """The HTTP source's counters, kept by its intake."""
+        return self.intake.stats
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -278,51 +269,15 @@ class HttpApi:
             headers = (("retry-after", str(HUB_RETRY_AFTER_SECS)),)
         return error_response(failure.status, failure.reason, failure.message, headers)
 
-    def _process(
-        self, request: Request, lines: list[Frame], timestamp: str, received: float, first: int
-    ) -> tuple[list[Record], list[Rejection]]:
-        """The Ingestor's verdicts, then the token's allowed_schemas applied to the accepted."""
-        records, rejected = self.ingestor.process(lines, request.origin, timestamp, received, first)
-        identity = request.identity
-        if identity is None or identity.permits is None or not records:
-            return records, rejected
-        allows = identity.allows
-        if all(allows(record.schema_id) for record in records):
-            return records, rejected
-        # Records keep no line number: the accepted lines are those not rejected, in order.
-        refused = {r.line for r in rejected}
-        numbers = (n for n in range(first, first + len(lines)) if n not in refused)
-        kept: list[Record] = []
-        for record, number in zip(records, numbers, strict=False):
-            if allows(record.schema_id):
-                kept.append(record)
-                continue
-            raw = cast(bytes, lines[number - first])
-            rejected.append(
-                Rejection(
-                    Reason.SCHEMA_NOT_ALLOWED,
-                    f"the token of {identity.user!r} may not send schema {record.schema_id!r} "
-                    f"(its {identity.allowed_schemas_key})",
-                    raw,
-                    len(raw),
-                    number,
-                    record.schema_id,
-                    record.version,
-                )
-            )
-        rejected.sort(key=lambda r: r.line)
-        return kept, rejected
-
     # -- events ------------------------------------------------------------------------------
 
     async def post_event(self, request: Request, _: str) -> Response:
         """Jupyter Server's POST /api/events: 204, or 400 {"message", "reason": null}."""
-        received = time.monotonic()
-        timestamp = now_utc()
-        self.stats.received += 1
-        records, rejected = self._process(request, [request.body], timestamp, received, 0)
+        intake = self.intake
+        arrival = intake.arrive(request.origin, 1)
+        records, rejected = intake.validate([request.body], arrival, 0, request.identity)
         if rejected:
-            await self._reject(rejected, request.origin, timestamp, received)
+            await intake.dead_letter(rejected, arrival)
             first = rejected[0]
             identity = request.identity
             if (
@@ -334,8 +289,8 @@ class HttpApi:
                 # the token's allowed_schemas, not the event: as Jupyter Server, 403
                 return error_response(403, first.reason, first.message)
             return json_response(400, EventRejected(first.message, None, first.reason))
-        refused = await self._accept(records)
-        return refused or Response(204)
+        refusal = await intake.publish(records)
+        return Response(204) if refusal is None else self._refused(refusal, len(records))
 
     def _within_budget(self, handler: Handler) -> Handler:
         """`handler` run while the request's body holds its size of the read budget: a crowd of
@@ -362,16 +317,15 @@ class HttpApi:
 
     async def _wait_for_budget(self, budget: ReadBudget, size: int) -> tuple[Response | None, int]:
         """(None, the share) once the budget has room for the body, or the 429/503 refusal."""
-        if self.waiting >= self.settings.http_max_waiting_requests:
+        if self.intake.crowded:
             self.stats.errors[DropReason.TOO_MANY_WAITING] += 1
             return self._too_many_waiting("the request was"), 0
-        self.waiting += 1
         share = 0
-        try:
-            with anyio.move_on_after(self.settings.http_enqueue_timeout_secs):
-                share = await budget.take(size, whole=True)
-        finally:
-            self.waiting -= 1
+        with (
+            self.intake.waiting_for_room(),
+            anyio.move_on_after(self.settings.http_enqueue_timeout_secs),
+        ):
+            share = await budget.take(size, whole=True)
         if not share:
             self.stats.errors[DropReason.ENQUEUE_TIMEOUT] += 1
             return self._unavailable(
@@ -386,12 +340,12 @@ class HttpApi:
         try:
             lines = pioneer.to_events(request.body, keep_environ=self.pioneer.keep_environ)
         except pioneer.PioneerError as e:
-            self.stats.received += 1
+            arrival = self.intake.arrive(request.origin, 1)
             # A refused NotebookOpenEvent still carries the server's environment.
             body = request.body
             kept = body if self.pioneer.keep_environ else pioneer.without_environ(body)
             rejection = Rejection(Reason.INVALID_PIONEER, str(e), kept, len(body))
-            await self._reject([rejection], request.origin, now_utc(), time.monotonic())
+            await self.intake.reject(rejection, arrival)
             return error_response(400, Reason.INVALID_PIONEER, str(e))
         return await self.post_event(replace(request, body=lines[0]), "")
 
@@ -412,24 +366,23 @@ class HttpApi:
                     400, "invalid_batch", f"the body is not a JSON array of events: {e}"
                 )
             lines = [bytes(element) for element in elements]
-        received = time.monotonic()
-        timestamp = now_utc()
-        self.stats.received += len(lines)
+        intake = self.intake
+        arrival = intake.arrive(request.origin, len(lines))
         records: list[Record] = []
         rejected: list[Rejection] = []
         for start in range(0, len(lines), BATCH_SLICE_EVENTS):
             if start:
                 await anyio.lowlevel.checkpoint()  # a large batch must not hold the loop
-            accepted, refused = self._process(
-                request, lines[start : start + BATCH_SLICE_EVENTS], timestamp, received, start + 1
+            accepted, refused = intake.validate(
+                lines[start : start + BATCH_SLICE_EVENTS], arrival, start + 1, request.identity
             )
             records += accepted
             rejected += refused
         if rejected:
-            await self._reject(rejected, request.origin, timestamp, received, len(records))
-        unavailable = await self._accept(records)
-        if unavailable is not None:
-            return unavailable
+            await intake.dead_letter(rejected, arrival, held=len(records))
+        refusal = await intake.publish(records)
+        if refusal is not None:
+            return self._refused(refusal, len(records))
         results = [BatchResultItem(i, "accepted") for i in range(len(lines))]
         for r in rejected:
             results[r.line - 1] = BatchResultItem(r.line - 1, "rejected", r.reason, r.message)
@@ -449,39 +402,33 @@ class HttpApi:
             ),
         )
 
-    async def _accept(self, records: list[Record]) -> Response | None:
-        """Hands records to the bus; None once they are in every queue that wants them, or the
-        503 that tells the client they were not accepted (and are counted as dropped)."""
-        if not records:
-            return None
-        count = len(records)
-        if self.waiting >= self.settings.http_max_waiting_requests:
-            # Queues are full and enough clients already wait: shed this one at once.
-            self.stats.dropped[DropReason.TOO_MANY_WAITING] += count
+    def _refused(self, refusal: Refusal, count: int) -> Response:
+        """The 429 or 503 that tells the client its events were not accepted (the intake
+        counted them as dropped)."""
+        if refusal is Refusal.TOO_MANY_WAITING:
             return self._too_many_waiting(f"the request's {count} events were")
-        self.waiting += 1
-        try:
-            with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
-                await self.bus.publish(records, lost_reason=DropReason.ENQUEUE_TIMEOUT)
-        except QueueClosed:
-            self.stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
+        if refusal is Refusal.STOPPING:
             return self._unavailable("stopping", "the daemon is stopping; events not accepted")
-        except BaseException:  # cancelled by the stop's deadline: the client gets no answer
-            self.stats.dropped[self.bus.lost_reason(DropReason.SHUTDOWN_TIMEOUT)] += count
-            raise
-        finally:
-            self.waiting -= 1
-        if waited.cancelled_caught:
-            return self._timed_out(count)
-        self.stats.sent += count
-        return None
+        timeout = self.settings.http_enqueue_timeout_secs
+        if refusal is Refusal.DISK_FULL:
+            disks = [f"{w.name}: {w.queue.problem}" for w in self.workers if w.queue.problem]
+            return self._unavailable(
+                DropReason.DISK_FULL,
+                f"a sink's disk buffer could not take them for {timeout} s ({'; '.join(disks)}): "
+                f"the request's {count} events were not accepted; retry later",
+            )
+        return self._unavailable(
+            "queue_full",
+            f"sink queues stayed full for {timeout} s: "
+            f"the request's {count} events were not accepted; retry later",
+        )
 
     def _too_many_waiting(self, what: str) -> Response:
         """The 429 of a request shed at once: queues are full and enough requests wait."""
         return error_response(
             429,
             "too_many_requests",
-            f"sink queues are full and {self.waiting} requests already wait for room "
+            f"sink queues are full and {self.intake.waiting} requests already wait for room "
             f"(http_max_waiting_requests): {what} not accepted; retry later",
             (("retry-after", str(RETRY_AFTER_SECS)),),
         )
@@ -507,28 +454,6 @@ class HttpApi:
 
     def _unavailable(self, reason: str, message: str) -> Response:
         return error_response(503, reason, message, (("retry-after", str(RETRY_AFTER_SECS)),))
-
-    async def _reject(
-        self,
-        rejected: list[Rejection],
-        origin: bytes,
-        timestamp: str,
-        received: float,
-        valid: int = 0,
-    ) -> None:
-        """Counts rejected input and hands it to the dead-letter sink (bounded in time). The
-        stop's deadline may cancel the wait: the request's `valid` events, not yet handed on,
-        are then never accepted, and counted so."""
-        for rejection in rejected:
-            self.stats.rejected[rejection.reason] += 1
-        try:
-            with anyio.move_on_after(self.settings.http_enqueue_timeout_secs) as waited:
-                await self.on_rejected(rejected, origin, timestamp, received)
-        except BaseException:
-            self.stats.dropped[DropReason.SHUTDOWN_TIMEOUT] += valid
-            raise
-        if waited.cancelled_caught:
-            self.stats.errors["dead_letter_timeout"] += 1
 
     # -- live records ------------------------------------------------------------------------
 
@@ -571,7 +496,7 @@ class HttpApi:
     # -- schemas -----------------------------------------------------------------------------
 
     async def get_schemas(self, request: Request, _: str) -> Response:
-        registry = self.ingestor.registry
+        registry = self.intake.ingestor.registry
         views = [
             self._schema_view(schema_id, versions)
             for schema_id, versions in registry.by_id().items()
@@ -579,7 +504,7 @@ class HttpApi:
         return json_response(200, SchemaList(views))
 
     async def get_schema(self, request: Request, schema_id: str) -> Response:
-        versions = self.ingestor.registry.by_id().get(schema_id)
+        versions = self.intake.ingestor.registry.by_id().get(schema_id)
         if not versions:
             return error_response(
                 404, "unknown_schema", f"unknown schema {schema_id!r}: it is not registered"
@@ -605,7 +530,7 @@ class HttpApi:
                 )
                 for schema in versions.values()
             ],
-            self.bus.wanted_by(schema_id),
+            self.intake.bus.wanted_by(schema_id),
         )
 
     async def get_openapi(self, request: Request, _: str) -> Response:

@@ -182,6 +182,10 @@ class HttpSource(Generic[AppT_co]):
             connection.stop()
         self._check_finished()
 
+    @property
+    def config_key(self) -> str:
+        return "server.http" if self.settings.http else "server.http_unix_socket"
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "address": self.address,
