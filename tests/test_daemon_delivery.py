@@ -677,7 +677,9 @@ def test_shutdown_timeout_counts_every_event_a_sink_did_not_get(
 def test_a_plain_client_that_never_reads_its_replies_does_not_hold_up_sigterm(
     tmp_path: Path,
 ) -> None:
-    timeout = 5.0
+    # A timeout far above the bound below: a loaded machine's slower stop still tells a daemon
+    # that did not wait for the client apart from one that waited the timeout out.
+    timeout = 30.0
     config = daemon_config(tmp_path, shutdown_timeout_secs=timeout)
     with DaemonProcess(tmp_path, config) as daemon, daemon.connect() as mute:
         # 20,000 bad lines: more rejection lines than the socket buffers hold, never read.
@@ -687,4 +689,4 @@ def test_a_plain_client_that_never_reads_its_replies_does_not_hold_up_sigterm(
         began = time.monotonic()
         assert daemon.stop() == 0
         stop_secs = time.monotonic() - began
-    assert stop_secs < 2.0, f"SIGTERM took {stop_secs:.1f}s of the {timeout}s timeout"
+    assert stop_secs < 10.0, f"SIGTERM took {stop_secs:.1f}s of the {timeout}s timeout"

@@ -306,13 +306,13 @@ async def test_an_unreachable_hub_is_503() -> None:
 async def test_a_hub_slower_than_timeout_secs_is_503_in_time() -> None:
     async with stub_hub() as hub, authenticator(hub.api_url, timeout_secs=0.3) as auth:
         hub.knows(ALICE, user("alice"))
-        hub.delay_secs = 5
+        hub.delay_secs = 30  # far above the bound below, which a loaded machine may approach
         started = time.monotonic()
         verdict = await settle(auth.authenticate(header(ALICE), required=True))
         took = time.monotonic() - started
         assert isinstance(verdict, AuthFailure)
         assert (verdict.status, verdict.reason) == (503, "hub_unavailable")
-        assert 0.25 < took < 2, took
+        assert 0.25 < took < 10, took
         hub.delay_secs = 0
         assert isinstance(await settle(auth.authenticate(header(ALICE), required=True)), Identity)
 

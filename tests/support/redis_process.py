@@ -3,6 +3,11 @@ cluster of six.
 
 Every server listens on loopback on a free port, keeps its files in a temporary folder and is
 killed when its context ends, whatever happened in between.
+
+A free port is only free when it is picked: until redis-server binds it, any process may take it
+(as the local port of an outgoing connection, on a busy machine often). A server that exits
+because its address is in use is started again on fresh ports while nobody has been told its
+port yet, else again on the same port until the deadline, as the taker may let it go.
 """
 
 from __future__ import annotations
@@ -61,14 +66,23 @@ class RedisServer:
         extra: list[str] | None = None,
         port: int = 0,
         tls: Path | None = None,
+        cluster: bool = False,
     ) -> None:
         self.tls = tls  # a make_certificates folder: TLS only, on `port`
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        self._port = port or free_port()
+        self._movable = not port  # our pick, and told to nobody yet
+        self.cluster = cluster  # cluster mode, its bus on a port of its own
+        self.bus_port = free_port() if cluster else 0
         self.extra = extra or []
         self.log_path = folder / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        self._movable = False  # whoever asks may hand it on: it stays
+        return self._port
 
     @property
     def url(self) -> str:
@@ -80,6 +94,7 @@ class RedisServer:
             "--bind",
             "127.0.0.1",
             *self.listen(),
+            *self.cluster_options(),
             "--dir",
             str(self.folder),
             "--save",
@@ -93,35 +108,65 @@ class RedisServer:
 
     def listen(self) -> list[str]:
         if self.tls is None:
-            return ["--port", str(self.port)]
+            return ["--port", str(self._port)]
         return [
-            *("--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"),
+            *("--port", "0", "--tls-port", str(self._port), "--tls-auth-clients", "no"),
             *("--tls-cert-file", str(self.tls / "server.crt")),
             *("--tls-key-file", str(self.tls / "server.key")),
             *("--tls-ca-cert-file", str(self.tls / "ca.crt")),
         ]
 
-    def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def cluster_options(self) -> list[str]:
+        if not self.cluster:
+            return []
+        return [
+            *("--cluster-enabled", "yes"),
+            *("--cluster-config-file", str(self.folder / "nodes.conf")),
+            # the bus port, not port + 10000, which may be taken
+            *("--cluster-port", str(self.bus_port)),
+            *("--cluster-node-timeout", "2000"),
+            *("--repl-diskless-sync-delay", "0"),  # replicas in sync at once, not after 5 s
+        ]
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Starts redis-server and waits until it answers. The deadline is generous: on a loaded
+        machine startup is slow, and how slow is not what any test is about."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            if self._answers():
+        while True:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_answering(deadline):
                 return
+            log = self.log_tail()
+            if "Address already in use" not in log or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{log}")
+            self.log_path.unlink(missing_ok=True)  # the next attempt's reason, not this one's
+            if self._movable:
+                self._port = free_port()
+                if self.cluster:
+                    self.bus_port = free_port()
+                    (self.folder / "nodes.conf").unlink(missing_ok=True)  # it names the old ports
+            else:
+                time.sleep(0.5)
+
+    def _wait_answering(self, deadline: float) -> bool:
+        """True once the server answers; False when it exited."""
+        assert self.proc is not None
+        while self.proc.poll() is None:
+            if self._answers():
+                return True
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-server not answering in time:\n{self.log_tail()}")
             time.sleep(0.02)
-        raise TimeoutError(f"redis-server not answering after {timeout}s:\n{self.log_tail()}")
+        return False
 
     def _answers(self) -> bool:
         try:
-            sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+            sock = socket.create_connection(("127.0.0.1", self._port), timeout=1)
             if self.tls is not None:
                 context = ssl.create_default_context(cafile=self.tls / "ca.crt")
                 sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
@@ -180,34 +225,18 @@ class RedisClusterProcesses:
     NODES = 6
 
     def __init__(self, folder: Path) -> None:
-        self.nodes = [
-            RedisServer(
-                folder / f"node{i}",
-                extra=[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(folder / f"node{i}" / "nodes.conf"),
-                    "--cluster-port",
-                    str(free_port()),  # the bus port, not port + 10000, which may be taken
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--repl-diskless-sync-delay",
-                    "0",  # replicas in sync at once, not after 5 s
-                ],
-            )
-            for i in range(self.NODES)
-        ]
+        self.nodes = [RedisServer(folder / f"node{i}", cluster=True) for i in range(self.NODES)]
 
     @property
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
+        """Generous deadlines: joining six nodes takes seconds more on a loaded machine."""
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{port}" for port in self.ports]
-        subprocess.run(
+        created = subprocess.run(
             [
                 redis_binary("redis-cli"),
                 "--cluster",
@@ -217,12 +246,14 @@ class RedisClusterProcesses:
                 "1",
                 "--cluster-yes",
             ],
-            check=True,
+            check=False,  # its output goes into the error
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             timeout=timeout,
         )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout.decode()}")
         deadline = time.monotonic() + timeout
         while not all(self._node_ok(node) for node in self.nodes):
             if time.monotonic() > deadline:
