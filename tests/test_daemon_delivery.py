@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.config_text import blackhole_sink, daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess
+from tests.support.load import AckedSender
 from tests.support.proc_stats import rss_bytes
 from tests.support.records import (
     assert_record_shape,
@@ -349,51 +350,6 @@ def test_every_accepted_timestamp_is_stored_as_rfc3339(daemon: DaemonProcess) ->
 
 
 # --- SIGTERM under load with a slow sink --------------------------------------------------------
-
-
-@dataclass
-class AckedSender:
-    """A client that sends valid events on an acknowledged connection until the daemon stops."""
-
-    daemon: DaemonProcess
-    client: int
-    batch: int = 100
-    acked: int = 0
-    sent: int = 0
-    rejections: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-
-    def start(self) -> list[threading.Thread]:
-        self.sock, self.reader, _ = acked_connection(self.daemon)
-        threads = [threading.Thread(target=self._send), threading.Thread(target=self._read)]
-        for thread in threads:
-            thread.start()
-        return threads
-
-    def _send(self) -> None:
-        try:
-            while True:
-                lines = [
-                    event_line(f"c{self.client}-e{i}")
-                    for i in range(self.sent, self.sent + self.batch)
-                ]
-                self.sock.sendall(b"".join(line + b"\n" for line in lines))
-                self.sent += self.batch
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the daemon stopped reading and closed the connection
-        except BaseException as e:
-            self.errors.append(e)
-
-    def _read(self) -> None:
-        try:
-            while (reply := self.reader.line()) is not None:
-                if "ack" in reply:
-                    assert reply["ack"] >= self.acked
-                    self.acked = reply["ack"]
-                else:
-                    self.rejections.append(reply)
-        except BaseException as e:
-            self.errors.append(e)
 
 
 def test_sigterm_while_clients_send_to_a_slow_sink_drains_every_acknowledged_event(

@@ -31,20 +31,19 @@ from telemetryd.delivery.disk_queue import DiskQueue
 from telemetryd.sink import WhenFull
 from tests.support.config_text import blackhole_sink, file_sink, http_config
 from tests.support.daemon_process import DaemonProcess, http_port
-from tests.support.http_client import jupyter_event
-from tests.support.records import records_so_far
-from tests.support.socket_client import CONTENTS
-from tests.support.waiting import wait_for
-from tests.test_sink_file import (
+from tests.support.file_sink_io import (
     file_settings,
     gz_lines,
     gzipped,
     lines,
     rotated,
     started,
-    wait_until,
 )
-from tests.test_sink_file import record as file_record
+from tests.support.file_sink_io import record as file_record
+from tests.support.http_client import jupyter_event
+from tests.support.records import records_so_far
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 DISK_FULL = "disk full: No space left on device writing "
 NO_ROOM_TO_CREATE = "disk full: No space left on device creating "
@@ -418,13 +417,13 @@ async def test_a_gzip_the_full_disk_refused_is_retried_when_space_returns(
         await sink.write_batch([file_record(1)])  # rotates; neither it nor the gzip has room
     compressor = sink._file.compressor  # the sink's health shows the write's error first
     assert compressor is not None
-    error = await anyio.to_thread.run_sync(lambda: wait_until(lambda: compressor.error))
+    error = await anyio.to_thread.run_sync(lambda: wait_for(lambda: compressor.error))
     assert error.startswith(f"compressing rotated files: {DISK_FULL}")
     filler.unlink()
     await sink.write_batch([file_record(1)])  # the worker's retry: into the new, empty file
     # No rotation follows, which used to be the only retry of a gzip: it retries by itself.
-    await anyio.to_thread.run_sync(lambda: wait_until(lambda: gzipped(small_disk), timeout=30))
-    await anyio.to_thread.run_sync(lambda: wait_until(lambda: sink.health().healthy))
+    await anyio.to_thread.run_sync(lambda: wait_for(lambda: gzipped(small_disk), timeout=30))
+    await anyio.to_thread.run_sync(lambda: wait_for(lambda: sink.health().healthy))
     await sink.close()
     assert [gz_lines(p) for p in gzipped(small_disk)] == [[file_record(0).payload]]
     assert rotated(small_disk) == []
@@ -534,10 +533,10 @@ async def test_a_blocking_queue_waits_for_room_to_create_its_buffer(
             tg.start_soon(queue.put_many, [record(1)])
             for filler in fillers[-2:]:
                 filler.unlink()  # room for the directory and its lock, not the first segment
-            await anyio.to_thread.run_sync(lambda: wait_until((buffer / "lock").exists))
+            await anyio.to_thread.run_sync(lambda: wait_for((buffer / "lock").exists))
             half_made = attempts
             # It tries again after a half-made buffer (its lock held by none).
-            await anyio.to_thread.run_sync(lambda: wait_until(lambda: attempts > half_made))
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: attempts > half_made))
             assert str(queue.problem) == f"{NO_ROOM_TO_CREATE}{buffer}"
             assert queue.statistics().waiting_putters == 1
             for filler in fillers[:-2]:
@@ -567,7 +566,7 @@ async def test_the_idle_worker_creates_a_buffer_once_there_is_room(
             for filler in fillers:
                 filler.unlink()
             # No put comes: the waiting take is what retries.
-            await anyio.to_thread.run_sync(lambda: wait_until(lambda: queue.problem is None))
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: queue.problem is None))
             assert (buffer / "00000001.seg").exists()
             await queue.put_many([record(3)])
     assert taken == [record(3).payload]

@@ -7,11 +7,8 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +29,7 @@ from telemetryd_sinks.nats.sink import NatsSettings, NatsSink
 from telemetryd_sinks.nats.subjects import msg_id, subject_for
 from tests.support.config_text import daemon_config
 from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.load import AckedLoad
 from tests.support.nats_process import (
     NatsServer,
     StoredMessage,
@@ -95,60 +93,6 @@ def node_stopped_at_exit(node: NatsServer) -> Iterator[NatsServer]:
 def server(tmp_path: Path) -> Iterator[NatsServer]:
     with NatsServer(tmp_path) as node:
         yield node
-
-
-class AckedLoad:
-    """Events `<tag>-<n>` over one acknowledged connection, about `rate` a second from a
-    thread, while another reads the daemon's acknowledgements."""
-
-    def __init__(self, daemon: DaemonProcess, tag: str, rate: int) -> None:
-        self.sock, self.reader, _ = acked_connection(daemon)
-        self.tag = tag
-        self.rate = rate
-        self.sent = 0
-        self.acked = 0
-        self.replies_other: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._sender = threading.Thread(target=self._send, daemon=True)
-        self._receiver = threading.Thread(target=self._receive, daemon=True)
-
-    def __enter__(self) -> AckedLoad:
-        self._sender.start()
-        self._receiver.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._sender.join()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self._receiver.join()
-        self.sock.close()
-
-    def _send(self) -> None:
-        step = max(1, self.rate // 20)
-        while not self._stop.is_set():
-            lines = [
-                event_line(f"{self.tag}-{n}") + b"\n" for n in range(self.sent, self.sent + step)
-            ]
-            self.sock.sendall(b"".join(lines))
-            self.sent += step
-            time.sleep(0.05)  # the pace of the load
-
-    def _receive(self) -> None:
-        while (reply := self.reader.line()) is not None:
-            if "ack" in reply:
-                self.acked = reply["ack"]
-            else:
-                self.replies_other.append(reply)
-
-    def finish(self, timeout: float = 30) -> int:
-        """Stops sending; returns the number sent once the daemon acknowledged all of them."""
-        self._stop.set()
-        self._sender.join()
-        wait_for(lambda: self.acked >= self.sent, timeout, f"acks of {self.sent} events")
-        assert self.replies_other == []
-        return self.sent
 
 
 # --- settings and names, no server ------------------------------------------------------------
