@@ -33,7 +33,12 @@ from tests.support.records import (
     read_records,
     wait_for_records,
 )
-from tests.support.socket_client import CONTENTS, ReplyReader, acked_connection, event_line
+from tests.support.socket_client import (
+    CONTENTS,
+    ReplyReader,
+    event_line,
+    send_acked,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -278,15 +283,6 @@ def timestamped(path: str, timestamp: str | None) -> bytes:
         "timestamp": timestamp,
     }
     return json.dumps(event).encode()
-
-
-def send_acked(daemon: DaemonProcess, lines: list[bytes]) -> list[dict[str, Any]]:
-    """Sends lines on an acknowledged connection; returns the rejections, once all are settled."""
-    sock, reader, _ = acked_connection(daemon)
-    with sock:
-        sock.sendall(b"".join(line + b"\n" for line in lines))
-        replies = reader.until_ack(len(lines))
-    return [r for r in replies if "rejected" in r]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ lost may come twice, as each sink promises."""
 from __future__ import annotations
 
 import abc
-import hashlib
 import json
 import signal
 import time
@@ -20,6 +19,7 @@ import httpx
 import nats.errors
 import pytest
 
+from tests.support.auth_config import token_hash
 from tests.support.config_text import daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.load import AckedLoad
@@ -27,6 +27,7 @@ from tests.support.nats_process import NatsServer, read_stream, stream_info
 from tests.support.postgres_process import PostgresServer
 from tests.support.records import count_lines, read_records
 from tests.support.redis_process import RedisServer
+from tests.support.sink_health import final_sink, readyz, sink_health
 from tests.support.socket_client import CONTENTS
 from tests.support.waiting import wait_for
 
@@ -252,14 +253,13 @@ class Aggregator(Destination):
 
     def config(self, port: str) -> str:
         """[auth] required; the agent's token may send contents_service events only."""
-        digest = hashlib.sha256(AGENT_TOKEN.encode()).hexdigest()
         auth = f"""
 [auth]
 required = true
 
 [[auth.tokens]]
 identity = "agent-1"
-hash = "sha256:{digest}"
+hash = "{token_hash(AGENT_TOKEN)}"
 allowed_schemas = ["{CONTENTS}"]
 """
         sinks = file_sink("archive", self.archive) + auth
@@ -314,28 +314,6 @@ def destination(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dest
 
 
 # --- the load and what the daemon says ---------------------------------------------------------
-
-
-def readyz(daemon: DaemonProcess) -> dict[str, Any]:
-    response = httpx.get(f"http://127.0.0.1:{http_port(daemon)}/readyz", timeout=10)
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def sink_health(daemon: DaemonProcess, name: str) -> dict[str, Any]:
-    for sink in readyz(daemon)["sinks"]:
-        if sink["name"] == name:
-            entry: dict[str, Any] = sink
-            return entry
-    raise AssertionError(f"no sink {name!r} in /readyz")
-
-
-def final_sink(daemon: DaemonProcess, name: str) -> dict[str, Any]:
-    for sink in daemon.final_stats()["sinks"]:
-        if sink["name"] == name:
-            entry: dict[str, Any] = sink
-            return entry
-    raise AssertionError(f"no sink {name!r} in the stopped line")
 
 
 def where_they_wait(*daemons: DaemonProcess) -> str:
