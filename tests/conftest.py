@@ -7,7 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.webhook_receiver import WebhookReceiver
+# Before the harness is imported: its asserts then explain a failure as a test's own do.
+pytest.register_assert_rewrite("tests.support")
+
+from tests.support.webhook_receiver import WebhookReceiver  # noqa: E402
 
 
 @pytest.fixture

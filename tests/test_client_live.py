@@ -28,10 +28,8 @@ from tests.support.records import (
     read_records,
     records_so_far,
 )
-from tests.support.socket_client import CONTENTS
+from tests.support.socket_client import CONTENTS, KERNELS
 from tests.support.waiting import wait_for
-
-KERNEL = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 
 @pytest.fixture
@@ -40,16 +38,12 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
         yield daemon
 
 
-def events_file(daemon: DaemonProcess) -> Path:
-    return daemon.workdir / "out" / "events.jsonl"
-
-
 def save(path: str) -> dict[str, Any]:
     return {"action": "save", "path": path}
 
 
 def paths_of(daemon: DaemonProcess, prefix: str = "") -> list[str]:
-    return [r["path"] for r in read_records(events_file(daemon)) if r["path"].startswith(prefix)]
+    return [r["path"] for r in read_records(daemon.output_path) if r["path"].startswith(prefix)]
 
 
 def arrived(daemon: DaemonProcess, count: int, prefix: str = "") -> list[str]:
@@ -57,7 +51,7 @@ def arrived(daemon: DaemonProcess, count: int, prefix: str = "") -> list[str]:
     acknowledged when it is queued for the sink, a moment before the sink writes it)."""
 
     def written() -> list[str] | None:
-        found = [r["path"] for r in records_so_far(events_file(daemon))]
+        found = [r["path"] for r in records_so_far(daemon.output_path)]
         found = [p for p in found if p.startswith(prefix)]
         return found if len(found) >= count else None
 
@@ -80,7 +74,7 @@ def test_emitted_events_arrive_with_their_metadata(daemon: DaemonProcess) -> Non
     assert client.server is not None
     assert client.server.startswith("telemetryd/")
     arrived(daemon, 4)
-    records = {r["path"]: r for r in read_records(events_file(daemon))}
+    records = {r["path"]: r for r in read_records(daemon.output_path)}
     assert set(records) == {"now", "int-version", "given", "aware"}
     for path, record in records.items():
         assert assert_record_shape(record, CONTENTS, os.getpid()) == save(path)
@@ -97,7 +91,7 @@ def test_rejections_are_logged_once_per_schema_and_counted(
         for i in range(3):
             client.emit(CONTENTS, "1", {"action": "explode", "path": f"bad{i}"})
             client.emit(CONTENTS, "1", save(f"good{i}"))
-            client.emit(KERNEL, "1", {"action": "nonsense", "msg": "x", "status": "error"})
+            client.emit(KERNELS, "1", {"action": "nonsense", "msg": "x", "status": "error"})
         client.emit("https://example.org/unknown/v1", "1", {})
         assert client.flush(timeout=10)
         stats = client.stats()
@@ -106,7 +100,7 @@ def test_rejections_are_logged_once_per_schema_and_counted(
     warnings = [r.getMessage() for r in caplog.records if "rejected an event" in r.getMessage()]
     assert len(warnings) == 3, warnings  # one per schema, not one per event
     assert sum(CONTENTS in w and "invalid_data" in w for w in warnings) == 1
-    assert sum(KERNEL in w for w in warnings) == 1
+    assert sum(KERNELS in w for w in warnings) == 1
     assert arrived(daemon, 3, "good") == ["good0", "good1", "good2"]
 
 

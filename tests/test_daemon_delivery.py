@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.config_text import blackhole_sink, daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess
+from tests.support.load import AckedSender
 from tests.support.proc_stats import rss_bytes
 from tests.support.records import (
     assert_record_shape,
@@ -32,7 +33,12 @@ from tests.support.records import (
     read_records,
     wait_for_records,
 )
-from tests.support.socket_client import CONTENTS, ReplyReader, acked_connection, event_line
+from tests.support.socket_client import (
+    CONTENTS,
+    ReplyReader,
+    event_line,
+    send_acked,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -279,15 +285,6 @@ def timestamped(path: str, timestamp: str | None) -> bytes:
     return json.dumps(event).encode()
 
 
-def send_acked(daemon: DaemonProcess, lines: list[bytes]) -> list[dict[str, Any]]:
-    """Sends lines on an acknowledged connection; returns the rejections, once all are settled."""
-    sock, reader, _ = acked_connection(daemon)
-    with sock:
-        sock.sendall(b"".join(line + b"\n" for line in lines))
-        replies = reader.until_ack(len(lines))
-    return [r for r in replies if "rejected" in r]
-
-
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     """One daemon for the tests that need no special configuration (each uses its own paths)."""
@@ -349,51 +346,6 @@ def test_every_accepted_timestamp_is_stored_as_rfc3339(daemon: DaemonProcess) ->
 
 
 # --- SIGTERM under load with a slow sink --------------------------------------------------------
-
-
-@dataclass
-class AckedSender:
-    """A client that sends valid events on an acknowledged connection until the daemon stops."""
-
-    daemon: DaemonProcess
-    client: int
-    batch: int = 100
-    acked: int = 0
-    sent: int = 0
-    rejections: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-
-    def start(self) -> list[threading.Thread]:
-        self.sock, self.reader, _ = acked_connection(self.daemon)
-        threads = [threading.Thread(target=self._send), threading.Thread(target=self._read)]
-        for thread in threads:
-            thread.start()
-        return threads
-
-    def _send(self) -> None:
-        try:
-            while True:
-                lines = [
-                    event_line(f"c{self.client}-e{i}")
-                    for i in range(self.sent, self.sent + self.batch)
-                ]
-                self.sock.sendall(b"".join(line + b"\n" for line in lines))
-                self.sent += self.batch
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the daemon stopped reading and closed the connection
-        except BaseException as e:
-            self.errors.append(e)
-
-    def _read(self) -> None:
-        try:
-            while (reply := self.reader.line()) is not None:
-                if "ack" in reply:
-                    assert reply["ack"] >= self.acked
-                    self.acked = reply["ack"]
-                else:
-                    self.rejections.append(reply)
-        except BaseException as e:
-            self.errors.append(e)
 
 
 def test_sigterm_while_clients_send_to_a_slow_sink_drains_every_acknowledged_event(

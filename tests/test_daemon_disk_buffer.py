@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tests.support.config_text import blackhole_sink, daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess
+from tests.support.load import AckedSender
 from tests.support.records import read_records, records_so_far
 from tests.support.socket_client import event_line
 from tests.support.waiting import wait_for
-from tests.test_daemon_delivery import AckedSender
 
 
 def disk_file_sink(tmp_path: Path, extra: str = "") -> str:

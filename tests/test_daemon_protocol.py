@@ -57,14 +57,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         assert running.stop() == 0, running.stderr()
 
 
-def events_file(daemon: DaemonProcess) -> Path:
-    return daemon.workdir / "out" / "events.jsonl"
-
-
-def rejected_file(daemon: DaemonProcess) -> Path:
-    return daemon.workdir / "out" / "rejected.jsonl"
-
-
 Predicate = Callable[[dict[str, Any]], bool]
 
 
@@ -134,12 +126,12 @@ def test_acknowledged_mode_numbers_rejections_and_acks_cumulatively(
     assert "UTF-8" in messages[150]
 
     good = [n for n in range(1, total + 1) if n not in bad]
-    records = wait_for_records(events_file(daemon), with_path("ack-e"), len(good))
+    records = wait_for_records(daemon.output_path, with_path("ack-e"), len(good))
     assert [r["path"] for r in records] == [f"ack-e{n}" for n in good]
     for record in records:
         assert_record_shape(record, CONTENTS, os.getpid())
     dead = wait_for_records(
-        rejected_file(daemon),
+        daemon.dead_letter_path,
         lambda r: r["__origin__"]["pid"] == os.getpid() and r.get("line") in bad,
         len(bad),
     )
@@ -180,7 +172,7 @@ def socat(daemon: DaemonProcess, data: bytes) -> tuple[int, bytes, int]:
 def test_plain_mode_with_socat_delivers_the_event(daemon: DaemonProcess) -> None:
     code, out, pid = socat(daemon, event_line("socat-ok") + b"\n")
     assert (code, out) == (0, b"")
-    (record,) = wait_for_records(events_file(daemon), with_path("socat-ok"))
+    (record,) = wait_for_records(daemon.output_path, with_path("socat-ok"))
     assert assert_record_shape(record, CONTENTS, pid) == {"action": "save", "path": "socat-ok"}
 
 
@@ -192,9 +184,9 @@ def test_plain_mode_with_socat_prints_the_rejection(daemon: DaemonProcess) -> No
     assert reply["rejected"] == 2
     assert reply["reason"] == "invalid_data"
     assert "action" in reply["message"]
-    records = wait_for_records(events_file(daemon), with_path("rej-"), 2)
+    records = wait_for_records(daemon.output_path, with_path("rej-"), 2)
     assert [r["path"] for r in records] == ["rej-1", "rej-3"]
-    (dead,) = wait_for_records(rejected_file(daemon), raw_contains("rej-2"))
+    (dead,) = wait_for_records(daemon.dead_letter_path, raw_contains("rej-2"))
     assert assert_record_shape(dead, REJECTED, pid)["line"] == 2
 
 
@@ -203,7 +195,7 @@ def test_plain_mode_line_without_final_newline_then_clean_close_is_accepted(
 ) -> None:
     code, out, pid = socat(daemon, event_line("no-newline"))
     assert (code, out) == (0, b"")
-    (record,) = wait_for_records(events_file(daemon), with_path("no-newline"))
+    (record,) = wait_for_records(daemon.output_path, with_path("no-newline"))
     assert record["__origin__"] == expected_origin(pid)
 
 
@@ -217,7 +209,7 @@ def test_acknowledged_mode_acks_an_unterminated_last_line_after_half_close(
         replies = reader.rest()
     assert replies[-1] == {"ack": 2}
     assert not [r for r in replies if "rejected" in r]
-    wait_for_records(events_file(daemon), with_path("ack-unterminated-"), 2)
+    wait_for_records(daemon.output_path, with_path("ack-unterminated-"), 2)
 
 
 # --- bad and unfinished lines -------------------------------------------------------------------
@@ -230,10 +222,10 @@ def test_client_disconnecting_mid_line_dead_letters_the_partial_line(
     partial = event_line("cut-partial")[:60]
     with daemon.connect() as sock:
         sock.sendall(b"".join(event_line(f"cut-e{i}") + b"\n" for i in range(good)) + partial)
-    records = wait_for_records(events_file(daemon), with_path("cut-e"), good)
+    records = wait_for_records(daemon.output_path, with_path("cut-e"), good)
     assert [r["path"] for r in records] == [f"cut-e{i}" for i in range(good)]
     (dead,) = wait_for_records(
-        rejected_file(daemon), lambda r: r.get("raw") == partial.decode(), timeout=10
+        daemon.dead_letter_path, lambda r: r.get("raw") == partial.decode(), timeout=10
     )
     data = assert_record_shape(dead, REJECTED, os.getpid())
     assert data["reason"] == "invalid_json"
@@ -292,7 +284,7 @@ def test_line_over_the_limit_is_rejected_and_the_connection_goes_on(
         assert str(MAX_LINE_BYTES) in reply["message"]
         assert "max_line_bytes" in reply["message"]
         assert str(len(line)) in reply["message"]
-    records = wait_for_records(events_file(daemon), with_path("long-"), 6)
+    records = wait_for_records(daemon.output_path, with_path("long-"), 6)
     assert [r["path"][:13] for r in records] == [
         "long-e1",
         "long-e3",
@@ -303,7 +295,7 @@ def test_line_over_the_limit_is_rejected_and_the_connection_goes_on(
     ]
 
     dead = wait_for_records(
-        rejected_file(daemon),
+        daemon.dead_letter_path,
         lambda r: r["reason"] == "line_too_long" and r["raw"].startswith('{"schema_id"'),
         4,
     )
@@ -333,7 +325,7 @@ def assert_rejected_alone(daemon: DaemonProcess, tag: str, replies: list[dict[st
     assert [r["rejected"] for r in rejections] == [2], replies
     assert rejections[0]["reason"] in REASONS
     assert replies[-1] == {"ack": 3}
-    records = wait_for_records(events_file(daemon), with_path(f"{tag}-"), 2)
+    records = wait_for_records(daemon.output_path, with_path(f"{tag}-"), 2)
     assert [r["path"] for r in records] == [f"{tag}-1", f"{tag}-3"]
 
 
@@ -369,8 +361,8 @@ def test_escaped_reserved_key_cannot_forge_the_origin(daemon: DaemonProcess) -> 
     with sock:
         sock.sendall(bad + b"\n" + event_line("forged-origin-after") + b"\n")
         replies = reader.until_ack(2)
-    wait_for_records(events_file(daemon), with_path("forged-origin-after"))
-    for record in read_records(events_file(daemon)):
+    wait_for_records(daemon.output_path, with_path("forged-origin-after"))
+    for record in read_records(daemon.output_path):
         assert record["__origin__"] != forged, record
     assert [(r["rejected"], r["reason"]) for r in replies if "rejected" in r] == [
         (1, "reserved_field")
@@ -417,7 +409,7 @@ def test_send_cli_prints_a_verdict_per_event(daemon: DaemonProcess, tmp_path: Pa
         results[name] = (proc.returncode, stdout.decode(), stderr.decode())
 
     assert results["one"] == (0, "1: accepted\n", "")
-    (record,) = wait_for_records(events_file(daemon), with_path("cli-one"))
+    (record,) = wait_for_records(daemon.output_path, with_path("cli-one"))
     assert record["__timestamp__"] == "2026-11-22T01:30:21.131970Z"
     assert record["__origin__"] == expected_origin(procs["one"].pid)
 
@@ -435,7 +427,7 @@ def test_send_cli_prints_a_verdict_per_event(daemon: DaemonProcess, tmp_path: Pa
     assert verdicts[1].startswith("2: rejected: unknown_version: ")
     assert "registered versions: 1" in verdicts[1]
     assert verdicts[2] == "3: accepted"
-    wait_for_records(events_file(daemon), with_path("cli-ndjson-"), 2)
+    wait_for_records(daemon.output_path, with_path("cli-ndjson-"), 2)
 
     code, out, err = results["no_daemon"]
     assert code == 3

@@ -31,20 +31,20 @@ from telemetryd.delivery.disk_queue import DiskQueue
 from telemetryd.sink import WhenFull
 from tests.support.config_text import blackhole_sink, file_sink, http_config
 from tests.support.daemon_process import DaemonProcess, http_port
-from tests.support.http_client import jupyter_event
-from tests.support.records import records_so_far
-from tests.support.socket_client import CONTENTS
-from tests.support.waiting import wait_for
-from tests.test_sink_file import (
+from tests.support.file_sink_io import (
     file_settings,
     gz_lines,
     gzipped,
     lines,
     rotated,
     started,
-    wait_until,
 )
-from tests.test_sink_file import record as file_record
+from tests.support.file_sink_io import record as file_record
+from tests.support.http_client import jupyter_event
+from tests.support.records import records_so_far
+from tests.support.sink_health import sink_health
+from tests.support.socket_client import CONTENTS
+from tests.support.waiting import wait_for
 
 DISK_FULL = "disk full: No space left on device writing "
 NO_ROOM_TO_CREATE = "disk full: No space left on device creating "
@@ -117,12 +117,6 @@ def grow(disk: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
 
 
-def sink_health(port: int, name: str) -> dict[str, Any]:
-    answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
-    sink: dict[str, Any] = next(s for s in answer["sinks"] if s["name"] == name)
-    return sink
-
-
 def emit(client: Client, first: int, count: int) -> None:
     for i in range(first, first + count):
         client.emit(CONTENTS, "1", {"action": "save", "path": f"e{i}"})
@@ -174,7 +168,7 @@ def test_a_buffer_on_a_full_disk_keeps_the_daemon_up_and_the_client_connected(
             stats = client.stats()
             assert stats.connects == 1, "the daemon closed the client's connection"
             assert (stats.acknowledged, stats.resent, stats.dropped) == (events, 0, {})
-            assert sink_health(http_port(daemon), "archive")["healthy"]
+            assert sink_health(daemon, "archive")["healthy"]
         assert daemon.stop() == 0
         final = daemon.final_stats()
         assert not messages(daemon, "connection failed")
@@ -210,7 +204,7 @@ def test_a_full_disk_holds_events_back_and_everything_acknowledged_arrives_when_
         emit(client, 0, events)
 
         def buffer_refuses() -> dict[str, Any] | None:
-            sink = sink_health(http_port(daemon), "archive")
+            sink = sink_health(daemon, "archive")
             return sink if f"{DISK_FULL}{small_disk}/buffer/" in sink["detail"] else None
 
         sink = wait_for(buffer_refuses, 60, "the disk buffer to report the full disk")
@@ -232,7 +226,7 @@ def test_a_full_disk_holds_events_back_and_everything_acknowledged_arrives_when_
         assert client.flush(180), client.stats()
         wait_for(lambda: len(delivered(archive)) == events, 120, "every event in the file")
         assert client.stats().dropped == {}
-        wait_for(lambda: sink_health(http_port(daemon), "archive")["healthy"], 30, "a healthy sink")
+        wait_for(lambda: sink_health(daemon, "archive")["healthy"], 30, "a healthy sink")
         assert daemon.stop() == 0
         elapsed = time.monotonic() - began
         final = daemon.final_stats()
@@ -273,7 +267,7 @@ def test_events_a_full_disk_held_back_at_a_stop_are_counted_as_disk_full(
         try:
             emit(client, 0, 500)
             wait_for(
-                lambda: sink_health(http_port(daemon), "archive")["detail"].startswith(DISK_FULL),
+                lambda: sink_health(daemon, "archive")["detail"].startswith(DISK_FULL),
                 30,
                 "the full disk on /readyz",
             )
@@ -337,14 +331,13 @@ def test_the_daemon_starts_when_the_file_sink_cannot_create_its_file(tmp_path: P
         archive = disk / "events.jsonl"
         sinks = file_sink("archive", archive, "retry_initial_secs = 0.05\nretry_max_secs = 0.5")
         with DaemonProcess(tmp_path, http_config(tmp_path, sinks=sinks)) as daemon:
-            port = http_port(daemon)
-            assert sink_health(port, "archive")["detail"] == f"{DISK_FULL}{archive}"
+            assert sink_health(daemon, "archive")["detail"] == f"{DISK_FULL}{archive}"
             with Client(daemon.socket_path) as client:
                 emit(client, 0, 100)
                 assert client.flush(30)  # in the sink's memory queue
             fillers[0].unlink()
             wait_for(lambda: len(delivered(archive)) == 100, 30, "the events in the file")
-            wait_for(lambda: sink_health(port, "archive")["healthy"], 30, "a healthy sink")
+            wait_for(lambda: sink_health(daemon, "archive")["healthy"], 30, "a healthy sink")
             assert daemon.stop() == 0
             final = daemon.final_stats()
     finally:
@@ -369,7 +362,7 @@ def test_a_new_buffer_the_full_disk_has_no_room_for_is_created_when_space_return
     events = 1_000
     with DaemonProcess(tmp_path, config) as daemon:
         port = http_port(daemon)
-        sink = sink_health(port, "archive")
+        sink = sink_health(daemon, "archive")
         assert (sink["healthy"], sink["detail"]) == (False, f"{NO_ROOM_TO_CREATE}{buffer}")
         assert not buffer.exists()
         url = f"http://127.0.0.1:{port}/api/events"
@@ -389,7 +382,7 @@ def test_a_new_buffer_the_full_disk_has_no_room_for_is_created_when_space_return
                 filler.unlink()
             assert client.flush(60), client.stats()
             wait_for(lambda: len(delivered(archive)) == events, 60, "every event in the file")
-            wait_for(lambda: sink_health(port, "archive")["healthy"], 30, "a healthy sink")
+            wait_for(lambda: sink_health(daemon, "archive")["healthy"], 30, "a healthy sink")
             assert client.stats().acknowledged == events
         assert daemon.stop() == 0
         final = daemon.final_stats()
@@ -418,13 +411,13 @@ async def test_a_gzip_the_full_disk_refused_is_retried_when_space_returns(
         await sink.write_batch([file_record(1)])  # rotates; neither it nor the gzip has room
     compressor = sink._file.compressor  # the sink's health shows the write's error first
     assert compressor is not None
-    error = await anyio.to_thread.run_sync(lambda: wait_until(lambda: compressor.error))
+    error = await anyio.to_thread.run_sync(lambda: wait_for(lambda: compressor.error))
     assert error.startswith(f"compressing rotated files: {DISK_FULL}")
     filler.unlink()
     await sink.write_batch([file_record(1)])  # the worker's retry: into the new, empty file
     # No rotation follows, which used to be the only retry of a gzip: it retries by itself.
-    await anyio.to_thread.run_sync(lambda: wait_until(lambda: gzipped(small_disk), timeout=30))
-    await anyio.to_thread.run_sync(lambda: wait_until(lambda: sink.health().healthy))
+    await anyio.to_thread.run_sync(lambda: wait_for(lambda: gzipped(small_disk), timeout=30))
+    await anyio.to_thread.run_sync(lambda: wait_for(lambda: sink.health().healthy))
     await sink.close()
     assert [gz_lines(p) for p in gzipped(small_disk)] == [[file_record(0).payload]]
     assert rotated(small_disk) == []
@@ -534,10 +527,10 @@ async def test_a_blocking_queue_waits_for_room_to_create_its_buffer(
             tg.start_soon(queue.put_many, [record(1)])
             for filler in fillers[-2:]:
                 filler.unlink()  # room for the directory and its lock, not the first segment
-            await anyio.to_thread.run_sync(lambda: wait_until((buffer / "lock").exists))
+            await anyio.to_thread.run_sync(lambda: wait_for((buffer / "lock").exists))
             half_made = attempts
             # It tries again after a half-made buffer (its lock held by none).
-            await anyio.to_thread.run_sync(lambda: wait_until(lambda: attempts > half_made))
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: attempts > half_made))
             assert str(queue.problem) == f"{NO_ROOM_TO_CREATE}{buffer}"
             assert queue.statistics().waiting_putters == 1
             for filler in fillers[:-2]:
@@ -567,7 +560,7 @@ async def test_the_idle_worker_creates_a_buffer_once_there_is_room(
             for filler in fillers:
                 filler.unlink()
             # No put comes: the waiting take is what retries.
-            await anyio.to_thread.run_sync(lambda: wait_until(lambda: queue.problem is None))
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: queue.problem is None))
             assert (buffer / "00000001.seg").exists()
             await queue.put_many([record(3)])
     assert taken == [record(3).payload]

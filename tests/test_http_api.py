@@ -23,12 +23,11 @@ from tests.support.config_text import daemon_config, file_sink, http_config
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.http_client import RawConnection, jupyter_event
 from tests.support.records import records_so_far, wait_for_records
-from tests.support.socket_client import CONTENTS
+from tests.support.socket_client import CONTENTS, KERNELS
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 REJECTED = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
 SHIPPED = {
     CONTENTS,

@@ -18,39 +18,15 @@ import httpx
 import pytest
 
 from telemetryd.config import ConfigError, parse_config
+from tests.support.auth_config import ALICE, KERNEL_BOT, auth_section, token_hash
 from tests.support.config_text import file_sink, http_config
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.http_client import RawConnection, jupyter_event
 from tests.support.records import records_so_far, wait_for_records
-from tests.support.socket_client import CONTENTS
+from tests.support.socket_client import CONTENTS, KERNELS
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
-ALICE = "alice-token-0123456789abcdefghijklmnopqrstuvwxyz"  # may send every schema
-KERNEL_BOT = "kernel-bot-token-0123456789abcdefghijklmnopqrst"  # kernel_actions only
-
-
-def sha256(token: str) -> str:
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-def auth_section(**flags: bool) -> str:
-    lines = "\n".join(f"{key} = {str(value).lower()}" for key, value in flags.items())
-    return f"""
-[auth]
-{lines}
-
-[[auth.tokens]]
-identity = "alice"
-hash = "{sha256(ALICE)}"
-
-[[auth.tokens]]
-identity = "kernel-bot"
-hash = "{sha256(KERNEL_BOT)}"
-allowed_schemas = ["https://events.jupyter.org/jupyter_server/kernel_actions/*"]
-"""
 
 
 class Server:
@@ -148,7 +124,7 @@ def test_a_wrong_token_is_403(required: Server) -> None:
     assert "www-authenticate" not in response.headers
     assert response.json()["reason"] == "forbidden"
     # the hash itself is not a token
-    response = required.post(jupyter_event("wrong/never"), sha256(ALICE))
+    response = required.post(jupyter_event("wrong/never"), token_hash(ALICE))
     assert response.status_code == 403
 
 
@@ -338,7 +314,7 @@ def test_hash_token_generates_a_token_and_its_config_entry(tmp_path: Path) -> No
     snippet = out[out.index("[[auth.tokens]]") :]
     config = parse_config(snippet.replace('"CHANGE-ME"', '"ci"'))
     (entry,) = config.auth.tokens
-    assert entry.hash == sha256(token)
+    assert entry.hash == token_hash(token)
     assert token not in snippet
     assert hash_token() != out  # a new token each time
 
@@ -367,10 +343,10 @@ def test_a_malformed_hash_names_its_key(value: str) -> None:
     [
         ("[auth]\nrequire = true\n", "auth.require"),
         (
-            f'[[auth.tokens]]\nidentity = "a"\nhash = "{sha256("x")}"\nuser = "b"\n',
+            f'[[auth.tokens]]\nidentity = "a"\nhash = "{token_hash("x")}"\nuser = "b"\n',
             "auth.tokens[0].user",
         ),
-        (f'[[auth.tokens]]\nhash = "{sha256("x")}"\n', "auth.tokens[0].identity"),
+        (f'[[auth.tokens]]\nhash = "{token_hash("x")}"\n', "auth.tokens[0].identity"),
         ("[auth]\nrequired = true\n", "auth"),
     ],
 )
@@ -443,9 +419,8 @@ def test_sighup_reloads_the_tokens(tmp_path: Path) -> None:
         with server.client:
             assert server.post(jupyter_event("reload/0"), ALICE).status_code == 204
             renewed = "renewed-token-0123456789abcdefghijklmnopqrstuvw"
-            daemon.config_path.write_text(
-                config.replace(sha256(ALICE), sha256(renewed)).replace('"alice"', '"alice2"')
-            )
+            renewed_config = config.replace(token_hash(ALICE), token_hash(renewed))
+            daemon.config_path.write_text(renewed_config.replace('"alice"', '"alice2"'))
             daemon.signal(signal.SIGHUP)
             wait_for(
                 lambda: any(line.get("msg") == "tokens reloaded" for line in daemon.log_lines()),

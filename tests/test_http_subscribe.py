@@ -26,13 +26,13 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
 
+from tests.support.auth_config import ALICE, KERNEL_BOT, auth_section
 from tests.support.config_text import file_sink, http_config
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.http_client import RawConnection, jupyter_event
 from tests.support.records import count_lines
-from tests.support.socket_client import CONTENTS
+from tests.support.socket_client import CONTENTS, KERNELS
 from tests.support.waiting import wait_for
-from tests.test_http_auth import ALICE, KERNEL_BOT, KERNELS, auth_section
 
 pytestmark = pytest.mark.integration
 

@@ -44,11 +44,11 @@ from telemetryd.sources.http.app import HttpApi
 from telemetryd.sources.http.server import HttpSource
 from tests.support.http_client import jupyter_event
 from tests.support.ports import free_port
+from tests.support.socket_client import KERNELS
 from tests.support.waiting import wait_for
 
 ALICE = b"alice-hub-token"
 BOB = b"bob-hub-token"
-KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 
 def user(name: str, groups: Sequence[str] = (), scopes: Sequence[str] = ()) -> dict[str, Any]:

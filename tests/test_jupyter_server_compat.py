@@ -27,12 +27,10 @@ from tests.support.config_text import http_config
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.jupyter_server_process import JupyterServerProcess
 from tests.support.records import records_so_far, wait_for_records
-from tests.support.socket_client import CONTENTS
+from tests.support.socket_client import CONTENTS, KERNELS
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 
 @dataclass

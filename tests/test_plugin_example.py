@@ -16,7 +16,7 @@ from telemetryd.plugins import sink_types
 from tests.support.config_text import daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess
 from tests.support.records import read_records
-from tests.support.socket_client import acked_connection, event_line
+from tests.support.socket_client import event_line, send_acked
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -49,19 +49,12 @@ def rows(path: Path, table: str = "records") -> list[tuple[str, str, str]]:
     return found
 
 
-def send(daemon: DaemonProcess, lines: list[bytes]) -> None:
-    sock, reader, _ = acked_connection(daemon)
-    with sock:
-        sock.sendall(b"".join(line + b"\n" for line in lines))
-        reader.until_ack(len(lines))
-
-
 def test_every_event_is_a_row_of_the_plugins_database(tmp_path: Path) -> None:
     db = tmp_path / "out" / "records.db"
     archive = tmp_path / "out" / "events.jsonl"
     sinks = sqlite_sink(db, 'table = "events"') + file_sink("archive", archive)
     with DaemonProcess(tmp_path, daemon_config(tmp_path, sinks=sinks)) as daemon:
-        send(daemon, [event_line(f"p/{i}") for i in range(5_000)])
+        send_acked(daemon, [event_line(f"p/{i}") for i in range(5_000)])
         assert daemon.stop() == 0
 
     stored = rows(db, "events")
@@ -82,7 +75,7 @@ def test_a_locked_database_is_retried_until_every_event_is_in(tmp_path: Path) ->
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")  # another program holds the write lock
         try:
-            send(daemon, [event_line(f"l/{i}") for i in range(500)])
+            send_acked(daemon, [event_line(f"l/{i}") for i in range(500)])
             wait_for(lambda: locked(daemon), 10, "a write failed on the lock")
         finally:
             holder.execute("ROLLBACK")
@@ -124,7 +117,7 @@ def test_the_plugin_runs_beside_concurrent_readers(tmp_path: Path) -> None:
         reader.start()
         try:
             for start in range(0, 2_000, 500):
-                send(daemon, [event_line(f"r/{i}") for i in range(start, start + 500)])
+                send_acked(daemon, [event_line(f"r/{i}") for i in range(start, start + 500)])
             wait_for(lambda: len(rows(db)) == 2_000, 15, "2,000 rows")
         finally:
             stop.set()

@@ -9,7 +9,6 @@ import re
 import stat
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,47 +27,26 @@ from telemetryd_sinks.file import sink as file_module
 from telemetryd_sinks.file.sink import FileSettings, FileSink
 from tests.support.config_text import daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess
+from tests.support.file_sink_io import (
+    file_settings,
+    gz_lines,
+    gzipped,
+    lines,
+    record,
+    rotated,
+    started,
+)
 from tests.support.records import read_records
 from tests.support.socket_client import event_line
-
-ROTATED = re.compile(r"events\.[0-9]{8}T[0-9]{6}\.[0-9]{6}Z(_[0-9]{4})?\.jsonl")
-
-
-def record(i: int, padding: int = 0) -> Record:
-    payload = b'{"i":%d,"p":"%s"}' % (i, b"x" * padding)
-    return Record(schema_id="urn:test", version="1", payload=payload, received=0.0)
+from tests.support.waiting import wait_for
 
 
 def records(start: int, count: int, padding: int = 0) -> list[Record]:
     return [record(i, padding) for i in range(start, start + count)]
 
 
-def file_settings(path: Path, **overrides: Any) -> FileSettings:
-    # model_validate, as the config loader does: the keys arrive as a TOML table.
-    return FileSettings.model_validate(
-        {"name": "archive", "type": "file", "path": path, **overrides}
-    )
-
-
-def lines(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    assert data == b"" or data.endswith(b"\n"), "a record is split or unterminated"
-    return data.splitlines()
-
-
 def names(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
-
-
-def rotated(folder: Path) -> list[Path]:
-    """Rotated files in the order the sink promises: by name."""
-    return sorted(p for p in folder.iterdir() if ROTATED.fullmatch(p.name))
-
-
-async def started(settings: FileSettings) -> FileSink:
-    sink = FileSink(settings)
-    await sink.start()
-    return sink
 
 
 @pytest.mark.anyio
@@ -443,8 +421,6 @@ def test_rotation_keeps_every_record_once_in_order(
 
 # --- rotation by age, and gzip of rotated files ------------------------------------------------
 
-GZIPPED = re.compile(r"events\.[0-9]{8}T[0-9]{6}\.[0-9]{6}Z(_[0-9]{4})?\.jsonl\.gz")
-
 
 class Clock:
     """The file sink's wall clock (`_wall_secs`), set by the test."""
@@ -452,16 +428,6 @@ class Clock:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, now: float) -> None:
         self.now = now
         monkeypatch.setattr(file_module, "_wall_secs", lambda: self.now)
-
-
-def gzipped(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if GZIPPED.fullmatch(p.name))
-
-
-def gz_lines(path: Path) -> list[bytes]:
-    data = gzip.decompress(path.read_bytes())
-    assert data.endswith(b"\n"), "a record is split or unterminated"
-    return data.splitlines()
 
 
 @pytest.mark.anyio
@@ -633,7 +599,7 @@ async def test_a_failed_gzip_keeps_the_file_is_unhealthy_and_is_retried(
     await sink.write_batch([record(0)])
     await sink.write_batch([record(1)])  # rotates; the gzip fails
     health = await anyio.to_thread.run_sync(
-        lambda: wait_until(lambda: not sink.health().healthy and sink.health())
+        lambda: wait_for(lambda: None if sink.health().healthy else sink.health())
     )
     assert "No space left" in health.detail
     [kept] = rotated(tmp_path)
@@ -644,14 +610,6 @@ async def test_a_failed_gzip_keeps_the_file_is_unhealthy_and_is_retried(
     assert rotated(tmp_path) == []
     every = [line for p in gzipped(tmp_path) for line in gz_lines(p)] + lines(path)
     assert every == [r.payload for r in records(0, 3)]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-    return value
 
 
 def test_settings_for_age_rotation_and_compression() -> None:

@@ -5,35 +5,30 @@ included."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support.auth_config import token_hash
 from tests.support.config_text import daemon_config, file_sink
-from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.daemon_process import DaemonProcess
 from tests.support.ports import free_port
 from tests.support.records import read_records, records_so_far
-from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.sink_health import final_sink, sink_health
+from tests.support.socket_client import CONTENTS, KERNELS, event_line, send_acked
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Answer, WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
-KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 REJECTED = "https://events.telemetryd.org/telemetryd/rejected_event/v1"
 AGENT_TOKEN = "agent-1-token-0123456789abcdefghijklmnopqrstuvwxyz"
 OTHER_TOKEN = "other-token-0123456789abcdefghijklmnopqrstuvwxyz01"
 BATCH_MAX_EVENTS = 200
-
-
-def sha256(token: str) -> str:
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def aggregator_config(workdir: Path, port: int, *, agent_token: bool = True) -> str:
@@ -44,13 +39,13 @@ required = true
 
 [[auth.tokens]]
 identity = "other"
-hash = "{sha256(OTHER_TOKEN)}"
+hash = "{token_hash(OTHER_TOKEN)}"
 """
     if agent_token:
         tokens += f"""
 [[auth.tokens]]
 identity = "agent-1"
-hash = "{sha256(AGENT_TOKEN)}"
+hash = "{token_hash(AGENT_TOKEN)}"
 allowed_schemas = ["{CONTENTS}"]
 """
     sinks = file_sink("archive", workdir / "out" / "events.jsonl") + tokens
@@ -84,15 +79,6 @@ def forwarding(port: int, *, gzip: bool = False, in_flight: int = 1) -> str:
     )
 
 
-def send(daemon: DaemonProcess, lines: list[bytes]) -> None:
-    """Sends in acknowledged mode: returns once the daemon accepted every line."""
-    sock, reader, _ = acked_connection(daemon)
-    with sock:
-        sock.sendall(b"".join(line + b"\n" for line in lines))
-        replies = reader.until_ack(len(lines))
-    assert not [r for r in replies if "reject" in r or "rejected" in r], replies
-
-
 def kernel_line(i: int) -> bytes:
     return json.dumps(
         {"schema_id": KERNELS, "version": "1", "data": {"action": "start", "msg": f"k-{i}"}}
@@ -109,28 +95,6 @@ def wait_for_paths(path: Path, expected: set[str], timeout: float) -> Counter[st
         return found if set(found) >= expected else None
 
     return wait_for(arrived, timeout, f"{len(expected)} records in {path}")
-
-
-def readyz(daemon: DaemonProcess) -> dict[str, Any]:
-    response = httpx.get(f"http://127.0.0.1:{http_port(daemon)}/readyz", timeout=10)
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def sink_health(daemon: DaemonProcess, name: str) -> dict[str, Any]:
-    for sink in readyz(daemon)["sinks"]:
-        if sink["name"] == name:
-            entry: dict[str, Any] = sink
-            return entry
-    raise AssertionError(f"no sink {name!r} in /readyz")
-
-
-def final_sink(daemon: DaemonProcess, name: str) -> dict[str, Any]:
-    for sink in daemon.final_stats()["sinks"]:
-        if sink["name"] == name:
-            entry: dict[str, Any] = sink
-            return entry
-    raise AssertionError(f"no sink {name!r} in the stopped line")
 
 
 # --- agent -> aggregator ----------------------------------------------------------------------
@@ -154,7 +118,7 @@ def test_agent_forwards_every_event_and_counts_what_the_aggregator_rejects(
             agent_config(tmp_path / "agent", forwarding(port, gzip=True, in_flight=in_flight)),
         ) as agent,
     ):
-        send(agent, events[:1500] + kernels + events[1500:])
+        assert send_acked(agent, events[:1500] + kernels + events[1500:]) == []
         expected = {f"a/{i}.ipynb" for i in range(3_000)}
         archive = tmp_path / "aggregator" / "out" / "events.jsonl"
         dead = tmp_path / "aggregator" / "out" / "rejected.jsonl"
@@ -206,7 +170,7 @@ def test_a_wrong_token_keeps_the_events_until_the_aggregator_knows_it(tmp_path: 
             tmp_path / "agent", agent_config(tmp_path / "agent", forwarding(port))
         ) as agent,
     ):
-        send(agent, [event_line(f"t/{i}") for i in range(100)])
+        assert send_acked(agent, [event_line(f"t/{i}") for i in range(100)]) == []
         health = wait_for(
             lambda: (h := sink_health(agent, "forward"))["detail"] and h, 10, "an unhealthy sink"
         )
@@ -236,10 +200,10 @@ def test_the_sink_waits_out_retry_after_then_delivers(
 ) -> None:
     hook.script(Answer(503, {"Retry-After": "2"}))
     with webhook_agent(tmp_path, hook.url) as agent:
-        send(agent, [event_line(f"w/{i}") for i in range(50)])
+        assert send_acked(agent, [event_line(f"w/{i}") for i in range(50)]) == []
         wait_for(lambda: len(hook.records()) == 50, 15, "the first 50 records")
         hook.script(Answer(429, {"Retry-After": "1"}), Answer(429, {"Retry-After": "1"}))
-        send(agent, [event_line(f"w/{i}") for i in range(50, 100)])
+        assert send_acked(agent, [event_line(f"w/{i}") for i in range(50, 100)]) == []
         wait_for(lambda: len(hook.records()) == 100, 15, "100 records")
         assert agent.stop() == 0
 
@@ -258,7 +222,7 @@ def test_the_sink_waits_out_retry_after_then_delivers(
 
 def test_gzip_bodies_through_the_daemon(tmp_path: Path, hook: WebhookReceiver) -> None:
     with webhook_agent(tmp_path, hook.url, 'gzip = true\nheaders = { "X-Source" = "lab" }') as a:
-        send(a, [event_line(f"g/{i}") for i in range(2_000)])
+        assert send_acked(a, [event_line(f"g/{i}") for i in range(2_000)]) == []
         wait_for(lambda: len(hook.records()) == 2_000, 15, "2,000 records")
         assert a.stop() == 0
 

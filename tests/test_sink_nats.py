@@ -7,18 +7,14 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import nats.errors
 import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
@@ -31,7 +27,8 @@ from telemetryd_sinks.nats.acks import PublishError
 from telemetryd_sinks.nats.sink import NatsSettings, NatsSink
 from telemetryd_sinks.nats.subjects import msg_id, subject_for
 from tests.support.config_text import daemon_config
-from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.daemon_process import DaemonProcess
+from tests.support.load import AckedLoad
 from tests.support.nats_process import (
     NatsServer,
     StoredMessage,
@@ -42,12 +39,12 @@ from tests.support.nats_process import (
     stream_info,
 )
 from tests.support.records import assert_record_shape
-from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.sink_health import readyz, sink_health
+from tests.support.socket_client import CONTENTS, KERNELS, acked_connection, event_line
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-KERNEL = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 CONTENTS_SUBJECT = "telemetryd.events_jupyter_org.jupyter_server.contents_service.v1.1"
 KERNEL_SUBJECT = "telemetryd.events_jupyter_org.jupyter_server.kernel_actions.v1.1"
 
@@ -73,12 +70,6 @@ def nats_daemon_config(workdir: Path, sinks: str, shutdown_timeout_secs: float =
     )
 
 
-def readyz(daemon: DaemonProcess) -> dict[str, Any]:
-    """The daemon's /readyz answer, by sink name."""
-    reply = httpx.get(f"http://127.0.0.1:{http_port(daemon)}/readyz", timeout=10)
-    return {sink["name"]: sink for sink in reply.json()["sinks"]}
-
-
 def paths(messages: list[StoredMessage]) -> Counter[str]:
     return Counter(json.loads(m.data)["path"] for m in messages)
 
@@ -95,60 +86,6 @@ def node_stopped_at_exit(node: NatsServer) -> Iterator[NatsServer]:
 def server(tmp_path: Path) -> Iterator[NatsServer]:
     with NatsServer(tmp_path) as node:
         yield node
-
-
-class AckedLoad:
-    """Events `<tag>-<n>` over one acknowledged connection, about `rate` a second from a
-    thread, while another reads the daemon's acknowledgements."""
-
-    def __init__(self, daemon: DaemonProcess, tag: str, rate: int) -> None:
-        self.sock, self.reader, _ = acked_connection(daemon)
-        self.tag = tag
-        self.rate = rate
-        self.sent = 0
-        self.acked = 0
-        self.replies_other: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._sender = threading.Thread(target=self._send, daemon=True)
-        self._receiver = threading.Thread(target=self._receive, daemon=True)
-
-    def __enter__(self) -> AckedLoad:
-        self._sender.start()
-        self._receiver.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._sender.join()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self._receiver.join()
-        self.sock.close()
-
-    def _send(self) -> None:
-        step = max(1, self.rate // 20)
-        while not self._stop.is_set():
-            lines = [
-                event_line(f"{self.tag}-{n}") + b"\n" for n in range(self.sent, self.sent + step)
-            ]
-            self.sock.sendall(b"".join(lines))
-            self.sent += step
-            time.sleep(0.05)  # the pace of the load
-
-    def _receive(self) -> None:
-        while (reply := self.reader.line()) is not None:
-            if "ack" in reply:
-                self.acked = reply["ack"]
-            else:
-                self.replies_other.append(reply)
-
-    def finish(self, timeout: float = 30) -> int:
-        """Stops sending; returns the number sent once the daemon acknowledged all of them."""
-        self._stop.set()
-        self._sender.join()
-        wait_for(lambda: self.acked >= self.sent, timeout, f"acks of {self.sent} events")
-        assert self.replies_other == []
-        return self.sent
 
 
 # --- settings and names, no server ------------------------------------------------------------
@@ -278,12 +215,12 @@ def test_records_reach_the_stream_once_on_their_subjects(
     )
     config = nats_daemon_config(tmp_path, nats_sink([server.url], limits))
     with DaemonProcess(tmp_path, config) as daemon:
-        assert readyz(daemon)["bus"]["healthy"]
+        assert sink_health(daemon, "bus")["healthy"]
         sock, reader, _ = acked_connection(daemon)
         with sock:
             lines = [event_line(f"one-{n}") for n in range(1000)]
             data = {"action": "start", "msg": "kernel started", "kernel_id": "k-1"}
-            kernel = {"schema_id": KERNEL, "version": "1", "data": data}
+            kernel = {"schema_id": KERNELS, "version": "1", "data": data}
             lines.append(json.dumps(kernel).encode())
             sock.sendall(b"".join(line + b"\n" for line in lines))
             assert reader.until_ack(len(lines))[-1] == {"ack": len(lines)}
@@ -306,7 +243,7 @@ def test_records_reach_the_stream_once_on_their_subjects(
     assert [json.loads(m.data)["path"] for m in contents] == [f"one-{n}" for n in range(1000)]
     (kernel_message,) = [m for m in stored if m.subject == KERNEL_SUBJECT]
     assert (
-        assert_record_shape(json.loads(kernel_message.data), KERNEL, os.getpid())["action"]
+        assert_record_shape(json.loads(kernel_message.data), KERNELS, os.getpid())["action"]
         == "start"
     )
     for message in stored:
@@ -334,7 +271,7 @@ def test_an_existing_stream_is_checked_and_never_changed(
             reader.until_ack(1)
 
         def reported() -> str | None:
-            bus = readyz(daemon)["bus"]
+            bus = sink_health(daemon, "bus")
             return bus["detail"] if not bus["healthy"] and "Mismatch" in bus["detail"] else None
 
         detail = wait_for(reported, 10, "the stream mismatch in /readyz")
@@ -347,7 +284,7 @@ def test_an_existing_stream_is_checked_and_never_changed(
         assert unchanged.config.storage == StorageType.MEMORY
 
         delete_stream([server.url], "TELEMETRYD")  # the operator's fix: the sink creates it
-        wait_for(lambda: readyz(daemon)["bus"]["healthy"], 10, "the sink to recover")
+        wait_for(lambda: sink_health(daemon, "bus")["healthy"], 10, "the sink to recover")
         assert paths(read_stream([server.url], "TELEMETRYD")) == Counter({"waits": 1})
         assert daemon.stop() == 0
 
@@ -410,13 +347,13 @@ def test_a_server_down_at_start_does_not_stop_the_daemon(tmp_path: Path) -> None
         with sock:
             sock.sendall(b"".join(event_line(f"early-{n}") + b"\n" for n in range(50)))
             reader.until_ack(50)  # accepted, queued for the sink
-        bus = readyz(daemon)["bus"]
+        bus = sink_health(daemon, "bus")
         assert not bus["healthy"]
         assert f"cannot connect to NATS: {node.url}: " in bus["detail"]
         assert bus["queued"] == 50
 
         node.start()
-        wait_for(lambda: readyz(daemon)["bus"]["healthy"], 10, "the sink to connect")
+        wait_for(lambda: sink_health(daemon, "bus")["healthy"], 10, "the sink to connect")
         assert paths(read_stream([node.url], "TELEMETRYD")) == Counter(
             {f"early-{n}": 1 for n in range(50)}
         )
@@ -450,7 +387,7 @@ def test_wrong_credentials_are_reported_while_the_right_ones_deliver(
                 sock.sendall(b"".join(event_line(f"auth-{n}") + b"\n" for n in range(10)))
                 reader.until_ack(10)
             wait_for(lambda: stored_count(authenticated, "GOOD") == 10, 10, "10 events in GOOD")
-            sinks = readyz(daemon)
+            sinks = {sink["name"]: sink for sink in readyz(daemon)["sinks"]}
             assert sinks["good"]["healthy"]
             assert not sinks["bad"]["healthy"]
             assert "Authorization Violation" in sinks["bad"]["detail"]

@@ -7,30 +7,28 @@ lost may come twice, as each sink promises."""
 from __future__ import annotations
 
 import abc
-import contextlib
-import hashlib
 import json
 import signal
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar
 
 import httpx
 import nats.errors
 import pytest
 
+from tests.support.auth_config import token_hash
 from tests.support.config_text import daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess, http_port
+from tests.support.load import AckedLoad
 from tests.support.nats_process import NatsServer, read_stream, stream_info
 from tests.support.postgres_process import PostgresServer
 from tests.support.records import count_lines, read_records
 from tests.support.redis_process import RedisServer
-from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.sink_health import final_sink, readyz, sink_health
+from tests.support.socket_client import CONTENTS
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -255,14 +253,13 @@ class Aggregator(Destination):
 
     def config(self, port: str) -> str:
         """[auth] required; the agent's token may send contents_service events only."""
-        digest = hashlib.sha256(AGENT_TOKEN.encode()).hexdigest()
         auth = f"""
 [auth]
 required = true
 
 [[auth.tokens]]
 identity = "agent-1"
-hash = "sha256:{digest}"
+hash = "{token_hash(AGENT_TOKEN)}"
 allowed_schemas = ["{CONTENTS}"]
 """
         sinks = file_sink("archive", self.archive) + auth
@@ -319,93 +316,6 @@ def destination(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dest
 # --- the load and what the daemon says ---------------------------------------------------------
 
 
-class AckedLoad:
-    """Events `outage-<n>` over one acknowledged connection, about `rate` a second from a
-    thread, while another reads the daemon's acknowledgements."""
-
-    def __init__(self, daemon: DaemonProcess, rate: int) -> None:
-        self.sock, self.reader, _ = acked_connection(daemon)
-        self.rate = rate
-        self.sent = 0
-        self.acked = 0
-        self.replies_other: list[dict[str, Any]] = []
-        self.failures: list[BaseException] = []
-        self._stop = threading.Event()
-        self._sender = threading.Thread(target=self._send, daemon=True)
-        self._receiver = threading.Thread(target=self._receive, daemon=True)
-
-    def __enter__(self) -> AckedLoad:
-        self._sender.start()
-        self._receiver.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._sender.join()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self._receiver.join()
-        self.sock.close()
-
-    def _send(self) -> None:
-        step = max(1, self.rate // 20)
-        try:
-            while not self._stop.is_set():
-                numbers = range(self.sent, self.sent + step)
-                self.sock.sendall(b"".join(event_line(f"{TAG}-{n}") + b"\n" for n in numbers))
-                self.sent += step
-                time.sleep(0.05)  # the pace of the load
-        except BaseException as e:
-            self.failures.append(e)
-
-    def _receive(self) -> None:
-        try:
-            while (reply := self.reader.line()) is not None:
-                if "ack" in reply:
-                    self.acked = reply["ack"]
-                else:
-                    self.replies_other.append(reply)
-        except BaseException as e:
-            if not self._stop.is_set():
-                self.failures.append(e)
-
-    def finish(self, timeout: float = 30) -> int:
-        """Stops sending; returns the number sent once the daemon acknowledged all of them."""
-        self._stop.set()
-        self._sender.join()
-        assert self.failures == []
-        wait_for(lambda: self.acked >= self.sent, timeout, f"acks of {self.sent} events")
-        assert self.replies_other == []
-        return self.sent
-
-
-def readyz(daemon: DaemonProcess) -> dict[str, Any]:
-    response = httpx.get(f"http://127.0.0.1:{http_port(daemon)}/readyz", timeout=10)
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def sink_health(daemon: DaemonProcess, name: str) -> dict[str, Any]:
-    for sink in readyz(daemon)["sinks"]:
-        if sink["name"] == name:
-            entry: dict[str, Any] = sink
-            return entry
-    raise AssertionError(f"no sink {name!r} in /readyz")
-
-
-def final_sink(daemon: DaemonProcess, name: str) -> dict[str, Any]:
-    for sink in daemon.final_stats()["sinks"]:
-        if sink["name"] == name:
-            entry: dict[str, Any] = sink
-            return entry
-    raise AssertionError(f"no sink {name!r} in the stopped line")
-
-
 def where_they_wait(*daemons: DaemonProcess) -> str:
     """For a delivery that stalled: each daemon's /readyz, then its final counts after a stop,
     so a failure says which queue or sink held the records."""
@@ -441,7 +351,7 @@ def test_every_accepted_event_arrives_across_a_30_s_outage(
         return health if shown else None
 
     with DaemonProcess(workdir, config) as daemon:
-        with AckedLoad(daemon, destination.rate) as load:
+        with AckedLoad(daemon, TAG, destination.rate) as load:
             wait_for(lambda: destination.count() > 100, 10, "events stored before the outage")
             destination.take_down()
             down_at = time.monotonic()

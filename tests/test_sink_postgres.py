@@ -24,12 +24,11 @@ from tests.support.config_text import daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.postgres_process import PostgresServer
 from tests.support.records import expected_origin, read_records
-from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.socket_client import CONTENTS, KERNELS, event_line, send_acked
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-KERNEL = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 WRITER_PASSWORD = "s3cret-for-writer"
 
 
@@ -76,16 +75,7 @@ def config(workdir: Path, sinks: str) -> str:
 
 def kernel_line(tag: str) -> bytes:
     data = {"action": "start", "msg": tag, "kernel_id": tag, "status": "success"}
-    return json.dumps({"schema_id": KERNEL, "version": "1", "data": data}).encode()
-
-
-def send_acked(daemon: DaemonProcess, lines: list[bytes]) -> None:
-    """Sends in acknowledged mode; returns once every line is accepted."""
-    sock, reader, _ = acked_connection(daemon)
-    with sock:
-        sock.sendall(b"".join(line + b"\n" for line in lines))
-        replies = reader.until_ack(len(lines))
-    assert [r for r in replies if "rejected" in r] == []
+    return json.dumps({"schema_id": KERNELS, "version": "1", "data": data}).encode()
 
 
 def db_health(daemon: DaemonProcess) -> dict[str, Any]:
@@ -140,7 +130,7 @@ def test_every_event_is_a_row_holding_its_record(
     lines = [event_line(tag) for tag in tags] + [kernel_line(f"k-{i}") for i in range(700)]
     sink = postgres_sink(pg.dsn(), table, f"batches_in_flight = {in_flight}")
     with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
-        send_acked(daemon, lines)
+        assert send_acked(daemon, lines) == []
         wait_for(lambda: count_rows(pg, table) >= len(lines), 30, "every row")
         assert db_health(daemon)["healthy"] is True
         assert daemon.stop() == 0
@@ -148,7 +138,7 @@ def test_every_event_is_a_row_holding_its_record(
     by_schema = pg.fetch(
         f'SELECT schema_id, schema_version, count(*) FROM "{table}" GROUP BY 1, 2 ORDER BY 1'
     )
-    assert [tuple(r) for r in by_schema] == [(CONTENTS, "1", len(tags)), (KERNEL, "1", 700)]
+    assert [tuple(r) for r in by_schema] == [(CONTENTS, "1", len(tags)), (KERNELS, "1", 700)]
 
     written = {_key(r): r for r in read_records(tmp_path / "out" / "events.jsonl")}
     assert len(written) == len(lines)
@@ -179,7 +169,7 @@ def test_every_event_is_a_row_holding_its_record(
 
     # Started again, the daemon appends to the table it made.
     with DaemonProcess(tmp_path, config(tmp_path, postgres_sink(pg.dsn(), table))) as daemon:
-        send_acked(daemon, [event_line(f"again-{i}") for i in range(100)])
+        assert send_acked(daemon, [event_line(f"again-{i}") for i in range(100)]) == []
         wait_for(lambda: count_rows(pg, table) >= len(lines) + 100, 30, "the new rows")
         assert daemon.stop() == 0
     assert count_rows(pg, table) == len(lines) + 100
@@ -211,7 +201,7 @@ def test_a_table_made_by_its_owner_is_used_as_it_is(pg: PostgresServer, tmp_path
     secret.write_text(WRITER_PASSWORD + "\n")
     sink = postgres_sink(pg.dsn(user="writer"), f"analytics.{name}", f'password_file = "{secret}"')
     with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
-        send_acked(daemon, [event_line(f"owned-{i}") for i in range(200)])
+        assert send_acked(daemon, [event_line(f"owned-{i}") for i in range(200)]) == []
         wait_for(lambda: pg.value(f"SELECT count(*) FROM {quoted}") == 200, 30, "200 rows")
         assert db_health(daemon)["healthy"] is True
         assert daemon.stop() == 0
@@ -224,10 +214,10 @@ def test_a_table_dropped_while_running_is_made_again(
     pg: PostgresServer, table: str, tmp_path: Path
 ) -> None:
     with DaemonProcess(tmp_path, config(tmp_path, postgres_sink(pg.dsn(), table))) as daemon:
-        send_acked(daemon, [event_line(f"before-{i}") for i in range(20)])
+        assert send_acked(daemon, [event_line(f"before-{i}") for i in range(20)]) == []
         wait_for(lambda: count_rows(pg, table) == 20, 30, "the first rows")
         pg.execute(f'DROP TABLE "{table}"')
-        send_acked(daemon, [event_line(f"after-{i}") for i in range(30)])
+        assert send_acked(daemon, [event_line(f"after-{i}") for i in range(30)]) == []
         wait_for(lambda: pg.value("SELECT to_regclass($1)", table), 30, "the table again")
         wait_for(lambda: count_rows(pg, table) == 30, 30, "the later rows")
         assert daemon.stop() == 0
@@ -247,7 +237,7 @@ def test_a_wrong_password_is_reported_until_the_secret_is_fixed(
     secret.write_text("not-the-password")
     sink = postgres_sink(pg.dsn(user="writer"), table, f'password_file = "{secret}"')
     with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
-        send_acked(daemon, [event_line(f"held-{i}") for i in range(50)])
+        assert send_acked(daemon, [event_line(f"held-{i}") for i in range(50)]) == []
         health = wait_for(lambda: _unhealthy(daemon), 10, "the sink to say it is unhealthy")
         assert 'password authentication failed for user "writer"' in health["detail"]
         assert "not-the-password" not in daemon.stderr()
@@ -279,7 +269,7 @@ def test_a_database_down_at_start_leaves_the_daemon_running(
         health = db_health(daemon)
         assert health["healthy"] is False
         assert "not written yet; at start" in health["detail"]
-        send_acked(daemon, [event_line(f"early-{i}") for i in range(300)])
+        assert send_acked(daemon, [event_line(f"early-{i}") for i in range(300)]) == []
         health = wait_for(lambda: _failing(daemon), 10, "a failed attempt")
         assert "Connection refused" in health["detail"]
         pg.start()

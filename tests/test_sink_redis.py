@@ -28,12 +28,11 @@ from telemetryd_sinks.redis import RedisSettings, RedisSink
 from tests.support.config_text import daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.redis_process import RedisClusterProcesses, RedisServer, make_certificates
-from tests.support.socket_client import CONTENTS, acked_connection, event_line
+from tests.support.socket_client import CONTENTS, KERNELS, event_line, send_acked
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 GATEWAY = "https://events.jupyter.org/jupyter_server/gateway_client/v1"
 SCHEMAS = (CONTENTS, KERNELS, GATEWAY)
 BATCH_MAX_EVENTS = 200
@@ -74,14 +73,6 @@ def config(workdir: Path, sink: str) -> str:
     """The HTTP API on a free port for /readyz; a file sink beside, with the exact records."""
     sinks = file_sink("archive", workdir / "out" / "events.jsonl") + sink
     return daemon_config(workdir, server='http = "127.0.0.1:0"', sinks=sinks)
-
-
-def send(daemon: DaemonProcess, lines: list[bytes]) -> None:
-    sock, reader, _ = acked_connection(daemon)
-    with sock:
-        sock.sendall(b"".join(line + b"\n" for line in lines))
-        replies = reader.until_ack(len(lines))
-    assert not [r for r in replies if "reject" in r or "rejected" in r], replies
 
 
 def archived(workdir: Path) -> dict[str, list[bytes]]:
@@ -192,7 +183,7 @@ def test_every_event_lands_in_its_schemas_stream_byte_for_byte(
     lines = mixed_lines(3_000)
     sink = redis_sink(server.url, f'method = "{method}"')
     with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
-        send(daemon, lines)
+        assert send_acked(daemon, lines) == []
         wait_for(lambda: total_len(node) >= len(lines), 30, "every event in redis")
         assert readyz_sink(daemon)["healthy"]
         assert daemon.stop() == 0
@@ -207,7 +198,7 @@ def test_one_shared_stream_holds_every_schema(
     lines = mixed_lines(900)
     sink = redis_sink(server.url, 'stream = "jupyter-events"')
     with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
-        send(daemon, lines)
+        assert send_acked(daemon, lines) == []
         wait_for(lambda: node.xlen("jupyter-events") >= len(lines), 30, "every event")
         assert daemon.stop() == 0
     assert node.keys() == [b"jupyter-events"]
@@ -389,7 +380,7 @@ def test_a_server_down_at_start_is_retried_not_fatal(tmp_path: Path) -> None:
     workdir = tmp_path / "daemon"
     workdir.mkdir()
     with DaemonProcess(workdir, config(workdir, redis_sink(later.url))) as daemon:
-        send(daemon, lines)
+        assert send_acked(daemon, lines) == []
         health = wait_for(lambda: unhealthy(daemon), 10, "the sink to report the failure")
         assert "ConnectionError" in health["detail"]
         with later, later.client() as client:
@@ -416,7 +407,7 @@ def test_a_cluster_takes_every_event_across_its_masters(
         masters = {client.get_node_from_key(stream_name(s, prefix)).name for s in SCHEMAS}
         assert len(masters) > 1, "the schemas' streams must live on different masters"
         with DaemonProcess(tmp_path, config(tmp_path, sink)) as daemon:
-            send(daemon, lines)
+            assert send_acked(daemon, lines) == []
             wait_for(lambda: total_len(client, prefix) >= len(lines), 30, "every event")
             assert readyz_sink(daemon)["healthy"]
             assert daemon.stop() == 0
@@ -458,7 +449,7 @@ def test_a_killed_master_is_replaced_by_its_replica_and_nothing_is_lost(
         workdir.mkdir()
         with own.client() as client, DaemonProcess(workdir, config(workdir, sink)) as daemon:
             before = mixed_lines(600)
-            send(daemon, before)
+            assert send_acked(daemon, before) == []
             wait_for(lambda: total_len(client) >= len(before), 30, "the first events")
             wait_for(lambda: replicas_caught_up(own), 10, "the replicas to catch up")
             victim = client.get_node_from_key(stream_name(CONTENTS))
@@ -468,7 +459,7 @@ def test_a_killed_master_is_replaced_by_its_replica_and_nothing_is_lost(
             assert on_victim != set(SCHEMAS), "some stream's master must stay up"
             next(n for n in own.nodes if n.port == victim.port).kill()
             after = [line(SCHEMAS[i % 3], i) for i in range(600, 1_500)]
-            send(daemon, after)
+            assert send_acked(daemon, after) == []
             # The replica takes over after cluster-node-timeout (2 s) and an election.
             wait_for(lambda: cluster_len(own) >= 1_500, 40, "every event after the failover")
             assert daemon.stop() == 0

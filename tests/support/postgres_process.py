@@ -11,14 +11,12 @@ made with mkdtemp in /tmp and given to that user: pytest's tmp_path sits under a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -253,18 +251,6 @@ class PostgresServer:
                 await conn.close()
 
         asyncio.run(run())
-
-    def wait_until(self, query: str, expected: Any, timeout: float = 30) -> None:
-        """Polls `query`'s single value until it equals `expected`."""
-        deadline = time.monotonic() + timeout
-        value: Any = None
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                value = self.value(query)
-                if value == expected:
-                    return
-            time.sleep(0.05)
-        raise AssertionError(f"{query!r} gave {value!r}, not {expected!r}, after {timeout}s")
 
     # -- running the binaries --------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 from tests.support.daemon_process import DaemonProcess
 
 CONTENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
+KERNELS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 
 def event_line(
@@ -87,3 +88,12 @@ def acked_connection(daemon: DaemonProcess) -> tuple[socket.socket, ReplyReader,
     assert hello is not None, "no hello reply"
     assert hello.get("hello") == "telemetryd", hello
     return sock, reader, hello
+
+
+def send_acked(daemon: DaemonProcess, lines: list[bytes]) -> list[dict[str, Any]]:
+    """Sends lines on an acknowledged connection; returns the rejections, once all are settled."""
+    sock, reader, _ = acked_connection(daemon)
+    with sock:
+        sock.sendall(b"".join(line + b"\n" for line in lines))
+        replies = reader.until_ack(len(lines))
+    return [r for r in replies if "rejected" in r]
