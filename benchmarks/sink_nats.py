@@ -46,6 +46,7 @@ from benchmarks.sink_run import (
     sink_target,
     time_client,
 )
+from benchmarks.verify import RecordPath
 from telemetryd.core.record import RECORD_START, record_head
 from telemetryd.core.timestamps import now_utc
 from telemetryd_sinks.nats.stream import WantedStream
@@ -232,13 +233,9 @@ async def _stream_admin(url: str, *, create: bool) -> None:
         await nc.close()
 
 
-class _Record(msgspec.Struct):
-    path: str
-
-
 async def _stored_paths(url: str) -> list[str | None]:
     """The `path` of every message in the stream, read with an ephemeral pull consumer."""
-    decode = msgspec.json.Decoder(_Record).decode
+    decode = msgspec.json.Decoder(RecordPath).decode
     nc = await nats.connect(url)
     try:
         total = (await nc.jsm(timeout=30).stream_info(STREAM)).state.messages

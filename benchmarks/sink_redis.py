@@ -39,7 +39,7 @@ from benchmarks.sink_run import (
     run_loads,
     sink_target,
 )
-from benchmarks.verify import Delivery
+from benchmarks.verify import Delivery, RecordPath
 from tests.support.redis_process import RedisServer
 
 BATCH_EVENTS = 1000
@@ -122,11 +122,7 @@ class RedisSinkConfig(SinkConfig):
         return {"name": SINK_NAME, "type": "redis", "url": self.url}
 
 
-class _Record(msgspec.Struct):
-    path: str
-
-
-_decode_record = msgspec.json.Decoder(_Record).decode
+_decode_record = msgspec.json.Decoder(RecordPath).decode
 
 
 def _entry_path(fields: dict[bytes, bytes]) -> str | None:

@@ -102,7 +102,7 @@ class OutputWatch:
         self.close()
 
 
-class _Record(msgspec.Struct):
+class RecordPath(msgspec.Struct):
     """A record as telemetryd and jupyter_events write it: data keys at the top level."""
 
     path: str
@@ -165,7 +165,7 @@ def verify_delivery(paths: list[Path], expected: int, *, nested: bool = False) -
     """
     result = Delivery(expected)
     seen = bytearray(expected)
-    decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Input if nested else _Record)
+    decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Input if nested else RecordPath)
     for path in paths:
         tail = b""
         with path.open("rb") as f:
@@ -231,7 +231,7 @@ def record_indices(path: Path) -> array[int]:
     """The event index of each line of `path`, in file order (-1 for a line that is not one
     of the benchmark's records)."""
     out = array("q")
-    decoder: msgspec.json.Decoder[_Record] = msgspec.json.Decoder(_Record)
+    decoder: msgspec.json.Decoder[RecordPath] = msgspec.json.Decoder(RecordPath)
     with path.open("rb") as f:
         for line in f:
             try:
