@@ -33,7 +33,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from telemetryd.config import ConfigError, default_config_path, load_config
-    from telemetryd.core.registry import SchemaLoadError
+    from telemetryd.core.schemas.model import SchemaLoadError
     from telemetryd.daemon import load_registry
 
     path = args.file or default_config_path()

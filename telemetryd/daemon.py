@@ -28,7 +28,8 @@ from telemetryd import __version__
 from telemetryd.config import Config, ConfigError, load_config
 from telemetryd.core.ingest import Ingestor
 from telemetryd.core.reasons import DropReason
-from telemetryd.core.registry import SchemaLoadError, SchemaRegistry
+from telemetryd.core.schemas.model import SchemaLoadError
+from telemetryd.core.schemas.registry import SchemaRegistry
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus, Route
 from telemetryd.delivery.disk_queue import DiskQueue

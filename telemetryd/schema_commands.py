@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: building the CLI's parser must need no pydantic
-    from telemetryd.core.registry import CompiledSchema, SchemaRegistry
+    from telemetryd.core.schemas.model import CompiledSchema
+    from telemetryd.core.schemas.registry import SchemaRegistry
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -85,7 +86,8 @@ def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
 def _load_registry(args: argparse.Namespace) -> SchemaRegistry | int:
     """The registry the daemon would build from the configuration, or an exit code."""
     from telemetryd.config import ConfigError, default_config_path, load_config
-    from telemetryd.core.registry import SchemaLoadError, SchemaRegistry
+    from telemetryd.core.schemas.model import SchemaLoadError
+    from telemetryd.core.schemas.registry import SchemaRegistry
 
     path: Path | None = args.config
     # Only the implicit ./telemetryd.toml may be absent; a file the user named must exist.
@@ -140,7 +142,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from telemetryd.core.registry import compile_schemas
+    from telemetryd.core.schemas.registry import compile_schemas
 
     compiled, problems = compile_schemas(args.paths, builtin=False)
     for schema in compiled:

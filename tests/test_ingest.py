@@ -13,8 +13,8 @@ from telemetryd.core import rejections as R
 from telemetryd.core.framing import LineTooLong
 from telemetryd.core.ingest import Ingestor
 from telemetryd.core.reasons import Reason
-from telemetryd.core.registry import SchemaRegistry
 from telemetryd.core.rejections import dead_letter_record
+from telemetryd.core.schemas.registry import SchemaRegistry
 
 CONTENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
 ORIGIN = b'{"transport":"unix","user":"alice","uid":1000}'

@@ -14,8 +14,8 @@ from telemetryd.auth import Identity
 from telemetryd.core.ingest import Ingestor
 from telemetryd.core.reasons import DropReason, Reason
 from telemetryd.core.record import Record
-from telemetryd.core.registry import SchemaRegistry
 from telemetryd.core.rejections import REJECTED_EVENT_SCHEMA
+from telemetryd.core.schemas.registry import SchemaRegistry
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus, Route
 from telemetryd.delivery.intake import Intake, Patience, Refusal

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from telemetryd.core.ingest import Ingestor
-from telemetryd.core.registry import SchemaRegistry
+from telemetryd.core.schemas.registry import SchemaRegistry
 from telemetryd.integrations import pioneer
 from telemetryd.integrations.pioneer import (
     PIONEER_EVENTS,

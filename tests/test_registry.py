@@ -13,16 +13,15 @@ import fastjsonschema
 import pytest
 
 from telemetryd.core import record
-from telemetryd.core.registry import (
+from telemetryd.core.schemas.loading import builtin_schema_dir, load_documents
+from telemetryd.core.schemas.model import (
     CompiledSchema,
     SchemaLoadError,
     SchemaProblem,
-    SchemaRegistry,
-    builtin_schema_dir,
-    check_schema,
-    load_documents,
     version_key,
 )
+from telemetryd.core.schemas.registry import SchemaRegistry
+from telemetryd.core.schemas.rules import check_schema
 
 FIXTURES = Path(__file__).parent / "fixtures" / "schemas"
 GOOD = FIXTURES / "good"

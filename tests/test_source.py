@@ -6,7 +6,7 @@ from pathlib import Path
 
 from telemetryd.config import ServerSettings
 from telemetryd.core.ingest import Ingestor
-from telemetryd.core.registry import SchemaRegistry
+from telemetryd.core.schemas.registry import SchemaRegistry
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus
 from telemetryd.delivery.intake import Intake

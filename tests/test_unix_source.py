@@ -21,7 +21,7 @@ from telemetryd.config import ServerSettings
 from telemetryd.core.ingest import Ingestor
 from telemetryd.core.reasons import DropReason
 from telemetryd.core.record import Record
-from telemetryd.core.registry import SchemaRegistry
+from telemetryd.core.schemas.registry import SchemaRegistry
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.bus import Bus, Route
 from telemetryd.delivery.intake import Intake

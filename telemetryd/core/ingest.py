@@ -17,8 +17,9 @@ from telemetryd.core.envelope import envelope_decoder
 from telemetryd.core.framing import Frame, LineTooLong
 from telemetryd.core.reasons import Reason
 from telemetryd.core.record import RECORD_START, Record
-from telemetryd.core.registry import CompiledSchema, SchemaRegistry
 from telemetryd.core.rejections import Rejection
+from telemetryd.core.schemas.model import CompiledSchema
+from telemetryd.core.schemas.registry import SchemaRegistry
 from telemetryd.core.timestamps import InvalidTimestamp, normalise
 
 _encode = msgspec.json.Encoder().encode

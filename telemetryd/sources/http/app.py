@@ -23,8 +23,8 @@ from telemetryd.config import AuthSettings, PioneerSettings, ServerSettings
 from telemetryd.core.framing import Frame, LineFramer
 from telemetryd.core.reasons import DropReason, Reason
 from telemetryd.core.record import Record
-from telemetryd.core.registry import CompiledSchema
 from telemetryd.core.rejections import Rejection
+from telemetryd.core.schemas.model import CompiledSchema
 from telemetryd.core.stats import ComponentStats
 from telemetryd.delivery.intake import Intake, Refusal
 from telemetryd.delivery.sink_worker import SinkWorker
