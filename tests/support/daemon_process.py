@@ -22,9 +22,9 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
+from tests.support.managed import Managed
 from tests.support.proc_stats import cpu_seconds, peak_rss_bytes, rss_bytes
 
 
@@ -60,7 +60,7 @@ class DaemonResult:
         return None
 
 
-class DaemonProcess:
+class DaemonProcess(Managed):
     """A telemetryd run in `workdir`: its config, Unix socket, file sinks and stderr are there.
 
     `wait_ready=False`: starting does not wait for readiness (a daemon that is to refuse to
@@ -94,20 +94,7 @@ class DaemonProcess:
             raise DaemonError("daemon not started")
         return self.proc.pid
 
-    def __enter__(self) -> DaemonProcess:
-        try:
-            self.start()
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def end(self) -> None:
         self.kill()
 
     def start(self, timeout: float = 30.0) -> float:

@@ -34,11 +34,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from tests.support.managed import Managed
 from tests.support.ports import free_port
 
 SERVICE = "telemetryd"
@@ -114,7 +114,7 @@ def spawner_config(workdir: Path) -> str:
     )
 
 
-class JupyterHubProcess:
+class JupyterHubProcess(Managed):
     def __init__(
         self, workdir: Path, *, extra_config: str = "", start_timeout_secs: float = 30
     ) -> None:
@@ -149,20 +149,7 @@ class JupyterHubProcess:
         """The hub's REST API, as JupyterHub gives its services in $JUPYTERHUB_API_URL."""
         return f"http://127.0.0.1:{self.hub_port}/hub/api"
 
-    def __enter__(self) -> JupyterHubProcess:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def end(self) -> None:
         self.stop()
 
     def start(self) -> None:

@@ -19,11 +19,11 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 from redis.cluster import RedisCluster
 
+from tests.support.managed import Managed
 from tests.support.ports import free_port
 from tests.support.proc_stats import cpu_seconds
 
@@ -53,7 +53,7 @@ def make_certificates(folder: Path) -> Path:
     return folder
 
 
-class RedisServer:
+class RedisServer(Managed):
     """`with RedisServer(folder) as server:` a redis-server on 127.0.0.1:`server.port`.
 
     `extra` are more command-line options, e.g. ["--requirepass", "secret"]. The port and
@@ -201,20 +201,7 @@ class RedisServer:
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def end(self) -> None:
         self.kill()
 
 
