@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 _VERSION_CHUNKS = re.compile(r"([0-9]+)")
@@ -66,6 +66,11 @@ class CompiledSchema:
     #: The top-level `properties`: data with no other key cannot hold a reserved (__) one,
     #: as no declared property may start with __.
     declared_keys: frozenset[str] = frozenset()
+    #: Data pointer → privacy categories, from the schema's own `categories` at any depth and
+    #: from category overlays (merged); the pointer convention is in schemas.categories.
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The part of `categories` that overlays added, to show where a category comes from.
+    overlay_categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def properties(self) -> list[PropertyInfo]:
         props = self.schema.get("properties")
