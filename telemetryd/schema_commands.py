@@ -97,7 +97,11 @@ def _load_registry(args: argparse.Namespace) -> SchemaRegistry | int:
         if explicit or path.exists():
             settings = load_config(path).schemas
             return SchemaRegistry.load(
-                settings.paths, builtin=settings.builtin, allowed=settings.allowed
+                settings.paths,
+                builtin=settings.builtin,
+                allowed=settings.allowed,
+                overlays=settings.overlays,
+                builtin_overlays=settings.builtin_overlays,
             )
         return SchemaRegistry.load()
     except ConfigError as e:
