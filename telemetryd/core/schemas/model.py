@@ -36,7 +36,8 @@ def json_pointer(path: Sequence[str | int]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PropertyInfo:
-    """A top-level property as shown to people (`schemas show`, GET /api/schemas)."""
+    """A top-level property as shown to people (`schemas show`, GET /api/schemas); its
+    categories are the schema's own and its overlays'."""
 
     name: str
     title: str
@@ -78,18 +79,25 @@ class CompiledSchema:
             return []
         required = self.schema.get("required")
         required_names = set(required) if isinstance(required, list) else set()
-        return [_property_info(name, spec, name in required_names) for name, spec in props.items()]
+        return [
+            _property_info(
+                name,
+                spec,
+                list(self.categories.get(json_pointer([name]), ())),
+                name in required_names,
+            )
+            for name, spec in props.items()
+        ]
 
 
-def _property_info(name: str, spec: Any, required: bool) -> PropertyInfo:
+def _property_info(name: str, spec: Any, categories: list[str], required: bool) -> PropertyInfo:
     spec = spec if isinstance(spec, dict) else {}
-    categories = spec.get("categories")
     return PropertyInfo(
         name=name,
         title=text_of(spec.get("title")),
         description=text_of(spec.get("description")),
         type=_type_of(spec),
-        categories=list(categories) if isinstance(categories, list) else [],
+        categories=categories,
         required=required,
     )
 
