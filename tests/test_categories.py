@@ -72,6 +72,7 @@ def test_subschema_at_resolves_properties_items_and_escapes() -> None:
         "the schema has no property 'nope' under /cells/*"
     )
     assert subschema_at(NESTED, "/cells/0") == "the schema has no property '0' under /cells"
+    assert subschema_at(NESTED, "/pair/01") == "the schema has no property '01' under /pair"
     assert subschema_at(NESTED, "path") == (
         "must be a JSON pointer into the event's data, starting with /"
     )

@@ -81,6 +81,7 @@ def subschema_at(doc: dict[str, Any], pointer: str) -> dict[str, Any] | str:
             isinstance(items, list)
             and segment.isascii()
             and segment.isdigit()
+            and (segment == "0" or not segment.startswith("0"))  # RFC 6901: no leading zeros
             and int(segment) < len(items)
             and isinstance(items[int(segment)], dict)
         ):

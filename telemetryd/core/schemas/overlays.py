@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from telemetryd.core.schemas.categories import subschema_at
+from telemetryd.core.schemas.categories import property_schemas, subschema_at
 from telemetryd.core.schemas.loading import load_documents, schema_files
 from telemetryd.core.schemas.model import (
     CompiledSchema,
@@ -164,4 +164,9 @@ def _merged(schema: CompiledSchema, added: dict[str, tuple[str, ...]] | None) ->
     categories = dict(schema.categories)
     for pointer, names in added.items():
         categories[pointer] = tuple(dict.fromkeys([*categories.get(pointer, ()), *names]))
-    return dataclasses.replace(schema, categories=categories, overlay_categories=added)
+    # In the schema's order, as its own categories are, whichever file named them.
+    order = {
+        json_pointer(data): i for i, (data, _, _) in enumerate(property_schemas(schema.schema))
+    }
+    merged = dict(sorted(categories.items(), key=lambda item: order[item[0]]))
+    return dataclasses.replace(schema, categories=merged, overlay_categories=added)
