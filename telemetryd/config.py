@@ -170,6 +170,16 @@ class SchemaSettings(_Section):
         default_factory=list,
         description="Schema id glob patterns accepted for ingest; empty accepts all registered.",
     )
+    builtin_overlays: bool = Field(
+        True,
+        description="Add the privacy categories telemetryd ships for the shipped schemas that "
+        "carry none (Jupyter Server's and JupyterHub's); applies when builtin is on.",
+    )
+    overlays: list[Path] = Field(
+        default_factory=list,
+        description="More folders (or files) of category overlays: YAML/JSON files adding "
+        "privacy categories to a loaded schema's properties, for schemas you do not own.",
+    )
 
 
 class LogSettings(_Section):

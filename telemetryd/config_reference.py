@@ -199,6 +199,7 @@ EXAMPLES: dict[tuple[str, str], Any] = {
     ("server", "http_unix_socket"): "run/telemetryd-http.sock",
     ("schemas", "paths"): ["/etc/telemetryd/schemas"],
     ("schemas", "allowed"): ["https://events.jupyter.org/*"],
+    ("schemas", "overlays"): ["/etc/telemetryd/overlays"],
     ("auth.tokens", "identity"): "jupyterhub",
     ("auth.tokens", "hash"): "sha256:<from telemetryd hash-token>",
     ("auth.tokens", "allowed_schemas"): ["https://events.jupyter.org/jupyterhub/*"],

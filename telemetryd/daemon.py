@@ -60,8 +60,13 @@ class StartupError(Exception):
 
 
 def load_registry(config: Config) -> SchemaRegistry:
+    settings = config.schemas
     return SchemaRegistry.load(
-        config.schemas.paths, builtin=config.schemas.builtin, allowed=config.schemas.allowed
+        settings.paths,
+        builtin=settings.builtin,
+        allowed=settings.allowed,
+        overlays=settings.overlays,
+        builtin_overlays=settings.builtin_overlays,
     )
 
 

@@ -97,7 +97,11 @@ def _load_registry(args: argparse.Namespace) -> SchemaRegistry | int:
         if explicit or path.exists():
             settings = load_config(path).schemas
             return SchemaRegistry.load(
-                settings.paths, builtin=settings.builtin, allowed=settings.allowed
+                settings.paths,
+                builtin=settings.builtin,
+                allowed=settings.allowed,
+                overlays=settings.overlays,
+                builtin_overlays=settings.builtin_overlays,
             )
         return SchemaRegistry.load()
     except ConfigError as e:
@@ -187,6 +191,8 @@ def _unknown_id(schema_id: str, registry: SchemaRegistry) -> str:
 
 
 def _describe(schema: CompiledSchema, versions: list[str]) -> str:
+    from telemetryd.core.schemas.model import json_pointer
+
     personal = {True: "yes", False: "no", None: "not declared"}[schema.personal_data]
     lines = [
         f"{schema.schema_id} version {schema.version}",
@@ -199,6 +205,7 @@ def _describe(schema: CompiledSchema, versions: list[str]) -> str:
     if schema.description:
         lines += ["", *schema.description.splitlines()]
     properties = schema.properties()
+    categories = _categories_by_pointer(schema)
     if properties:
         rows = [("PROPERTY", "TYPE", "REQUIRED", "CATEGORIES", "DESCRIPTION")]
         rows += [
@@ -206,13 +213,33 @@ def _describe(schema: CompiledSchema, versions: list[str]) -> str:
                 p.name,
                 p.type,
                 "yes" if p.required else "no",
-                ", ".join(p.categories) or "-",
+                categories.get(json_pointer([p.name]), "-"),
                 _first_line(p.title or p.description),
             )
             for p in properties
         ]
         lines += ["", _table(rows)]
+    if categories:
+        lines += [
+            "",
+            "Categories at every depth, by JSON pointer into the event's data (* for every item",
+            "of an array; (overlay) marks a category that a category overlay gives):",
+            _table([("POINTER", "CATEGORIES"), *categories.items()]),
+        ]
     return "\n".join(lines)
+
+
+def _categories_by_pointer(schema: CompiledSchema) -> dict[str, str]:
+    """Data pointer → its categories as text, those only an overlay gives marked (overlay)."""
+    from telemetryd.core.schemas.categories import category_map
+
+    own = category_map(schema.schema)
+    return {
+        pointer: ", ".join(
+            name if name in own.get(pointer, ()) else f"{name} (overlay)" for name in names
+        )
+        for pointer, names in schema.categories.items()
+    }
 
 
 def _first_line(text: str) -> str:

@@ -204,3 +204,69 @@ def test_show_unknown_id_suggests_and_lists(capsys: pytest.CaptureFixture[str]) 
 def test_schemas_without_a_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("schemas") == 2
     assert "usage: telemetryd schemas" in capsys.readouterr().err
+
+
+def _category_rows(out: str) -> dict[str, str]:
+    """The POINTER → CATEGORIES table at the end of `schemas show`."""
+    table = out.split("\nPOINTER ", 1)[1].splitlines()[1:]
+    return {line.split(None, 1)[0]: line.split(None, 1)[1] for line in table}
+
+
+def test_show_lists_categories_at_every_depth(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("schemas", "-c", str(config), "show", "urn:example:events:private", "1") == 0
+    assert _category_rows(capsys.readouterr().out) == {
+        "/user": "user-identifier",
+        "/detail/email": "user-identifiable-information, personal-data",
+        "/detail/team": "my-operator-category",
+        "/count": "unrestricted",
+    }
+
+
+def test_show_marks_the_categories_an_overlay_gives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overlay = tmp_path / "private.yaml"
+    overlay.write_text(
+        '"$id": urn:example:events:private\nversion: "1"\n'
+        "categories:\n  /user: [user-identifier, personal-data]\n  /mode: [unrestricted]\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "custom.toml"
+    config.write_text(
+        f'[schemas]\npaths = ["{GOOD}"]\noverlays = ["{overlay}"]\n', encoding="utf-8"
+    )
+    assert run("schemas", "-c", str(config), "show", "urn:example:events:private") == 0
+    out = capsys.readouterr().out
+    rows = _category_rows(out)
+    assert rows["/user"] == "user-identifier, personal-data (overlay)"
+    assert rows["/mode"] == "unrestricted (overlay)"
+    assert rows["/detail/email"] == "user-identifiable-information, personal-data"
+    mode = next(line for line in out.splitlines() if line.startswith("mode "))
+    assert mode.split()[:4] == ["mode", "string", "no", "unrestricted"]
+
+
+def test_show_builtin_schema_with_its_shipped_overlay(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("schemas", "show", CONTENTS) == 0
+    rows = _category_rows(capsys.readouterr().out)
+    assert rows == {
+        "/action": "unrestricted (overlay)",
+        "/path": "personal-data (overlay)",
+        "/source_path": "personal-data (overlay)",
+    }
+
+
+def test_an_overlay_problem_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(
+        '"$id": urn:example:events:private\nversion: "1"\ncategories:\n  /nope: [unrestricted]\n',
+        encoding="utf-8",
+    )
+    config = tmp_path / "custom.toml"
+    config.write_text(
+        f'[schemas]\npaths = ["{GOOD}"]\noverlays = ["{overlay}"]\n', encoding="utf-8"
+    )
+    assert run("schemas", "-c", str(config), "list") == 2
+    err = capsys.readouterr().err
+    assert f"{overlay}: /categories/~1nope: '/nope': the schema has no property 'nope'" in err

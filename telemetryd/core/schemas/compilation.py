@@ -11,6 +11,7 @@ from urllib.parse import unquote, urldefrag, urljoin
 import fastjsonschema
 
 from telemetryd.core.record import record_head
+from telemetryd.core.schemas.categories import category_map
 from telemetryd.core.schemas.model import CompiledSchema, SchemaProblem, json_pointer, text_of
 
 
@@ -69,6 +70,7 @@ def compile_schema(
         personal_data=personal_data if isinstance(personal_data, bool) else None,
         open_keys=not (doc.get("additionalProperties") is False and "patternProperties" not in doc),
         declared_keys=frozenset(doc.get("properties", {})),
+        categories=category_map(doc),
     )
 
 

@@ -18,7 +18,17 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when bui
 
 def builtin_schema_dir() -> Path:
     """The schemas shipped with telemetryd (the repository's schemas/ folder, as package data)."""
-    root = importlib.resources.files("telemetryd.schemas")
+    return _package_dir("telemetryd.schemas")
+
+
+def builtin_overlay_dir() -> Path:
+    """The category overlays shipped for those schemas (package data of its own, as every file
+    under the schemas folder is loaded as a schema)."""
+    return _package_dir("telemetryd.category_overlays")
+
+
+def _package_dir(package: str) -> Path:
+    root = importlib.resources.files(package)
     # A regular (non-zipped) install gives a Path; anything else still has a filesystem str().
     return root if isinstance(root, Path) else Path(str(root))
 

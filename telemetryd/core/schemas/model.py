@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 _VERSION_CHUNKS = re.compile(r"([0-9]+)")
@@ -36,7 +36,8 @@ def json_pointer(path: Sequence[str | int]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PropertyInfo:
-    """A top-level property as shown to people (`schemas show`, GET /api/schemas)."""
+    """A top-level property as shown to people (`schemas show`, GET /api/schemas); its
+    categories are the schema's own and its overlays'."""
 
     name: str
     title: str
@@ -66,6 +67,11 @@ class CompiledSchema:
     #: The top-level `properties`: data with no other key cannot hold a reserved (__) one,
     #: as no declared property may start with __.
     declared_keys: frozenset[str] = frozenset()
+    #: Data pointer → privacy categories, from the schema's own `categories` at any depth and
+    #: from category overlays (merged); the pointer convention is in schemas.categories.
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The part of `categories` that overlays added, to show where a category comes from.
+    overlay_categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def properties(self) -> list[PropertyInfo]:
         props = self.schema.get("properties")
@@ -73,18 +79,25 @@ class CompiledSchema:
             return []
         required = self.schema.get("required")
         required_names = set(required) if isinstance(required, list) else set()
-        return [_property_info(name, spec, name in required_names) for name, spec in props.items()]
+        return [
+            _property_info(
+                name,
+                spec,
+                list(self.categories.get(json_pointer([name]), ())),
+                name in required_names,
+            )
+            for name, spec in props.items()
+        ]
 
 
-def _property_info(name: str, spec: Any, required: bool) -> PropertyInfo:
+def _property_info(name: str, spec: Any, categories: list[str], required: bool) -> PropertyInfo:
     spec = spec if isinstance(spec, dict) else {}
-    categories = spec.get("categories")
     return PropertyInfo(
         name=name,
         title=text_of(spec.get("title")),
         description=text_of(spec.get("description")),
         type=_type_of(spec),
-        categories=list(categories) if isinstance(categories, list) else [],
+        categories=categories,
         required=required,
     )
 

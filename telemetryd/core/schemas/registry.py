@@ -17,24 +17,37 @@ from pathlib import Path
 from typing import Any
 
 from telemetryd.core.schemas.compilation import compile_schema
-from telemetryd.core.schemas.loading import builtin_schema_dir, load_documents, schema_files
+from telemetryd.core.schemas.loading import (
+    builtin_overlay_dir,
+    builtin_schema_dir,
+    load_documents,
+    schema_files,
+)
 from telemetryd.core.schemas.model import (
     CompiledSchema,
     SchemaLoadError,
     SchemaProblem,
     version_key,
 )
+from telemetryd.core.schemas.overlays import apply_overlays, load_overlays
 from telemetryd.core.schemas.rules import check_schema
 
 
 def compile_schemas(
-    paths: Sequence[Path] = (), *, builtin: bool = False, allowed: Sequence[str] = ()
+    paths: Sequence[Path] = (),
+    *,
+    builtin: bool = False,
+    allowed: Sequence[str] = (),
+    overlays: Sequence[Path] = (),
+    builtin_overlays: bool = True,
 ) -> tuple[list[CompiledSchema], list[SchemaProblem]]:
-    """Check and compile every schema under `paths` without raising.
+    """Check and compile every schema under `paths`, with the category overlays under
+    `overlays` merged in, without raising.
 
-    Returns every good schema in load order (an identical duplicate appears once per file, so a
-    caller can report each file) and every problem. A document with the same ($id, version) as
-    an earlier one but different content is a problem, and left out.
+    The shipped overlays describe the shipped schemas, so they apply when both `builtin` and
+    `builtin_overlays` are on. Returns every good schema in load order (an identical duplicate
+    appears once per file, so a caller can report each file) and every problem. A document with
+    the same ($id, version) as an earlier one but different content is a problem, and left out.
     """
     is_allowed = _AllowList(allowed)
     roots = ([builtin_schema_dir()] if builtin else []) + list(paths)
@@ -57,7 +70,12 @@ def compile_schemas(
                     compiled.append(result)
                 else:
                     problems += result
-    return compiled, problems
+    overlay_roots = ([builtin_overlay_dir()] if builtin and builtin_overlays else []) + list(
+        overlays
+    )
+    found, overlay_problems = load_overlays(overlay_roots)
+    compiled, unmatched = apply_overlays(compiled, found)
+    return compiled, problems + overlay_problems + unmatched
 
 
 def _compile_one(
@@ -115,13 +133,26 @@ class SchemaRegistry:
 
     @classmethod
     def load(
-        cls, paths: Sequence[Path] = (), *, builtin: bool = True, allowed: Sequence[str] = ()
+        cls,
+        paths: Sequence[Path] = (),
+        *,
+        builtin: bool = True,
+        allowed: Sequence[str] = (),
+        overlays: Sequence[Path] = (),
+        builtin_overlays: bool = True,
     ) -> SchemaRegistry:
-        """Load the shipped schemas (if `builtin`) and those under `paths`.
+        """Load the shipped schemas (if `builtin`) and those under `paths`, with the category
+        overlays (the shipped ones if `builtin_overlays`, and those under `overlays`).
 
         Raises SchemaLoadError with every problem in every file.
         """
-        compiled, problems = compile_schemas(paths, builtin=builtin, allowed=allowed)
+        compiled, problems = compile_schemas(
+            paths,
+            builtin=builtin,
+            allowed=allowed,
+            overlays=overlays,
+            builtin_overlays=builtin_overlays,
+        )
         if problems:
             raise SchemaLoadError(problems)
         return cls.from_schemas(compiled)

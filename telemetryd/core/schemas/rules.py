@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import fastjsonschema
 import jsonschema_specifications
 
+from telemetryd.core.schemas.categories import property_schemas
 from telemetryd.core.schemas.compilation import NO_FETCH
 from telemetryd.core.schemas.model import SchemaProblem, json_pointer, json_type
 
@@ -150,7 +151,7 @@ def _rule_problems(doc: dict[str, Any], file: str) -> list[SchemaProblem]:
             for name in props
             if isinstance(name, str) and name.startswith("__")
         ]
-        reasons += _check_categories(props, ["properties"])
+    reasons += _check_categories(doc)
     if isinstance(schema_id, str) and schema_id.startswith(OWN_ID_PREFIX):
         for key in ("title", "description"):
             value = doc.get(key)
@@ -193,30 +194,26 @@ def _check_version(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return [("/version", f'must be a string such as "1" (or an integer), got {got}')]
 
 
-def _check_categories(props: dict[Any, Any], path: list[str | int]) -> list[tuple[str, str]]:
+def _check_categories(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """Categories drive the privacy policy, so a typo'd shape must fail, not silently redact."""
-    reasons: list[tuple[str, str]] = []
-    for name, spec in props.items():
-        if not isinstance(spec, dict):
-            continue
-        here = [*path, str(name)]
-        categories = spec.get("categories")
-        if "categories" in spec:
-            if not isinstance(categories, list):
-                reasons.append(
-                    (json_pointer([*here, "categories"]), "must be a list of category names")
-                )
-            else:
-                reasons += [
-                    (
-                        json_pointer([*here, "categories", i]),
-                        "must be a non-empty string such as "
-                        + ", ".join(repr(c) for c in KNOWN_CATEGORIES),
-                    )
-                    for i, category in enumerate(categories)
-                    if not isinstance(category, str) or not category.strip()
-                ]
-        nested = spec.get("properties")
-        if isinstance(nested, dict):
-            reasons += _check_categories(nested, [*here, "properties"])
-    return reasons
+    return [
+        (json_pointer([*where, "categories", *index]), reason)
+        for _, where, spec in property_schemas(doc)
+        if "categories" in spec
+        for index, reason in category_list_problems(spec["categories"])
+    ]
+
+
+def category_list_problems(categories: Any) -> list[tuple[list[int], str]]:
+    """Why a `categories` value is not a list of category names: (index path, reason) pairs.
+
+    The vocabulary is open, as in jupyter_telemetry: any non-empty name is accepted, and
+    KNOWN_CATEGORIES only suggests the usual ones. Schemas and overlays share this check.
+    """
+    if not isinstance(categories, list):
+        return [([], "must be a list of category names")]
+    return [
+        ([i], "must be a non-empty string such as " + ", ".join(repr(c) for c in KNOWN_CATEGORIES))
+        for i, category in enumerate(categories)
+        if not isinstance(category, str) or not category.strip()
+    ]
