@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,24 @@ def load_documents(path: Path) -> list[tuple[str, Any]]:
 
 class _ParseError(Exception):
     pass
+
+
+def documents_under(
+    roots: Sequence[Path], problems: list[SchemaProblem]
+) -> Iterator[tuple[str, Any]]:
+    """(name, document) of every file under `roots` (folders recursively); a root that does
+    not exist and a file that cannot be read or parsed are added to `problems`."""
+    for root in roots:
+        if not root.exists():
+            problems.append(SchemaProblem(str(root), "", "no such file or folder"))
+            continue
+        for file in schema_files(root):
+            try:
+                documents = load_documents(file)
+            except SchemaLoadError as e:
+                problems += e.problems
+                continue
+            yield from documents
 
 
 def _parse_file(file: Path) -> Any:

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from telemetryd.core.schemas.categories import property_schemas, subschema_at
-from telemetryd.core.schemas.loading import load_documents, schema_files
+from telemetryd.core.schemas.loading import documents_under
 from telemetryd.core.schemas.model import (
     CompiledSchema,
-    SchemaLoadError,
     SchemaProblem,
     json_pointer,
     json_type,
@@ -45,22 +44,12 @@ def load_overlays(paths: Sequence[Path]) -> tuple[list[CategoryOverlay], list[Sc
     """Every overlay file under `paths` (folders recursively, as schemas), checked alone."""
     overlays: list[CategoryOverlay] = []
     problems: list[SchemaProblem] = []
-    for root in paths:
-        if not root.exists():
-            problems.append(SchemaProblem(str(root), "", "no such file or folder"))
-            continue
-        for file in schema_files(root):
-            try:
-                documents = load_documents(file)
-            except SchemaLoadError as e:
-                problems += e.problems
-                continue
-            for name, doc in documents:
-                result = check_overlay(doc, name)
-                if isinstance(result, CategoryOverlay):
-                    overlays.append(result)
-                else:
-                    problems += result
+    for name, doc in documents_under(paths, problems):
+        result = check_overlay(doc, name)
+        if isinstance(result, CategoryOverlay):
+            overlays.append(result)
+        else:
+            problems += result
     return overlays, problems
 
 

@@ -20,8 +20,7 @@ from telemetryd.core.schemas.compilation import compile_schema
 from telemetryd.core.schemas.loading import (
     builtin_overlay_dir,
     builtin_schema_dir,
-    load_documents,
-    schema_files,
+    documents_under,
 )
 from telemetryd.core.schemas.model import (
     CompiledSchema,
@@ -54,22 +53,12 @@ def compile_schemas(
     compiled: list[CompiledSchema] = []
     problems: list[SchemaProblem] = []
     first: dict[tuple[str, str], tuple[str, str]] = {}  # key -> (canonical JSON, file)
-    for root in roots:
-        if not root.exists():
-            problems.append(SchemaProblem(str(root), "", "no such file or folder"))
-            continue
-        for file in schema_files(root):
-            try:
-                documents = load_documents(file)
-            except SchemaLoadError as e:
-                problems += e.problems
-                continue
-            for name, doc in documents:
-                result = _compile_one(doc, name, is_allowed, first)
-                if isinstance(result, CompiledSchema):
-                    compiled.append(result)
-                else:
-                    problems += result
+    for name, doc in documents_under(roots, problems):
+        result = _compile_one(doc, name, is_allowed, first)
+        if isinstance(result, CompiledSchema):
+            compiled.append(result)
+        else:
+            problems += result
     overlay_roots = ([builtin_overlay_dir()] if builtin and builtin_overlays else []) + list(
         overlays
     )
