@@ -71,6 +71,13 @@ def test_a_stricter_override_tightens_every_category() -> None:
     )
 
 
+def test_an_override_without_action_keeps_the_per_category_actions() -> None:
+    base = PrivacySettings(actions={"user-identifier": "pseudonymize"})
+    merged = sink_privacy(base, SinkPrivacySettings(uncategorised="redact"), "sinks[0].privacy")
+    assert merged.actions == {"user-identifier": "pseudonymize"}
+    assert merged == base.model_copy(update={"uncategorised": "redact"})
+
+
 def test_a_per_category_override_keeps_the_stricter_level() -> None:
     override = SinkPrivacySettings(actions={"personal-data": "drop"})
     merged = sink_privacy(BASE, override, "sinks[0].privacy")

@@ -109,26 +109,24 @@ def sink_privacy(
     """The policy a sink is held to: `override` over `base`, where `key` names the override
     (`sinks[2].privacy`). Raises PolicyError on the first setting looser than `base`'s.
 
-    Every category's action is the stricter of the two levels': a sink's `action = "drop"`
-    also tightens a category that `[privacy] actions` names.
+    Every category's action is the stricter of the two levels': a sink's own `action = "drop"`
+    also tightens a category that `[privacy] actions` names; without one, `[privacy]`'s hold.
     """
     if override is None:
         return base
     _refuse_looser(base, override, key)
-    action = override.action or base.action
-    named = set(base.actions) | set(override.actions or {})
     sink_actions = override.actions or {}
-    actions: dict[str, Action] = {
-        category: _stricter(sink_actions.get(category, action), base.action_for(category))
-        for category in sorted(named)
-    }
+    actions: dict[str, Action] = {}
+    for category in sorted(set(base.actions) | set(sink_actions)):
+        chosen = sink_actions.get(category, override.action or base.action_for(category))
+        actions[category] = _stricter(chosen, base.action_for(category))
     return PrivacySettings(
         allowed_categories=(
             base.allowed_categories
             if override.allowed_categories is None
             else override.allowed_categories
         ),
-        action=action,
+        action=override.action or base.action,
         actions=actions,
         uncategorised=override.uncategorised or base.uncategorised,
         origin_user=override.origin_user or base.origin_user,
