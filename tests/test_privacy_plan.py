@@ -346,3 +346,32 @@ def test_pseudonymizing_rules_need_a_key() -> None:
         compile_plan(
             SCHEMA.categories, PrivacyRules.of(PrivacySettings(action="pseudonymize")), None
         )
+
+
+def test_a_value_under_a_covered_property_is_not_uncategorised() -> None:
+    # /a/b has no categories, but /a covers it: the sweep of uncategorised values stops at /a.
+    schema = compiled(
+        {
+            "$id": "https://example.org/covered",
+            "version": "1",
+            "type": "object",
+            "properties": {
+                "a": {
+                    "type": "object",
+                    "categories": ["unrestricted"],
+                    "properties": {
+                        "b": {
+                            "type": "object",
+                            "properties": {"c": {"categories": ["unrestricted"]}, "d": {}},
+                        }
+                    },
+                }
+            },
+        }
+    )
+    plan = compile_plan(
+        schema.categories, PrivacyRules.of(PrivacySettings(uncategorised="drop")), None
+    )
+    assert plan is not None
+    kept = record(schema, {"a": {"b": {"c": 1, "d": 2}}})
+    assert plan.apply(kept) is kept

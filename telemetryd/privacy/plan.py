@@ -80,6 +80,7 @@ def compile_plan(
         if pointer.startswith("/"):
             node = root.descend(pointer)
             node.covered, node.action = True, None
+    _cover(root, covered=False)
     sweeps_uncategorised = rules.uncategorised != "keep"
     busy = _prune(root, sweeps_uncategorised)
     if not busy and not sweeps_uncategorised and rules.origin_user == "keep":
@@ -87,6 +88,13 @@ def compile_plan(
     if pseudonym is None and rules.pseudonymizes:
         raise ValueError("the rules pseudonymize values, but no pseudonym key was given")
     return Plan(root, rules, pseudonym)
+
+
+def _cover(node: _Node, *, covered: bool) -> None:
+    """A pointer under a covered one is covered too, categories of its own or not."""
+    node.covered = node.covered or covered
+    for child in node.children.values():
+        _cover(child, covered=node.covered)
 
 
 def _prune(node: _Node, sweeps_uncategorised: bool) -> bool:
