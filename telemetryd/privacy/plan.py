@@ -29,7 +29,6 @@ import msgspec
 
 from telemetryd.core.record import Record
 from telemetryd.core.schemas.categories import ITEMS
-from telemetryd.core.schemas.model import json_pointer
 from telemetryd.privacy.rules import PrivacyRules
 
 ORIGIN: Final = "__origin__"
@@ -135,16 +134,19 @@ class Plan:
                 members[key] = self._origin(raw, changed) if key == ORIGIN else raw
                 continue
             child = self._root.children.get(key)
-            pointer = json_pointer([key])
+            untouched = (
+                self._uncategorised == "keep"
+                if child is None
+                else child.action is None and not child.children
+            )
+            if untouched:
+                members[key] = raw
+                continue
+            pointer = _segment(key)
             if child is None:
-                if self._uncategorised == "keep":
-                    members[key] = raw
-                    continue
                 result = self._act_raw(self._uncategorised, raw, pointer, changed)
             elif child.action is not None and child.action != "pseudonymize":
                 result = self._act_raw(child.action, raw, pointer, changed)
-            elif child.action is None and not child.children:
-                result = raw
             else:
                 before = len(changed)
                 value = self._walk(_decode(raw), child, pointer, changed, in_array=False)
@@ -173,7 +175,7 @@ class Plan:
             value = origin.get(name)
             if value is None:
                 continue
-            changed.append(json_pointer([ORIGIN, name]))
+            changed.append(f"/{ORIGIN}/{name}")
             if self._origin_user == "drop":
                 del origin[name]
             else:
@@ -202,7 +204,7 @@ class Plan:
         if isinstance(value, dict):
             for key in list(value):
                 child = children.get(key)
-                where = pointer + json_pointer([key])
+                where = pointer + _segment(key)
                 if child is not None:
                     result = self._walk(value[key], child, where, changed, in_array=False)
                 elif sweep is not None:
@@ -239,6 +241,11 @@ class Plan:
     def _pseudonym_of(self, value: Any) -> str:
         assert self._pseudonym is not None  # compile_plan refuses pseudonymizing rules without
         return self._pseudonym(value)
+
+
+def _segment(key: str) -> str:
+    """`key` as one JSON pointer segment, leading / included, escaped as RFC 6901 says."""
+    return "/" + key.replace("~", "~0").replace("/", "~1")
 
 
 def _with_redacted(members: dict[str, Any], changed: list[str]) -> dict[str, Any]:

@@ -3,7 +3,6 @@ records still join on it without saying what it was; and the key file they are m
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -34,7 +33,8 @@ class Pseudonymizer:
 
     def __call__(self, value: Any) -> str:
         data = value.encode() if isinstance(value, str) else _canonical(value)
-        return PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        # hmac.digest: the one-shot C path, several times faster than hmac.new().hexdigest().
+        return PREFIX + hmac.digest(self._key, data, "sha256").hex()
 
 
 def load_key(path: Path) -> bytes:
