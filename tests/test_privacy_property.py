@@ -1,6 +1,7 @@
 """For generated schemas with categories, data and policies: no value the policy hides appears
-anywhere in the output bytes (a pseudonymized one only as its pseudonym), every value it keeps
-is still there, and a schema version with nothing to do passes its record by reference."""
+anywhere in the output bytes (a pseudonymized one only as its pseudonym), every value it
+keeps (allowed properties included) is still there, and a schema version with nothing to do
+passes its record by reference."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from telemetryd.core.schemas.model import json_pointer
 from telemetryd.privacy.plan import compile_plan
 from telemetryd.privacy.pseudonym import Pseudonymizer
 from telemetryd.privacy.rules import PrivacyRules
@@ -67,31 +69,49 @@ def _data(shape: Any, tokens: Iterator[str]) -> Any:
     return next(tokens)
 
 
+def _pointers(shape: Any, pointer: str) -> Iterator[str]:
+    yield pointer
+    if shape[0] == "object":
+        for name, child in shape[2].items():
+            yield from _pointers(child, pointer + json_pointer([name]))
+    elif shape[0] == "array":
+        yield from _pointers(shape[2], pointer + "/*")
+
+
 def _fate(
-    shape: Any, value: Any, rules: PrivacyRules, covered: bool, acted: bool
+    shape: Any, value: Any, rules: PrivacyRules, pointer: str, *, covered: bool, acted: bool
 ) -> Iterator[tuple[str, str]]:
     """(token, "kept" | "hidden" | "pseudonymized") for every leaf value: the oracle."""
     own = shape[1]
-    action = rules.action_for(own) if own and not acted else None
+    allowed = pointer in rules.allowed_properties
+    action = rules.action_for(own) if own and not acted and not allowed else None
     if action is not None and shape[0] == "leaf":
         yield value, "pseudonymized" if action == "pseudonymize" else "hidden"
         return
     acted = acted or action is not None
-    covered = covered or bool(own)
+    covered = covered or bool(own) or allowed
     if shape[0] == "leaf":
         swept = not covered and rules.uncategorised != "keep"
         yield value, "hidden" if acted or swept else "kept"
     elif shape[0] == "object":
         for name, child in shape[2].items():
-            yield from _fate(child, value[name], rules, covered, acted)
+            where = pointer + json_pointer([name])
+            yield from _fate(child, value[name], rules, where, covered=covered, acted=acted)
     else:
         for item in value:
-            yield from _fate(shape[2], item, rules, covered, acted)
+            yield from _fate(shape[2], item, rules, f"{pointer}/*", covered=covered, acted=acted)
 
 
 @settings(max_examples=300, deadline=None)
-@given(top=_tops, policy=_policies)
-def test_no_hidden_value_reaches_the_output(top: dict[str, Any], policy: PrivacySettings) -> None:
+@given(top=_tops, policy=_policies, draw=st.data())
+def test_no_hidden_value_reaches_the_output(
+    top: dict[str, Any], policy: PrivacySettings, draw: st.DataObject
+) -> None:
+    pointers = sorted(
+        p for name, shape in top.items() for p in _pointers(shape, json_pointer([name]))
+    )
+    allowed = draw.draw(st.lists(st.sampled_from(pointers), unique=True, max_size=3))
+    policy = policy.model_copy(update={"allowed_properties": allowed})
     schema = compiled(
         {
             "$id": "https://example.org/generated",
@@ -114,7 +134,9 @@ def test_no_hidden_value_reaches_the_output(top: dict[str, Any], policy: Privacy
     fates = [
         fate
         for name, shape in top.items()
-        for fate in _fate(shape, data[name], rules, covered=False, acted=False)
+        for fate in _fate(
+            shape, data[name], rules, json_pointer([name]), covered=False, acted=False
+        )
     ]
     fates.append(("ZuserQ", "kept" if policy.origin_user == "keep" else "hidden"))
     for token, fate in fates:
