@@ -204,10 +204,11 @@ class Plan:
         if isinstance(value, dict):
             for key in list(value):
                 child = children.get(key)
-                where = pointer + _segment(key)
                 if child is not None:
+                    where = pointer + _segment(key)
                     result = self._walk(value[key], child, where, changed, in_array=False)
                 elif sweep is not None:
+                    where = pointer + _segment(key)
                     result = self._act(sweep, value[key], where, changed, in_array=False)
                 else:
                     continue
@@ -249,7 +250,8 @@ def _segment(key: str) -> str:
 
 
 def _with_redacted(members: dict[str, Any], changed: list[str]) -> dict[str, Any]:
-    """`members` with `__redacted__` (the sorted pointers changed) right after `__origin__`."""
+    """`members` with `__redacted__` (the sorted pointers changed) right after `__origin__`
+    (last in a record without one, which the daemon never makes)."""
     out: dict[str, Any] = {}
     for key, value in members.items():
         out[key] = value
