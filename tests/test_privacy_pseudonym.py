@@ -7,6 +7,8 @@ import hmac
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,23 @@ def test_a_key_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     path.mkdir(mode=0o700)
     with pytest.raises(PseudonymKeyError, match=r"pseudonym\.key: "):
         load_key(path)
+
+
+def test_starts_racing_to_create_the_key_all_get_the_one_key(tmp_path: Path) -> None:
+    """Processes that find no key at once: one creates it, every other reads it whole (never a
+    half-written file), and no temporary file is left beside it."""
+    path = tmp_path / "privacy" / "pseudonym.key"
+    script = (
+        "import sys; from pathlib import Path; from telemetryd.privacy.pseudonym import load_key;"
+        "sys.stdout.write(load_key(Path(sys.argv[1])).hex())"
+    )
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    keys = {racer.communicate(timeout=60)[0] for racer in racers}
+    assert all(racer.returncode == 0 for racer in racers)
+    assert keys == {path.read_bytes().hex()}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["pseudonym.key"]

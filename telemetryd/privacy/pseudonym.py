@@ -3,10 +3,12 @@ records still join on it without saying what it was; and the key file they are m
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any, Final
 
@@ -76,13 +78,25 @@ def _create(path: Path) -> bytes:
     key = secrets.token_bytes(KEY_BYTES)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # O_EXCL: two starts racing do not both write a key; the loser reads the winner's.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return load_key(path)
+        # Written whole to a private temporary file, then linked into place: link refuses an
+        # existing name, so of two starts racing one key wins and the other reads it complete
+        # (a file created in place could be read before its bytes are written).
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as e:
         raise PseudonymKeyError(f"{path}: cannot create the pseudonym key: {e.strerror}") from e
-    with os.fdopen(fd, "wb") as file:
-        os.fchmod(file.fileno(), 0o600)  # whatever the umask
-        file.write(key)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), 0o600)  # mkstemp's mode already, whatever the umask
+            file.write(key)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return load_key(path)
+        except OSError as e:
+            raise PseudonymKeyError(f"{path}: cannot create the pseudonym key: {e.strerror}") from e
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
     return key
