@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from telemetryd.auth import hash_token
 from telemetryd.config import ConfigError, parse_config
-from tests.support.auth_config import ALICE, KERNEL_BOT, auth_section, token_hash
+from tests.support.auth_config import ALICE, KERNEL_BOT, auth_section
 from tests.support.config_text import file_sink, http_config
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.http_client import RawConnection, jupyter_event
@@ -124,7 +125,7 @@ def test_a_wrong_token_is_403(required: Server) -> None:
     assert "www-authenticate" not in response.headers
     assert response.json()["reason"] == "forbidden"
     # the hash itself is not a token
-    response = required.post(jupyter_event("wrong/never"), token_hash(ALICE))
+    response = required.post(jupyter_event("wrong/never"), hash_token(ALICE))
     assert response.status_code == 403
 
 
@@ -296,7 +297,7 @@ def test_protected_health_and_metrics(optional: Server, path: str) -> None:
 # --- telemetryd hash-token ----------------------------------------------------------------------
 
 
-def hash_token(*args: str, stdin: str = "") -> str:
+def cli_hash_token(*args: str, stdin: str = "") -> str:
     done = subprocess.run(
         [sys.executable, "-m", "telemetryd", "hash-token", *args],
         input=stdin,
@@ -308,21 +309,21 @@ def hash_token(*args: str, stdin: str = "") -> str:
 
 
 def test_hash_token_generates_a_token_and_its_config_entry(tmp_path: Path) -> None:
-    out = hash_token()
+    out = cli_hash_token()
     (token,) = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("token: ")]
     assert len(token) >= 40
     snippet = out[out.index("[[auth.tokens]]") :]
     config = parse_config(snippet.replace('"CHANGE-ME"', '"ci"'))
     (entry,) = config.auth.tokens
-    assert entry.hash == token_hash(token)
+    assert entry.hash == "sha256:" + hashlib.sha256(token.encode()).hexdigest()
     assert token not in snippet
-    assert hash_token() != out  # a new token each time
+    assert cli_hash_token() != out  # a new token each time
 
 
 def test_hash_token_of_a_given_token() -> None:
     expected = "sha256:" + hashlib.sha256(b"s3cret-token").hexdigest()
-    assert hash_token("s3cret-token") == f'hash = "{expected}"\n'
-    assert hash_token("-", stdin="s3cret-token\n") == f'hash = "{expected}"\n'
+    assert cli_hash_token("s3cret-token") == f'hash = "{expected}"\n'
+    assert cli_hash_token("-", stdin="s3cret-token\n") == f'hash = "{expected}"\n'
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -343,10 +344,10 @@ def test_a_malformed_hash_names_its_key(value: str) -> None:
     [
         ("[auth]\nrequire = true\n", "auth.require"),
         (
-            f'[[auth.tokens]]\nidentity = "a"\nhash = "{token_hash("x")}"\nuser = "b"\n',
+            f'[[auth.tokens]]\nidentity = "a"\nhash = "{hash_token("x")}"\nuser = "b"\n',
             "auth.tokens[0].user",
         ),
-        (f'[[auth.tokens]]\nhash = "{token_hash("x")}"\n', "auth.tokens[0].identity"),
+        (f'[[auth.tokens]]\nhash = "{hash_token("x")}"\n', "auth.tokens[0].identity"),
         ("[auth]\nrequired = true\n", "auth"),
     ],
 )
@@ -419,7 +420,7 @@ def test_sighup_reloads_the_tokens(tmp_path: Path) -> None:
         with server.client:
             assert server.post(jupyter_event("reload/0"), ALICE).status_code == 204
             renewed = "renewed-token-0123456789abcdefghijklmnopqrstuvw"
-            renewed_config = config.replace(token_hash(ALICE), token_hash(renewed))
+            renewed_config = config.replace(hash_token(ALICE), hash_token(renewed))
             daemon.config_path.write_text(renewed_config.replace('"alice"', '"alice2"'))
             daemon.signal(signal.SIGHUP)
             wait_for(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.auth_config import token_hash
+from telemetryd.auth import hash_token
 from tests.support.config_text import daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess
 from tests.support.ports import free_port
@@ -39,13 +39,13 @@ required = true
 
 [[auth.tokens]]
 identity = "other"
-hash = "{token_hash(OTHER_TOKEN)}"
+hash = "{hash_token(OTHER_TOKEN)}"
 """
     if agent_token:
         tokens += f"""
 [[auth.tokens]]
 identity = "agent-1"
-hash = "{token_hash(AGENT_TOKEN)}"
+hash = "{hash_token(AGENT_TOKEN)}"
 allowed_schemas = ["{CONTENTS}"]
 """
     sinks = file_sink("archive", workdir / "out" / "events.jsonl") + tokens

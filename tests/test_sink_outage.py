@@ -19,7 +19,7 @@ import httpx
 import nats.errors
 import pytest
 
-from tests.support.auth_config import token_hash
+from telemetryd.auth import hash_token
 from tests.support.config_text import daemon_config, file_sink
 from tests.support.daemon_process import DaemonProcess, http_port
 from tests.support.load import AckedLoad
@@ -259,7 +259,7 @@ required = true
 
 [[auth.tokens]]
 identity = "agent-1"
-hash = "{token_hash(AGENT_TOKEN)}"
+hash = "{hash_token(AGENT_TOKEN)}"
 allowed_schemas = ["{CONTENTS}"]
 """
         sinks = file_sink("archive", self.archive) + auth

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
+from telemetryd.auth import hash_token
 
 ALICE = "alice-token-0123456789abcdefghijklmnopqrstuvwxyz"  # may send every schema
 KERNEL_BOT = "kernel-bot-token-0123456789abcdefghijklmnopqrst"  # kernel_actions only
-
-
-def token_hash(token: str) -> str:
-    """A token as the configuration names it (`telemetryd hash-token`)."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def auth_section(**flags: bool) -> str:
@@ -23,10 +18,10 @@ def auth_section(**flags: bool) -> str:
 
 [[auth.tokens]]
 identity = "alice"
-hash = "{token_hash(ALICE)}"
+hash = "{hash_token(ALICE)}"
 
 [[auth.tokens]]
 identity = "kernel-bot"
-hash = "{token_hash(KERNEL_BOT)}"
+hash = "{hash_token(KERNEL_BOT)}"
 allowed_schemas = ["https://events.jupyter.org/jupyter_server/kernel_actions/*"]
 """
